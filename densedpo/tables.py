@@ -1,0 +1,251 @@
+"""The table contracts between stages (DESIGN.md §3), defined once.
+
+Each table is a parquet file whose metadata records `densedpo.table` and `densedpo.schema_version`.
+Paths inside a table are relative to the table's own folder; absolute paths are accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from densedpo.errors import TableError
+
+SCHEMA_VERSION = 1
+_META_TABLE = b"densedpo.table"
+_META_VERSION = b"densedpo.schema_version"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # "str", "int", "float", "bool"
+    required: bool = True
+    nullable: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    path_columns: tuple[str, ...] = ()
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+SOURCES = Schema(
+    "sources",
+    (
+        Column("source_id", "str", doc="unique id of the real clip"),
+        Column("video", "str", doc="path of the clip"),
+        Column("prompt", "str", doc="caption of the clip"),
+    ),
+    key=("source_id",),
+    path_columns=("video",),
+)
+
+PAIRS = Schema(
+    "pairs",
+    (
+        Column("pair_id", "str"),
+        Column("prompt", "str"),
+        Column("video_a", "str"),
+        Column("video_b", "str"),
+        Column("source_id", "str", required=False, nullable=True),
+        Column("source_video", "str", required=False, nullable=True),
+        Column("num_frames", "int", required=False, nullable=True),
+        Column("fps", "float", required=False, nullable=True),
+        Column("height", "int", required=False, nullable=True),
+        Column("width", "int", required=False, nullable=True),
+        Column("mode", "str", required=False, nullable=True, doc="sdedit or vanilla"),
+        Column("strength", "float", required=False, nullable=True, doc="requested noise level eta"),
+        Column("start_sigma", "float", required=False, nullable=True, doc="realized noise level"),
+        Column("seed_a", "int", required=False, nullable=True),
+        Column("seed_b", "int", required=False, nullable=True),
+        Column("num_inference_steps", "int", required=False, nullable=True),
+        Column("guidance_scale", "float", required=False, nullable=True),
+        Column("model_id", "str", required=False, nullable=True),
+        Column("latents_a", "str", required=False, nullable=True),
+        Column("latents_b", "str", required=False, nullable=True),
+        Column("prompt_embeds", "str", required=False, nullable=True),
+    ),
+    key=("pair_id",),
+    path_columns=("video_a", "video_b", "source_video", "latents_a", "latents_b", "prompt_embeds"),
+)
+
+PREFERENCES = ("a", "b", "tie")
+LABEL_STATUSES = ("ok", "low_confidence", "order_inconsistent", "parse_error", "request_error")
+
+LABELS = Schema(
+    "labels",
+    (
+        Column("pair_id", "str"),
+        Column("segment_idx", "int"),
+        Column("frame_start", "int", doc="first pixel frame of the segment"),
+        Column("frame_end", "int", doc="one past the last pixel frame (half-open)"),
+        Column("t_start_s", "float"),
+        Column("t_end_s", "float"),
+        Column("preference", "str", nullable=True, doc="a, b or tie; null on error"),
+        Column("p_a", "float", nullable=True),
+        Column("p_b", "float", nullable=True),
+        Column("p_tie", "float", nullable=True),
+        Column("confidence", "float", nullable=True),
+        Column("order_agreement", "bool", nullable=True),
+        Column("status", "str"),
+        Column("error", "str", nullable=True),
+        Column("raw_response", "str", nullable=True),
+        Column("judge_model", "str"),
+        Column("prompt_name", "str", nullable=True),
+        Column("prompt_sha256", "str", nullable=True),
+    ),
+    key=("pair_id", "segment_idx"),
+)
+
+SCHEMAS = {s.name: s for s in (SOURCES, PAIRS, LABELS)}
+
+
+def _row_label(df: pd.DataFrame, i: int) -> str:
+    return f"row {i}" + (f" (pair_id={df['pair_id'].iloc[i]!r})" if "pair_id" in df.columns else "")
+
+
+def validate(df: pd.DataFrame, schema: Schema, where: str | None = None) -> pd.DataFrame:
+    """Check `df` against `schema`; return it with columns coerced to their kinds.
+
+    Raises TableError naming the table, the column and the first bad row.
+    """
+    where = where or f"{schema.name} table"
+    if len(df) == 0:
+        raise TableError(f"{where} is empty: it needs at least one row with columns {', '.join(schema.key)}.")
+    missing = [c.name for c in schema.columns if c.required and c.name not in df.columns]
+    if missing:
+        raise TableError(
+            f"{where} lacks required column(s) {', '.join(missing)}; it has: {', '.join(map(str, df.columns))}."
+        )
+    df = df.copy()
+    for col in schema.columns:
+        if col.name not in df.columns:
+            continue
+        series = df[col.name]
+        nulls = series.isna()
+        if not col.nullable and nulls.any():
+            i = int(nulls.to_numpy().nonzero()[0][0])
+            raise TableError(f"{where}: column {col.name!r} is empty at {_row_label(df, i)}; every row needs a value.")
+        df[col.name] = _coerce(df, col, where)
+    dup = df.duplicated(list(schema.key), keep="first")
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        key = ", ".join(f"{k}={df[k].iloc[i]!r}" for k in schema.key)
+        raise TableError(f"{where}: duplicate key ({key}) at row {i}; each {'/'.join(schema.key)} must be unique.")
+    if schema is LABELS:
+        _check_allowed(df, "status", LABEL_STATUSES, where)
+        _check_allowed(df, "preference", PREFERENCES, where)
+        bad = df["frame_end"] <= df["frame_start"]
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise TableError(f"{where}: frame_end must be greater than frame_start at {_row_label(df, i)}.")
+    return df
+
+
+def _check_allowed(df: pd.DataFrame, column: str, allowed: tuple[str, ...], where: str) -> None:
+    values = df[column]
+    bad = values.notna() & ~values.isin(allowed)
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise TableError(
+            f"{where}: column {column!r} has {values.iloc[i]!r} at {_row_label(df, i)}; allowed: {', '.join(allowed)}."
+        )
+
+
+def _coerce(df: pd.DataFrame, col: Column, where: str) -> pd.Series:
+    s = df[col.name]
+    try:
+        if col.kind == "str":
+            return s.astype("string").astype(object).where(s.notna(), None)
+        if col.kind == "int":
+            out = pd.to_numeric(s, errors="raise")
+            if (out.dropna() % 1 != 0).any():
+                raise ValueError("not an integer")
+            return out.astype("Int64")
+        if col.kind == "float":
+            return pd.to_numeric(s, errors="raise").astype("float64")
+        if col.kind == "bool":
+            return s.astype("boolean")
+    except (ValueError, TypeError) as e:
+        bad = next(i for i, v in enumerate(s) if not _ok(v, col.kind))
+        raise TableError(
+            f"{where}: column {col.name!r} must hold {col.kind} values but has {s.iloc[bad]!r} at "
+            f"{_row_label(df, bad)}."
+        ) from e
+    raise AssertionError(col.kind)
+
+
+def _ok(v, kind: str) -> bool:
+    if v is None or (isinstance(v, float) and v != v):
+        return True
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return kind != "int" or f.is_integer()
+
+
+def resolve_path(table_path: str | Path, value: str) -> Path:
+    """Resolve a path stored in a table: relative paths are relative to the table's folder."""
+    p = Path(value)
+    return p if p.is_absolute() else Path(table_path).resolve().parent / p
+
+
+def read_table(path: str | Path, schema: Schema) -> pd.DataFrame:
+    """Read and validate a table; errors name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise TableError(f"{schema.name} table not found: {path}. Check the path you passed.")
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a non-parquet file
+        raise TableError(f"cannot read {path} as parquet ({type(e).__name__}: {e}).") from e
+    meta = table.schema.metadata or {}
+    version = meta.get(_META_VERSION)
+    if version is not None and int(version) > SCHEMA_VERSION:
+        raise TableError(
+            f"{path} was written with {schema.name} schema v{int(version)}, newer than this densedpo "
+            f"(v{SCHEMA_VERSION}); upgrade densedpo."
+        )
+    return validate(table.to_pandas(), schema, where=str(path))
+
+
+def write_table(df: pd.DataFrame, path: str | Path, schema: Schema, extra_metadata: dict | None = None) -> Path:
+    """Validate and write atomically (temp file + rename): a crash never leaves a half-written table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    df = validate(df, schema, where=f"{schema.name} table being written to {path}")
+    ordered = [c for c in schema.names if c in df.columns] + [c for c in df.columns if c not in schema.names]
+    table = pa.Table.from_pandas(df[ordered].reset_index(drop=True), preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[_META_TABLE] = schema.name.encode()
+    meta[_META_VERSION] = str(SCHEMA_VERSION).encode()
+    if extra_metadata:
+        meta[b"densedpo.extra"] = json.dumps(extra_metadata, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

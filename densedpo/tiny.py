@@ -1,0 +1,141 @@
+"""Tiny randomly initialised models that load like real ones.
+
+They exist so the demo, the tests and the benchmarks exercise the real loading code, the real vLLM server and
+the real request formats without downloading weights. Their outputs are noise: a tiny VLM's labels say
+nothing about the videos.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# The Qwen chat special tokens, in the order Qwen's tokenizer numbers them after its base vocabulary.
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+_CORPUS = [
+    "You are comparing two videos that are structurally similar, so only the details matter.",
+    "Look for extra or deformed limbs and fingers, morphing faces, blurry or distorted objects.",
+    "Answer with exactly one word: first, second or tie. Be conservative: tie unless one is clearly better.",
+    "The first video is shown first, then the second video. Which video is better in this segment?",
+    "A red ball bounces across a green field while the camera pans slowly to the left.",
+    "system user assistant first second tie banana video frame segment caption",
+]
+
+# Short ChatML template with image placeholders, enough for vLLM's chat endpoint and transformers' processor.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] in ('image', 'image_url') %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] in ('video', 'video_url') %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _train_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.add_special_tokens(QWEN_SPECIAL_TOKENS)
+    return tok
+
+
+def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
+
+    Sizes follow the limits of vLLM's CPU backend: head_dim 32 (2 heads over hidden 64), mrope sections
+    summing to head_dim / 2. Images are processed at 56²…112² pixels, i.e. 4–16 tokens each.
+    """
+    import torch
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = _train_tokenizer(vocab_size=400)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=_CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+    ids = {t: raw.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
+    vocab_size = raw.get_vocab_size()
+    vocab_size += -vocab_size % 64  # pad the embedding like real checkpoints do
+
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            tie_word_embeddings=False,
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+        ),
+        vision_config=dict(
+            depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2, in_channels=3,
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        tie_word_embeddings=False,
+    )
+    config.architectures = ["Qwen2VLForConditionalGeneration"]
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.save_pretrained(out)
+
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        chat_template=_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "do_sample": False})
+    )
+    (out / "README.md").write_text(
+        "# tiny random Qwen2-VL (densedpo make-tiny vlm)\n\n"
+        "Randomly initialised, about 200k parameters. It exists to exercise real loading, serving and request\n"
+        "code paths. Its answers are noise: labels made with it mean nothing.\n"
+    )
+    return out

