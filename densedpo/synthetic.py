@@ -116,11 +116,14 @@ def make_synthetic_pairs(
     width: int = 64,
     segment_seconds: float = 1.0,
     seed: int = 0,
+    artifacts: bool = True,
+    crf: int = 18,
 ) -> tuple[Path, Path]:
     """Write videos, pairs.parquet and truth_labels.parquet under out_dir; return the two table paths.
 
     Per segment: artifact in video_b (truth a), in video_a (truth b) or none (truth tie), each about a third
-    of the time, with at least one non-tie segment per pair.
+    of the time, with at least one non-tie segment per pair. `artifacts=False` renders the same pairs clean
+    (same seeds, same truth table), which the tests use to locate every injected artifact.
     """
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
@@ -137,7 +140,9 @@ def make_synthetic_pairs(
         pair_id = f"syn{seed}-{k:04d}-" + hashlib.sha1(f"{seed}:{k}".encode()).hexdigest()[:8]
         for seg, pref in zip(segments, prefs):
             artifact = ARTIFACTS[int(rng.integers(len(ARTIFACTS)))] if pref != "tie" else None
-            if pref == "a":  # b gets the artifact
+            if not artifacts:
+                pass
+            elif pref == "a":  # b gets the artifact
                 b = inject_artifact(b, artifact, seg.frame_start, seg.frame_end, clip_seed + seg.segment_idx)
             elif pref == "b":
                 a = inject_artifact(a, artifact, seg.frame_start, seg.frame_end, clip_seed + seg.segment_idx)
@@ -150,8 +155,8 @@ def make_synthetic_pairs(
                 "prompt_sha256": None, "artifact": artifact,
             })  # fmt: skip
         va, vb = f"videos/{pair_id}_a.mp4", f"videos/{pair_id}_b.mp4"
-        write_video(out_dir / va, a, fps)
-        write_video(out_dir / vb, b, fps)
+        write_video(out_dir / va, a, fps, crf=crf)
+        write_video(out_dir / vb, b, fps, crf=crf)
         pairs.append({"pair_id": pair_id, "prompt": caption, "video_a": va, "video_b": vb, "source_id": f"src-{k:04d}",
                       "num_frames": num_frames, "fps": fps, "height": height, "width": width})  # fmt: skip
     pairs_path = write_table(pd.DataFrame(pairs), out_dir / "pairs.parquet", PAIRS)

@@ -145,7 +145,7 @@ def validate(df: pd.DataFrame, schema: Schema, where: str | None = None) -> pd.D
     dup = df.duplicated(list(schema.key), keep="first")
     if dup.any():
         i = int(dup.to_numpy().nonzero()[0][0])
-        key = ", ".join(f"{k}={df[k].iloc[i]!r}" for k in schema.key)
+        key = ", ".join(f"{k}={_plain(df[k].iloc[i])!r}" for k in schema.key)
         raise TableError(f"{where}: duplicate key ({key}) at row {i}; each {'/'.join(schema.key)} must be unique.")
     if schema is LABELS:
         _check_allowed(df, "status", LABEL_STATUSES, where)
@@ -163,7 +163,7 @@ def _check_allowed(df: pd.DataFrame, column: str, allowed: tuple[str, ...], wher
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
         raise TableError(
-            f"{where}: column {column!r} has {values.iloc[i]!r} at {_row_label(df, i)}; allowed: {', '.join(allowed)}."
+            f"{where}: column {column!r} has {_plain(values.iloc[i])!r} at {_row_label(df, i)}; allowed: {', '.join(allowed)}."
         )
 
 
@@ -184,10 +184,14 @@ def _coerce(df: pd.DataFrame, col: Column, where: str) -> pd.Series:
     except (ValueError, TypeError) as e:
         bad = next(i for i, v in enumerate(s) if not _ok(v, col.kind))
         raise TableError(
-            f"{where}: column {col.name!r} must hold {col.kind} values but has {s.iloc[bad]!r} at "
+            f"{where}: column {col.name!r} must hold {col.kind} values but has {_plain(s.iloc[bad])!r} at "
             f"{_row_label(df, bad)}."
         ) from e
     raise AssertionError(col.kind)
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
 
 
 def _ok(v, kind: str) -> bool:

@@ -28,8 +28,16 @@ class VideoInfo:
         return self.num_frames / self.fps
 
 
-def _open(path: str | Path):
+def _cv2():
+    # FFmpeg inside OpenCV prints decoder complaints ("moov atom not found") to stderr; our errors say it better.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
+
+    return cv2
+
+
+def _open(path: str | Path):
+    cv2 = _cv2()
 
     path = Path(path)
     if not path.exists():
@@ -42,7 +50,7 @@ def _open(path: str | Path):
 
 def probe(path: str | Path) -> VideoInfo:
     """Frame count, fps and size of a video. Counts frames by decoding when the container does not say."""
-    import cv2
+    cv2 = _cv2()
 
     cap = _open(path)
     try:
@@ -69,7 +77,7 @@ def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> np.nd
 
     Decodes sequentially and skips unwanted frames with grab(), which is faster than seeking for short clips.
     """
-    import cv2
+    cv2 = _cv2()
 
     cap = _open(path)
     wanted = None if indices is None else sorted(set(int(i) for i in indices))

@@ -1,0 +1,46 @@
+"""Session fixtures: one tiny VLM, one real vLLM server and one synthetic dataset per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    from densedpo.tiny import make_tiny_vlm
+
+    return make_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_vlm, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server for the tiny VLM, started once per test session."""
+    pytest.importorskip("vllm")
+    from labeler.vllm_server import managed_vllm
+
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    with managed_vllm(str(tiny_vlm), log_path=log, max_images=40, max_model_len=2048) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """3 synthetic pairs of 49 frames at 16 fps (3 segments each) and their truth labels."""
+    from densedpo.synthetic import make_synthetic_pairs
+
+    return make_synthetic_pairs(tmp_path_factory.mktemp("synthetic"), num_pairs=3)
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `densedpo ...` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "densedpo.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})},
+    )  # fmt: skip
