@@ -51,6 +51,7 @@ class LabelConfig:
     trim_to_shortest: bool = False
     max_failure_rate: float = 0.05
     max_retries: int = 4
+    retry_backoff_s: float = 0.5
     request_timeout_s: float = 120.0
     top_logprobs: int = 20
     max_model_len: int | None = None
@@ -334,7 +335,7 @@ async def ask_all(
                 result = OrderResult(req.request_id, req.order, "request_error", raw_response=e.body, error=str(e))
                 failures[req.request_id] = result
                 transport_failures = transport_failures + 1 if e.body is None else 0
-                if transport_failures >= max(8, cfg.concurrency):
+                if transport_failures >= max(4, cfg.concurrency):
                     raise DenseDPOError(
                         f"the VLM server(s) {', '.join(pool.urls)} stopped answering ({e}). Every answered request "
                         f"is saved in {journal.path}: rerun the same command to resume."
@@ -452,7 +453,9 @@ def fingerprint(cfg: LabelConfig, model: str, prompt: Prompt) -> dict:
 
 
 async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, should_stop) -> LabelResult:
-    async with ServerPool(urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries) as pool:
+    async with ServerPool(
+        urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.retry_backoff_s
+    ) as pool:
         served = await pool.check()
         model = cfg.model or (served[0] if served else None)
         if not model:
