@@ -46,9 +46,8 @@ def _sigterm_as_interrupt() -> None:
   densedpo label --pairs pairs.parquet --out labels.parquet --model tiny-vlm --dry-run"""
 )
 def label(
-    pairs: Annotated[Path, typer.Option(help="pairs.parquet: pair_id, prompt, video_a, video_b (paths relative to it).")],
-    out: Annotated[Path, typer.Option(help="labels.parquet to write (a journal beside it makes the run resumable).")]
-    = Path("labels.parquet"),
+    pairs: Annotated[Path | None, typer.Option(help="pairs.parquet: pair_id, prompt, video_a, video_b (paths relative to it).")] = None,
+    out: Annotated[Path | None, typer.Option(help="labels.parquet to write; a journal beside it makes the run resumable [default: labels.parquet].")] = None,
     server: Annotated[list[str] | None, typer.Option(help="URL of a running OpenAI-compatible VLM server; repeat for several.")] = None,
     model: Annotated[str | None, typer.Option(help="Model id or folder; without --server densedpo starts vLLM for it.")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds [default: 1.0].")] = None,

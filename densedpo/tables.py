@@ -163,7 +163,8 @@ def _check_allowed(df: pd.DataFrame, column: str, allowed: tuple[str, ...], wher
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
         raise TableError(
-            f"{where}: column {column!r} has {_plain(values.iloc[i])!r} at {_row_label(df, i)}; allowed: {', '.join(allowed)}."
+            f"{where}: column {column!r} has {_plain(values.iloc[i])!r} at {_row_label(df, i)}; "
+            f"allowed: {', '.join(allowed)}."
         )
 
 

@@ -38,7 +38,7 @@ PROBE_TEXT = "Ignore everything else and reply with the single word banana."
 @dataclass
 class LabelConfig:
     pairs: Path
-    out: Path
+    out: Path = Path("labels.parquet")
     server: list[str] = field(default_factory=list)
     model: str | None = None
     segment_seconds: float = 1.0

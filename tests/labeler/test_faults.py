@@ -77,7 +77,8 @@ def test_persistent_500_ends_as_request_error_rows_and_exit_2(synthetic, tmp_pat
     assert failed["preference"].isna().all()
     # Request errors are not journaled: a rerun against a healthy server asks exactly the failed ones.
     with FakeServer() as healthy:
-        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet", "--config", config)
+        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet",
+                    "--config", config)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert set(healthy.chat_requests()) == {f"{p}:1:{o}" for p in failed["pair_id"] for o in ("ab", "ba")}
     assert (pd.read_parquet(out)["status"] == "ok").all()
