@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -36,13 +37,13 @@ def test_stages_do_not_import_each_other(stage):
     for path in folder.rglob("*.py"):
         text = path.read_text()
         for other in others:
-            assert f"from {other}" not in text and f"import {other}" not in text, (path, other)
+            assert not re.search(rf"^\s*(import|from)\s+{other}\b", text, re.M), (path, other)
 
 
 def test_labeler_never_imports_torch_or_diffusers():
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|diffusers|transformers)\b", re.M)
     for path in (REPO / "labeler").rglob("*.py"):
-        text = path.read_text()
-        assert "import torch" not in text and "diffusers" not in text, path
+        assert not pattern.search(path.read_text()), path
 
 
 def test_help_imports_no_heavy_package():
