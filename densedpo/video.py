@@ -42,7 +42,9 @@ def _open(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise DenseDPOError(f"video not found: {path}")
-    cap = cv2.VideoCapture(str(path))
+    # One decoder thread: callers parallelise across videos, and short clips decode with less CPU this way
+    # (measured 16 vs 20 ms for 49 frames at 128 px).
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     if not cap.isOpened():
         raise DenseDPOError(f"cannot decode video {path}: not a readable video file (corrupt or unsupported codec).")
     return cap

@@ -213,7 +213,7 @@ async def check_constrained(pool: ServerPool, model: str, prompt: Prompt, top_lo
     The probe asks for a word outside the choices: a server that ignores the constraint (an old request field,
     another backend) answers something else, which we refuse to label with.
     """
-    token_ids = [await pool.tokenize(model, c) for c in prompt.choices]
+    token_ids = await asyncio.gather(*(pool.tokenize(model, c) for c in prompt.choices))
     if all(token_ids):
         firsts = [t[0] for t in token_ids]
         if len(set(firsts)) != len(firsts):
