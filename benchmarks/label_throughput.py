@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
 from labeler.engine import (  # noqa: E402
@@ -58,13 +58,15 @@ def build_all(cfg: LabelConfig, model: str) -> tuple[list[dict], int]:
 
 
 async def fire(url: str, bodies: list[dict], concurrency: int) -> float:
+    """The bare client: pre-built bodies, aiohttp, a semaphore; nothing else."""
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as client:
 
         async def one(body):
-            async with sem:
-                r = await client.post(f"{url}/v1/chat/completions", json=body)
+            async with sem, client.post(f"{url}/v1/chat/completions", json=body) as r:
                 r.raise_for_status()
+                await r.read()
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(b) for b in bodies))

@@ -31,8 +31,10 @@ class VideoInfo:
 def _cv2():
     # FFmpeg inside OpenCV prints decoder complaints ("moov atom not found") to stderr; our errors say it better.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     import cv2
 
+    cv2.utils.logging.setLogLevel(2)  # errors only: a corrupt file otherwise logs a WARN line before our own message
     return cv2
 
 

@@ -1,13 +1,18 @@
-"""An async client for one or more OpenAI-compatible VLM servers (vLLM), shared by load, with retries."""
+"""An async client for one or more OpenAI-compatible VLM servers (vLLM), shared by load, with retries.
+
+aiohttp rather than httpx: at 32+ requests in flight httpx's connection pool spent more CPU per request than
+the whole rest of the labeler (see docs/benchmarks.md), and on a CPU box that CPU is taken from the server.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from densedpo.errors import DenseDPOError
 
@@ -54,15 +59,19 @@ class ServerPool:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self.max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def __aenter__(self) -> ServerPool:
+        # The session binds to the running event loop, so it is made here rather than in __init__.
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=10.0),
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -83,11 +92,11 @@ class ServerPool:
         errors, models = [], None
         for s in self.servers:
             try:
-                r = await self._http.get(f"{s.url}/v1/models", timeout=10.0)
-                r.raise_for_status()
-                ids = [m["id"] for m in r.json().get("data", [])]
+                async with self._http.get(f"{s.url}/v1/models", timeout=aiohttp.ClientTimeout(total=10.0)) as r:
+                    r.raise_for_status()
+                    ids = [m["id"] for m in (await r.json()).get("data", [])]
                 models = models if models is not None else ids
-            except (httpx.HTTPError, ValueError, KeyError) as e:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
                 s.down_until = time.monotonic() + 5.0
                 errors.append(f"{s.url} ({type(e).__name__}: {e})")
         if models is None:
@@ -117,21 +126,22 @@ class ServerPool:
             server.requests += 1
             t0 = time.perf_counter()
             try:
-                r = await self._http.post(f"{server.url}{path}", json=body, headers=headers)
-            except (httpx.TransportError, httpx.TimeoutException) as e:
+                async with self._http.post(f"{server.url}{path}", json=body, headers=headers) as r:
+                    status, text = r.status, await r.text()
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as e:
                 server.consecutive_failures += 1
                 server.down_until = time.monotonic() + min(30.0, self.backoff_s * 2**server.consecutive_failures)
                 last_error, last_body = f"{server.url}: {type(e).__name__}: {e}".rstrip(": "), None
             else:
                 server.consecutive_failures = 0
-                if r.status_code == 200:
+                if status == 200:
                     server.latencies_s.append(time.perf_counter() - t0)
                     try:
-                        return r.json()
+                        return json.loads(text)
                     except ValueError as e:
-                        raise RequestFailed(f"{server.url}: response is not JSON", r.text[:2000]) from e
-                last_error, last_body = f"{server.url}: HTTP {r.status_code}", r.text[:2000]
-                if r.status_code not in RETRYABLE_STATUS:
+                        raise RequestFailed(f"{server.url}: response is not JSON", text[:2000]) from e
+                last_error, last_body = f"{server.url}: HTTP {status}", text[:2000]
+                if status not in RETRYABLE_STATUS:
                     raise RequestFailed(last_error, last_body)
             finally:
                 server.in_flight -= 1
