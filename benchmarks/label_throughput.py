@@ -104,7 +104,9 @@ def main() -> None:
             if pin:  # the server inherits CPU 0 at spawn; the client then moves to the others
                 os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpus[0])
                 os.sched_setaffinity(0, {cpus[0]})
-            url = stack.enter_context(managed_vllm(model, log_path=work / "vllm.log",
+            # Every repeat sends the same requests: without caches, each run costs the server what new data would.
+            no_cache = ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
+            url = stack.enter_context(managed_vllm(model, log_path=work / "vllm.log", extra_args=no_cache,
                                                    max_images=max_images_per_request(plan_pairs(cfg), 8.0)))
             if pin:
                 os.sched_setaffinity(0, set(cpus[1:]))

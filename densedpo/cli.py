@@ -144,6 +144,74 @@ def print_label_summary(s: dict, out: Path) -> None:
     )
 
 
+@app.command(
+    epilog="""Examples:\n
+  densedpo generate --sources sources.parquet --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out pairs/\n
+  densedpo generate --sources sources.parquet --model tiny-wan --out pairs/ --num-frames 17 --height 64 --width 64 --steps 10\n
+  accelerate launch --num_processes 8 -m densedpo.cli generate --sources sources.parquet --model M --out pairs/\n
+  densedpo generate --sources sources.parquet --model M --out pairs/ --mode vanilla --dry-run"""
+)
+def generate(
+    sources: Annotated[Path | None, typer.Option(help="sources.parquet: source_id, video, prompt (paths relative to it).")] = None,
+    model: Annotated[str | None, typer.Option(help="diffusers pipeline folder or hub id (Wan 2.1 T2V first).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: pairs.parquet, videos/, latents/, embeds/ [default: pairs].")] = None,
+    mode: Annotated[str | None, typer.Option(help="sdedit (aligned pairs) or vanilla (two full generations) [default: sdedit].")] = None,
+    eta_min: Annotated[float | None, typer.Option(help="Lowest noise level eta (a sigma, not diffusers' strength) [default: 0.65].")] = None,
+    eta_max: Annotated[float | None, typer.Option(help="Highest noise level eta [default: 0.8].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampler steps of the full schedule [default: 40].")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale [default: 8].")] = None,
+    num_frames: Annotated[int | None, typer.Option(help="Frames per video, 4k+1 [default: 81].")] = None,
+    fps: Annotated[float | None, typer.Option(help="Target frame rate; sources are resampled [default: 16].")] = None,
+    height: Annotated[int | None, typer.Option(help="Video height [default: 480].")] = None,
+    width: Annotated[int | None, typer.Option(help="Video width [default: 832].")] = None,
+    offset_s: Annotated[float | None, typer.Option(help="Where in each source clip to start, seconds [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed: eta and the two seeds of a pair derive from it and the source id [default: 0].")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: make only sources with index % n == i (accelerate launch shards by itself).")] = None,
+    cpu_offload: Annotated[bool | None, typer.Option("--cpu-offload", help="Keep idle models on the CPU (diffusers model offload).")] = None,
+    vae_tiling: Annotated[bool | None, typer.Option("--vae-tiling", help="Decode/encode in tiles to save memory.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; load no model.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Make aligned pairs: partially noise each clip to eta and denoise it twice with different seeds."""
+    from densedpo.config import build_config, write_run_file
+    from generation.engine import GenerateConfig
+
+    cfg = build_config(
+        GenerateConfig, config, sources=sources, model=model, out=out, mode=mode, eta_min=eta_min, eta_max=eta_max,
+        steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height, width=width,
+        offset_s=offset_s, seed=seed, shard=shard, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
+    )  # fmt: skip
+    if dry_run:
+        from generation.engine import dry_run_plan
+
+        _print_kv("generate plan (dry run)", dry_run_plan(cfg))
+        return
+    _sigterm_as_interrupt()
+    from generation.engine import generate_pairs
+
+    write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"))
+    result = generate_pairs(cfg, console=console, progress=not quiet)
+    print_generate_summary(result)
+
+
+def print_generate_summary(r) -> None:
+    from rich.table import Table
+
+    _print_kv(
+        f"pairs → {r.pairs_path}",
+        {"pairs made": r.made, "already finished": r.already_done, "skipped": len(r.skipped),
+         "seconds per pair": r.seconds_per_pair},
+    )  # fmt: skip
+    if r.skipped:
+        t = Table(title="skipped sources")
+        t.add_column("source_id")
+        t.add_column("reason")
+        for sid, reason in r.skipped.items():
+            t.add_row(sid, reason)
+        Console().print(t)
+
+
 @make_tiny_app.command("vlm")
 def make_tiny_vlm(
     out: Annotated[Path, typer.Option(help="Folder to write the model into.")] = Path("tiny-vlm"),
@@ -156,6 +224,20 @@ def make_tiny_vlm(
     from densedpo.tiny import make_tiny_vlm as make
 
     console.print(f"tiny VLM written to {make(out, seed=seed)} (random weights: its labels are meaningless)")
+
+
+@make_tiny_app.command("wan")
+def make_tiny_wan(
+    out: Annotated[Path, typer.Option(help="Folder to write the pipeline into.")] = Path("tiny-wan"),
+    seed: Annotated[int, typer.Option(help="Weight init seed.")] = 0,
+) -> None:
+    """A tiny random Wan 2.1 text-to-video pipeline folder (diffusers layout). Its videos are noise.
+
+    Example: densedpo make-tiny wan --out tiny-wan
+    """
+    from densedpo.tiny import make_tiny_wan as make
+
+    console.print(f"tiny Wan written to {make(out, seed=seed)} (random weights: its videos are meaningless)")
 
 
 @app.command()

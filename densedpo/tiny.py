@@ -139,3 +139,70 @@ def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
         "code paths. Its answers are noise: labels made with it mean nothing.\n"
     )
     return out
+
+
+def _train_t5_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return tok
+
+
+def make_tiny_wan(out: str | Path, seed: int = 0, scheduler: str = "unipc") -> Path:
+    """Write a tiny random Wan 2.1 text-to-video pipeline folder (≈350 KB) that `DiffusionPipeline` loads.
+
+    Same classes and layout as Wan-AI/Wan2.1-T2V-*-Diffusers: UMT5 text encoder, causal video VAE with 4x
+    temporal and 8x spatial compression, WanTransformer3DModel, flow-matching scheduler with shift 3.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    out = Path(out)
+    raw = _train_t5_tokenizer(vocab_size=200)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=raw.get_vocab_size(), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0, eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    ).eval()  # fmt: skip
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    ).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    ).eval()  # fmt: skip
+    if scheduler == "unipc":
+        sched = UniPCMultistepScheduler(flow_shift=3.0, prediction_type="flow_prediction", use_flow_sigmas=True)
+    else:
+        sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    pipe = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched
+    )
+    pipe.save_pretrained(out)
+    (out / "README.md").write_text(
+        "# tiny random Wan 2.1 (densedpo make-tiny wan)\n\n"
+        "Randomly initialised: it exercises the real diffusers loading and sampling code. Its videos are noise.\n"
+    )
+    return out

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -35,7 +35,9 @@ def is_cpu_build() -> bool:
         return False
 
 
-def vllm_command(model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool) -> list[str]:
+def vllm_command(
+    model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool, extra_args: Sequence[str] = ()
+) -> list[str]:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
@@ -46,7 +48,7 @@ def vllm_command(model: str, port: int, max_images: int, max_model_len: int | No
         cmd += ["--max-model-len", str(max_model_len)]
     if cpu:
         cmd += ["--enforce-eager"]
-    return cmd
+    return cmd + list(extra_args)
 
 
 def vllm_env(cpu: bool) -> dict[str, str]:
@@ -89,6 +91,7 @@ def managed_vllm(
     max_images: int,
     max_model_len: int | None = None,
     startup_timeout_s: float = 900.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Yield the base URL of a vLLM server for `model` on a free loopback port; stop it at exit.
 
@@ -107,7 +110,7 @@ def managed_vllm(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        vllm_command(model, port, max_images, max_model_len, cpu),
+        vllm_command(model, port, max_images, max_model_len, cpu, extra_args),
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=vllm_env(cpu),
         preexec_fn=_die_with_parent,
     )  # fmt: skip

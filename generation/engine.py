@@ -1,0 +1,419 @@
+"""`densedpo generate`: real clips -> structurally aligned pairs (SDEdit) or independent pairs (vanilla).
+
+generate_pairs() reads top to bottom: 1 plan (sources, shard, η and seeds per source, skip finished pairs),
+2 load the diffusers pipeline, 3 per source: read and resize the clip, encode prompt and clip once, denoise both
+seeds as one batch from σ ≈ η, decode, write videos/latents/embeddings, then the row; 4 merge the rows into
+pairs.parquet; 5 summarise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from densedpo.errors import DenseDPOError
+from densedpo.tables import PAIRS, SOURCES, read_table, resolve_path, write_table
+from generation.sdedit import (
+    make_pair_id,
+    nearest_sigma_index,
+    noise_to_level,
+    pair_randomness,
+    source_frame_indices,
+)
+
+MODES = ("sdedit", "vanilla")
+
+
+@dataclass
+class GenerateConfig:
+    sources: Path
+    model: str
+    out: Path = Path("pairs")
+    mode: str = "sdedit"
+    eta_min: float = 0.65
+    eta_max: float = 0.8
+    steps: int = 40
+    guidance: float = 8.0
+    num_frames: int = 81
+    fps: float = 16.0
+    height: int = 480
+    width: int = 832
+    offset_s: float = 0.0
+    seed: int = 0
+    negative_prompt: str = ""
+    max_sequence_length: int = 512
+    shard: str | None = None  # "i/n"
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    max_sources: int | None = None
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise DenseDPOError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
+        if not 0.0 < self.eta_min <= self.eta_max <= 1.0:
+            raise DenseDPOError(f"need 0 < --eta-min <= --eta-max <= 1, got {self.eta_min} and {self.eta_max}.")
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            k = max(0, (self.num_frames - 1) // 4)
+            raise DenseDPOError(
+                f"--num-frames must be 4k+1 for Wan's causal VAE (e.g. {4 * k + 1} or {4 * k + 5}), "
+                f"got {self.num_frames}."
+            )
+        if self.height % 16 or self.width % 16:
+            raise DenseDPOError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}.")
+        if self.steps < 1 or self.fps <= 0:
+            raise DenseDPOError("--steps and --fps must be positive.")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise DenseDPOError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}.")
+        parse_shard(self.shard)
+
+    def settings(self) -> dict:
+        """What changes the videos of a pair besides source, model, mode, η and seeds (part of the pair id)."""
+        return {"steps": self.steps, "guidance": self.guidance, "num_frames": self.num_frames, "fps": self.fps,
+                "height": self.height, "width": self.width, "offset_s": self.offset_s,
+                "negative_prompt": self.negative_prompt}  # fmt: skip
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise DenseDPOError(f"--shard must be i/n with 0 <= i < n (e.g. 0/4), got {shard!r}.") from None
+    return i, n
+
+
+@dataclass
+class PairTask:
+    source_row: int
+    source_id: str
+    prompt: str
+    video: Path
+    pair_id: str
+    eta: float | None
+    seed_a: int
+    seed_b: int
+
+
+def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTask], int]:
+    """(tasks of this shard still to do, number already finished). Sources are split by index modulo world."""
+    sources = read_table(cfg.sources, SOURCES)
+    if cfg.max_sources is not None:
+        sources = sources.iloc[: cfg.max_sources]
+    tasks, done = [], 0
+    for i, row in enumerate(sources.itertuples(index=False)):
+        if i % world != rank:
+            continue
+        eta, seed_a, seed_b = pair_randomness(cfg.seed, row.source_id, cfg.eta_min, cfg.eta_max)
+        if cfg.mode == "vanilla":
+            eta = None
+        pid = make_pair_id(row.source_id, cfg.model, cfg.mode, eta, seed_a, seed_b, **cfg.settings())
+        if (cfg.out / "rows" / f"{pid}.json").exists():
+            done += 1
+            continue
+        video = resolve_path(cfg.sources, row.video)
+        tasks.append(PairTask(i, row.source_id, row.prompt, video, pid, eta, seed_a, seed_b))
+    return tasks, done
+
+
+# ---------------------------------------------------------------------------------------------- clip
+
+
+def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
+    """The source resampled to cfg.fps, cfg.num_frames from cfg.offset_s, resized and center-cropped.
+
+    Returns uint8 (T, H, W, 3). Raises ValueError with the reason when the clip is unusable.
+    """
+    import cv2
+
+    from densedpo.video import probe, read_frames
+
+    try:
+        info = probe(path)
+    except DenseDPOError as e:
+        raise ValueError(str(e)) from None
+    idx = source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
+    try:
+        frames = read_frames(path, idx)
+    except DenseDPOError as e:
+        raise ValueError(str(e)) from None
+    h, w = frames.shape[1:3]
+    scale = max(cfg.height / h, cfg.width / w)
+    rh, rw = max(cfg.height, round(h * scale)), max(cfg.width, round(w * scale))
+    y0, x0 = (rh - cfg.height) // 2, (rw - cfg.width) // 2
+    out = np.empty((len(frames), cfg.height, cfg.width, 3), np.uint8)
+    for k, f in enumerate(frames):
+        r = cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        out[k] = r[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class Sampler:
+    """A diffusers video pipeline's parts, driven by our own loop so that η is a σ and both seeds batch."""
+
+    def __init__(self, cfg: GenerateConfig, device: str | None = None):
+        import torch
+        from diffusers import DiffusionPipeline
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if cfg.dtype == "auto":
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, cfg.dtype)
+        try:
+            # The Wan VAE stays in float32: it is numerically fragile in half precision.
+            pipe = DiffusionPipeline.from_pretrained(cfg.model, dtype={"vae": torch.float32, "default": dtype})
+        except (OSError, ValueError) as e:
+            raise DenseDPOError(f"cannot load --model {cfg.model!r} as a diffusers pipeline: {e}") from None
+        for part in ("transformer", "vae", "scheduler", "text_encoder"):
+            if getattr(pipe, part, None) is None:
+                raise DenseDPOError(f"--model {cfg.model!r} has no {part}; densedpo needs a Wan-style video pipeline.")
+        if not hasattr(pipe.scheduler, "set_begin_index") or "sigmas" not in dir(pipe.scheduler):
+            raise DenseDPOError(f"the scheduler {type(pipe.scheduler).__name__} is not a flow-matching scheduler.")
+        if cfg.vae_tiling:
+            pipe.vae.enable_tiling()
+        if cfg.cpu_offload and self.device.type == "cuda":
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        for module in (pipe.transformer, pipe.vae, pipe.text_encoder):
+            module.eval().requires_grad_(False)
+        self.pipe, self.cfg, self.dtype = pipe, cfg, dtype
+        self.temporal = int(getattr(pipe, "vae_scale_factor_temporal", 4))
+        self.spatial = int(getattr(pipe, "vae_scale_factor_spatial", 8))
+        zdim = pipe.vae.config.z_dim
+        self.latents_mean = torch.tensor(pipe.vae.config.latents_mean).view(1, zdim, 1, 1, 1).to(self.device)
+        self.latents_std = torch.tensor(pipe.vae.config.latents_std).view(1, zdim, 1, 1, 1).to(self.device)
+
+    def schedule(self) -> tuple[list[float], object]:
+        """Per-step σ (without the final 0) and timesteps for cfg.steps, under the model's own flow shift."""
+        s = self.pipe.scheduler
+        s.set_timesteps(self.cfg.steps, device=self.device)
+        return [float(x) for x in s.sigmas[: len(s.timesteps)]], s.timesteps
+
+    def encode_prompt(self, prompt: str):
+        """(prompt_embeds, negative_prompt_embeds or None), each (1, L, D), encoded once per pair."""
+        with self.torch.no_grad():
+            pos, neg = self.pipe.encode_prompt(
+                prompt=prompt, negative_prompt=self.cfg.negative_prompt,
+                do_classifier_free_guidance=self.cfg.guidance > 1.0, num_videos_per_prompt=1,
+                max_sequence_length=self.cfg.max_sequence_length, device=self.device,
+            )  # fmt: skip
+        return pos.to(self.dtype), (neg.to(self.dtype) if neg is not None else None)
+
+    def encode_video(self, frames: np.ndarray):
+        """uint8 (T, H, W, 3) -> normalised latents (1, C, T', H/8, W/8), the space the transformer works in."""
+        torch = self.torch
+        x = torch.from_numpy(frames).to(self.device, torch.float32).permute(3, 0, 1, 2)[None] / 127.5 - 1.0
+        with torch.no_grad():
+            z = self.pipe.vae.encode(x).latent_dist.mode()  # (1, C, T', h, w)
+        return (z - self.latents_mean) / self.latents_std
+
+    def decode(self, latents) -> np.ndarray:
+        """(B, C, T', h, w) normalised latents -> uint8 (B, T, H, W, 3)."""
+        torch = self.torch
+        with torch.no_grad():
+            z = latents.to(torch.float32) * self.latents_std + self.latents_mean
+            video = self.pipe.vae.decode(z, return_dict=False)[0]  # (B, 3, T, H, W) in [-1, 1]
+        video = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return video.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+    def noise(self, seeds: list[int], shape: tuple[int, ...]):
+        """One Gaussian draw per seed, made on the CPU so a seed gives the same noise on every device."""
+        torch = self.torch
+        draws = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds]
+        return torch.stack(draws).to(self.device, torch.float32)
+
+    def denoise(self, x, timesteps, start_index: int, pos, neg):
+        """Run the scheduler from step `start_index` to 0 on a batch; both videos share every call.
+
+        With CFG the conditional and unconditional passes of the whole batch go through the transformer as one
+        batch of 2B.
+        """
+        torch = self.torch
+        sched = self.pipe.scheduler
+        sched.set_begin_index(start_index)
+        b = x.shape[0]
+        cfg_on = neg is not None
+        emb = torch.cat([pos.expand(b, -1, -1)] + ([neg.expand(b, -1, -1)] if cfg_on else []))
+        for t in timesteps[start_index:]:
+            inp = torch.cat([x, x]) if cfg_on else x
+            with torch.no_grad():
+                v = self.pipe.transformer(
+                    hidden_states=inp.to(self.dtype), timestep=t.expand(inp.shape[0]), encoder_hidden_states=emb,
+                    return_dict=False,
+                )[0].float()  # fmt: skip
+            if cfg_on:
+                cond, uncond = v.chunk(2)
+                v = uncond + self.cfg.guidance * (cond - uncond)
+            x = sched.step(v, t, x, return_dict=False)[0]
+        return x
+
+    def latent_shape(self) -> tuple[int, ...]:
+        c = self.pipe.transformer.config.in_channels
+        t = (self.cfg.num_frames - 1) // self.temporal + 1
+        return (c, t, self.cfg.height // self.spatial, self.cfg.width // self.spatial)
+
+
+# ---------------------------------------------------------------------------------------------- one pair
+
+
+def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
+    """Generate one pair and write its files; return its row (written by the caller, last)."""
+    from densedpo.video import write_video
+
+    sigmas, timesteps = sampler.schedule()
+    pos, neg = sampler.encode_prompt(task.prompt)
+    noise = sampler.noise([task.seed_a, task.seed_b], sampler.latent_shape())
+    if cfg.mode == "sdedit":
+        clip = load_clip(task.video, cfg)
+        x0 = sampler.encode_video(clip)  # encoded once, shared by both seeds
+        start = nearest_sigma_index(sigmas, task.eta)
+        start_sigma = sigmas[start]
+        x = noise_to_level(x0.expand_as(noise), noise, start_sigma)
+    else:
+        clip, start = None, 0  # the paper's baseline: two full generations from independent noise
+        start_sigma = sigmas[0]
+        x = noise
+    latents = sampler.denoise(x, timesteps, start, pos, neg)
+    video_a, video_b = sampler.decode(latents)
+
+    out, pid = cfg.out, task.pair_id
+    rel = {
+        "video_a": f"videos/{pid}_a.mp4", "video_b": f"videos/{pid}_b.mp4",
+        "latents_a": f"latents/{pid}_a.safetensors", "latents_b": f"latents/{pid}_b.safetensors",
+        "prompt_embeds": f"embeds/{pid}.safetensors",
+        "source_video": f"sources/{pid}_source.mp4" if clip is not None else None,
+    }  # fmt: skip
+    write_video(out / rel["video_a"], video_a, cfg.fps)
+    write_video(out / rel["video_b"], video_b, cfg.fps)
+    if clip is not None:
+        write_video(out / rel["source_video"], clip, cfg.fps)
+    _save_tensors(out / rel["latents_a"], {"latents": latents[0]})
+    _save_tensors(out / rel["latents_b"], {"latents": latents[1]})
+    _save_tensors(out / rel["prompt_embeds"], {"prompt_embeds": pos[0]})
+    return {
+        "pair_id": pid, "source_id": task.source_id, "prompt": task.prompt, **rel,
+        "num_frames": cfg.num_frames, "fps": cfg.fps, "height": cfg.height, "width": cfg.width, "mode": cfg.mode,
+        "strength": task.eta, "start_sigma": start_sigma, "seed_a": task.seed_a, "seed_b": task.seed_b,
+        "num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, "model_id": cfg.model,
+    }  # fmt: skip
+
+
+def _save_tensors(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_row(out: Path, row: dict) -> None:
+    """The row goes last, atomically: a pair without its row file is unfinished and is redone."""
+    path = out / "rows" / f"{row['pair_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, path)
+
+
+def merge_rows(out: Path) -> Path | None:
+    """pairs.parquet from every finished row under out/rows (all shards), in pair-id order, no duplicates."""
+    rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+    if not rows:
+        return None
+    df = pd.DataFrame(rows).drop_duplicates("pair_id").sort_values(["source_id", "pair_id"]).reset_index(drop=True)
+    return write_table(df, out / "pairs.parquet", PAIRS)
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class GenerateResult:
+    pairs_path: Path | None
+    made: int
+    already_done: int
+    skipped: dict[str, str]  # source_id -> reason
+    seconds_per_pair: float
+
+
+def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True) -> GenerateResult:
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+
+    # 1. Plan: this process's share of the sources; finished pairs (row file present) are skipped.
+    rank, world, state = _distributed(cfg)
+    tasks, done = plan_tasks(cfg, rank, world)
+
+    # 2. Load the pipeline once.
+    sampler = Sampler(cfg, device=str(state.device) if state is not None else None) if tasks else None
+
+    # 3. One pair per source: files first, row last.
+    skipped: dict[str, str] = {}
+    made, t_pairs = 0, 0.0
+    with _progress(console, progress and rank == 0) as bar:
+        task_id = bar.add_task("generating", total=len(tasks))
+        for task in tasks:
+            t0 = time.perf_counter()
+            try:
+                row = make_pair(sampler, task, cfg)
+            except ValueError as e:  # unusable source clip
+                skipped[task.source_id] = str(e)
+            else:
+                _write_row(cfg.out, row)
+                made += 1
+                t_pairs += time.perf_counter() - t0
+            bar.advance(task_id)
+
+    # 4. Merge every shard's rows (under accelerate: once, after everyone finished).
+    if state is not None:
+        state.wait_for_everyone()
+    pairs_path = merge_rows(cfg.out) if rank == 0 or state is None else cfg.out / "pairs.parquet"
+    return GenerateResult(pairs_path, made, done, skipped, t_pairs / made if made else float("nan"))
+
+
+def _distributed(cfg: GenerateConfig):
+    """(rank, world, accelerate state or None). `accelerate launch` wins over --shard."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes, state
+    rank, world = parse_shard(cfg.shard)
+    return rank, world, None
+
+
+def _progress(console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"),
+                    TimeElapsedColumn(), console=console, disable=not enabled)  # fmt: skip
+
+
+def dry_run_plan(cfg: GenerateConfig) -> dict:
+    rank, world = parse_shard(cfg.shard)
+    tasks, done = plan_tasks(cfg, rank, world)
+    etas = [t.eta for t in tasks if t.eta is not None]
+    return {
+        "pairs to make": len(tasks),
+        "already finished": done,
+        "mode": cfg.mode,
+        "eta range drawn": f"{min(etas):.3f}–{max(etas):.3f}" if etas else "-",
+        "frames / fps / size": f"{cfg.num_frames} / {cfg.fps:g} / {cfg.width}x{cfg.height}",
+        "steps / guidance": f"{cfg.steps} / {cfg.guidance:g}",
+    }
