@@ -1,0 +1,184 @@
+"""`densedpo generate` with a tiny random Wan 2.1 pipeline, through the real diffusers code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from densedpo.synthetic import make_synthetic_sources
+from densedpo.video import probe, read_frames
+from generation.engine import GenerateConfig, generate_pairs
+from tests.conftest import REPO, run_cli
+
+SMALL = dict(steps=8, num_frames=17, height=32, width=32, guidance=4.0, fps=16.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory) -> Path:
+    from densedpo.tiny import make_tiny_wan
+
+    return make_tiny_wan(tmp_path_factory.mktemp("tiny-wan"))
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory) -> Path:
+    return make_synthetic_sources(tmp_path_factory.mktemp("sources"), num_sources=4, num_frames=24, height=48,
+                                  width=64)  # fmt: skip
+
+
+def gen(sources, model, out, **kw) -> pd.DataFrame:
+    cfg = GenerateConfig(sources=sources, model=str(model), out=out, **{**SMALL, **kw})
+    res = generate_pairs(cfg, progress=False)
+    return pd.read_parquet(res.pairs_path)
+
+
+def latents(out: Path, rel: str) -> torch.Tensor:
+    return load_file(out / rel)["latents"]
+
+
+@pytest.fixture(scope="session")
+def sdedit_run(tiny_wan, sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sdedit")
+    return out, gen(sources, tiny_wan, out)
+
+
+def test_sdedit_pairs_follow_the_contract(sdedit_run, tiny_wan):
+    out, df = sdedit_run
+    assert len(df) == 4 and df["pair_id"].is_unique
+    from diffusers import DiffusionPipeline
+
+    sched = DiffusionPipeline.from_pretrained(tiny_wan).scheduler
+    sched.set_timesteps(SMALL["steps"])
+    grid = sched.sigmas[:-1].tolist()
+    for row in df.itertuples():
+        assert 0.65 <= row.strength <= 0.8 and row.mode == "sdedit"
+        nearest = min(grid, key=lambda s: abs(s - row.strength))
+        assert row.start_sigma == pytest.approx(nearest)  # the grid point nearest eta, not diffusers' strength
+        a, b = latents(out, row.latents_a), latents(out, row.latents_b)
+        assert a.shape == b.shape == (16, 5, 4, 4)  # 17 frames -> 5 latent frames; 32 px -> 4
+        assert not torch.equal(a, b)
+        for col in ("video_a", "video_b", "source_video"):
+            info = probe(out / getattr(row, col))
+            assert (info.num_frames, info.height, info.width, info.fps) == (17, 32, 32, 16.0)
+        assert not np.array_equal(read_frames(out / row.video_a), read_frames(out / row.video_b))
+        emb = load_file(out / row.prompt_embeds)["prompt_embeds"]
+        assert emb.ndim == 2 and emb.shape[1] == 32
+    assert (out / "generate.run.yaml").exists() is False  # written by the CLI only
+
+
+def test_deterministic(sdedit_run, tiny_wan, sources, tmp_path):
+    out, df = sdedit_run
+    again = gen(sources, tiny_wan, tmp_path, max_sources=2)
+    for row in again.itertuples():
+        first = df.set_index("pair_id").loc[row.pair_id]
+        assert torch.equal(latents(tmp_path, row.latents_a), latents(out, first["latents_a"]))
+        assert torch.equal(latents(tmp_path, row.latents_b), latents(out, first["latents_b"]))
+
+
+def test_vanilla_vs_sdedit(sdedit_run, tiny_wan, sources, tmp_path):
+    out, sd = sdedit_run
+    van = gen(sources, tiny_wan, tmp_path / "v", mode="vanilla")
+    assert van["strength"].isna().all() and (van["mode"] == "vanilla").all() and van["source_video"].isna().all()
+    assert np.allclose(van["start_sigma"], 1.0, atol=1e-5)  # pure noise
+    assert not set(van["pair_id"]) & set(sd["pair_id"])
+    # SDEdit from a low eta keeps the pair aligned: its two videos are much closer than two vanilla videos.
+    low = gen(sources, tiny_wan, tmp_path / "low", eta_min=0.2, eta_max=0.3)
+
+    def gap(out_dir, df):
+        return np.mean([(latents(out_dir, r.latents_a) - latents(out_dir, r.latents_b)).norm().item()
+                        for r in df.itertuples()])  # fmt: skip
+
+    assert gap(tmp_path / "low", low) < 0.5 * gap(tmp_path / "v", van)
+
+
+def test_bad_sources_are_skipped_with_reasons(tiny_wan, sources, tmp_path):
+    from densedpo.synthetic import render_clip
+    from densedpo.video import write_video
+
+    good = pd.read_parquet(sources).iloc[0]
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00" * 500)
+    write_video(tmp_path / "short.mp4", render_clip(0, 9, 32, 32)[0], 16)
+    table = tmp_path / "sources.parquet"
+    pd.DataFrame([
+        {"source_id": good["source_id"], "video": str(sources.parent / good["video"]), "prompt": good["prompt"]},
+        {"source_id": "broken", "video": "corrupt.mp4", "prompt": "x"},
+        {"source_id": "short", "video": "short.mp4", "prompt": "y"},
+        {"source_id": "missing", "video": "nope.mp4", "prompt": "z"},
+    ]).to_parquet(table)  # fmt: skip
+    r = run_cli("generate", "--sources", table, "--model", tiny_wan, "--out", tmp_path / "out", "--steps", "4",
+                "--num-frames", "17", "--height", "32", "--width", "32", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "cannot decode video" in r.stdout and "too short" in r.stdout and "video not found" in r.stdout
+    df = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    assert list(df["source_id"]) == [good["source_id"]]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--num-frames", "16"], "--num-frames must be 4k+1"),
+        (["--eta-min", "0.9", "--eta-max", "0.8"], "--eta-min <= --eta-max"),
+        (["--shard", "2/2"], "--shard must be i/n"),
+        (["--mode", "img2vid"], "--mode must be one of sdedit, vanilla"),
+    ],
+)
+def test_bad_flags(sources, tiny_wan, args, fragment, tmp_path):
+    r = run_cli("generate", "--sources", sources, "--model", tiny_wan, "--out", tmp_path, "--dry-run", *args)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_resume_after_kill(tiny_wan, sources, tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "densedpo.cli", "generate", "--sources", str(sources), "--model", str(tiny_wan),
+            "--out", str(out), "--steps", "30", "--num-frames", "17", "--height", "32", "--width", "32",
+            "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((out / "rows").glob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
+    assert 1 <= len(first) < 4
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
+    assert len(rows) == 4 and all(rows[k] == v for k, v in first.items())  # finished pairs were not redone
+    df = pd.read_parquet(out / "pairs.parquet")
+    assert len(df) == 4 and df["pair_id"].is_unique
+    for row in df.itertuples():  # every file of every row is complete
+        assert probe(out / row.video_a).num_frames == 17 and load_file(out / row.latents_b)["latents"].numel() > 0
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.mark.slow
+def test_two_processes_shard_and_merge(tiny_wan, sources, sdedit_run, tmp_path):
+    """torchrun with 2 processes splits the sources; the merged table equals the single-process one."""
+    _, single = sdedit_run
+    out = tmp_path / "dist"
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "densedpo.cli", "generate",
+         "--sources", str(sources), "--model", str(tiny_wan), "--out", str(out), "--steps", "8", "--num-frames",
+         "17", "--height", "32", "--width", "32", "--guidance", "4", "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    merged = pd.read_parquet(out / "pairs.parquet")
+    assert sorted(merged["pair_id"]) == sorted(single["pair_id"])
+    # and --shard i/n by hand, merged by a last run that has nothing left to do
+    for i in range(2):
+        r = run_cli("generate", "--sources", sources, "--model", tiny_wan, "--out", tmp_path / "manual", "--shard",
+                    f"{i}/2", "--steps", "8", "--num-frames", "17", "--height", "32", "--width", "32",
+                    "--guidance", "4", "--quiet")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    assert sorted(pd.read_parquet(tmp_path / "manual" / "pairs.parquet")["pair_id"]) == sorted(single["pair_id"])
