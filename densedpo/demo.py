@@ -1,6 +1,6 @@
 """The built-in demo: every stage on data and models made here, in a few minutes on 2 CPU cores.
 
-The tiny models are random: the demo shows the pipeline, formats and throughput, not label quality.
+The tiny models are random: the demo shows the pipeline, formats and throughput, not quality.
 """
 
 from __future__ import annotations
@@ -11,29 +11,40 @@ from pathlib import Path
 def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from rich.console import Console
 
-    from densedpo.cli import print_label_summary
-    from densedpo.synthetic import make_synthetic_pairs
-    from densedpo.tiny import make_tiny_vlm
+    from densedpo.cli import print_generate_summary, print_label_summary
+    from densedpo.synthetic import make_synthetic_sources
+    from densedpo.tiny import make_tiny_vlm, make_tiny_wan
+    from generation.engine import GenerateConfig, generate_pairs
     from labeler.engine import LabelConfig, label_pairs
 
     console = console or Console(stderr=True)
     out = Path(out)
-    # 1. A tiny random VLM (built once).
-    vlm = out / "tiny-vlm"
+    # 1. Tiny random models (built once): a Wan 2.1 pipeline and a Qwen2-VL judge.
+    console.rule("1. tiny random models")
+    wan, vlm = out / "tiny-wan", out / "tiny-vlm"
+    if not (wan / "model_index.json").exists():
+        make_tiny_wan(wan)
     if not (vlm / "config.json").exists():
-        console.rule("1. tiny VLM")
         make_tiny_vlm(vlm)
-    # 2. Synthetic aligned pairs with known per-segment truth.
-    console.rule("2. synthetic pairs")
-    pairs, truth = make_synthetic_pairs(out / "pairs", num_pairs=num_pairs)
-    console.print(f"{num_pairs} pairs → {pairs}")
-    # 3. Label with an embedded vLLM server. min_confidence 0: a random model is never confident.
-    console.rule("3. label (embedded vLLM, tiny random VLM)")
-    cfg = LabelConfig(pairs=pairs, out=out / "labels.parquet", model=str(vlm), min_confidence=0.0, concurrency=16)
+    # 2. Source clips: rendered moving shapes with captions (2 s at 16 fps).
+    console.rule("2. source clips")
+    sources = make_synthetic_sources(out / "sources", num_sources=num_pairs, num_frames=40, height=64, width=64)
+    # 3. SDEdit pairs: each clip noised to eta ~ U(0.65, 0.8) and denoised with two seeds.
+    console.rule("3. generate SDEdit pairs (tiny Wan 2.1)")
+    gen = generate_pairs(
+        GenerateConfig(sources=sources, model=str(wan), out=out / "pairs", steps=10, guidance=5.0, num_frames=33,
+                       height=64, width=64),
+        console=console,
+    )  # fmt: skip
+    print_generate_summary(gen)
+    # 4. Label every 1 s segment with an embedded vLLM server. min_confidence 0: a random model is never sure.
+    console.rule("4. label segments (embedded vLLM, tiny random Qwen2-VL)")
+    cfg = LabelConfig(pairs=gen.pairs_path, out=out / "labels.parquet", model=str(vlm), min_confidence=0.0,
+                      concurrency=16)  # fmt: skip
     result = label_pairs(cfg, console=console)
     print_label_summary(result.summary, result.out)
     console.print(
-        "[yellow]The tiny VLM has random weights: these labels are noise. With a real VLM (e.g. Qwen2.5-VL-7B on a "
-        "GPU host) the same command produces meaningful labels.[/]"
+        "[yellow]Both tiny models have random weights: these videos and labels are noise. With real models (Wan 2.1, "
+        "Qwen2.5-VL-7B on a GPU host) the same commands produce meaningful pairs and labels.[/]"
     )
     return result.summary
