@@ -72,12 +72,12 @@ def main() -> None:
         noise = sampler.noise([1, 2], sampler.latent_shape())
         x = noise_to_level(x0.expand_as(noise), noise, sigmas[start])
 
-        def sequential():
+        def sequential(x=x, timesteps=timesteps, start=start, pos=pos, neg=neg):
             for k in range(2):
                 sampler.schedule()
                 sampler.denoise(x[k : k + 1], timesteps, start, pos, neg)
 
-        def batched(begin=start):
+        def batched(begin=start, x=x, timesteps=timesteps, pos=pos, neg=neg):
             sampler.schedule()
             sampler.denoise(x, timesteps, begin, pos, neg)
 
