@@ -1,0 +1,146 @@
+"""Training examples from pairs.parquet + labels.parquet: latents, prompt embeddings, per-latent-frame labels.
+
+Training never runs the VAE or the text encoder: it uses the latents and embeddings that `generate` saved, and
+for pairs without them (pairs made elsewhere) encodes the videos and prompts once into a cache first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from densedpo.errors import DenseDPOError
+from densedpo.tables import LABELS, PAIRS, read_table, resolve_path
+from dpo.segments import latent_labels, row_label
+
+
+@dataclass
+class Example:
+    pair_id: str
+    latents_a: torch.Tensor  # (C, T, h, w), normalised latent space
+    latents_b: torch.Tensor
+    prompt_embeds: torch.Tensor  # (L, D)
+    labels: torch.Tensor  # (T,) int64 in {+1, -1, 0}
+
+
+def join_tables(pairs_path: Path, labels_path: Path, min_non_tie_fraction: float) -> tuple[pd.DataFrame, dict, dict]:
+    """(kept pairs, segment labels per pair, counts). Non-ok rows are ties; keep pairs with > min share non-tie."""
+    pairs = read_table(pairs_path, PAIRS)
+    labels = read_table(labels_path, LABELS)
+    unknown = sorted(set(labels["pair_id"]) - set(pairs["pair_id"]))
+    if unknown:
+        raise DenseDPOError(
+            f"{labels_path} labels {len(unknown)} pair(s) missing from {pairs_path}, e.g. {unknown[0]!r}; pass the "
+            "pairs table these labels were made from."
+        )
+    segs: dict[str, list[tuple[int, int, int]]] = {}
+    for row in labels.itertuples(index=False):
+        segs.setdefault(row.pair_id, []).append(
+            (int(row.frame_start), int(row.frame_end), row_label(row.preference, row.status))
+        )
+    keep = []
+    for pid in pairs["pair_id"]:
+        s = segs.get(pid, [])
+        keep.append(bool(s) and sum(1 for *_, v in s if v != 0) / len(s) > min_non_tie_fraction)
+    kept = pairs[keep].reset_index(drop=True)
+    counts = {"pairs": len(pairs), "labeled": sum(1 for p in pairs["pair_id"] if p in segs), "kept": len(kept)}
+    if kept.empty:
+        raise DenseDPOError(
+            f"no pair in {labels_path} has more than {min_non_tie_fraction:.0%} non-tie segments "
+            f"({counts['labeled']} labeled pairs); lower -o min_non_tie_fraction=... or label with a better judge."
+        )
+    return kept, segs, counts
+
+
+def split_val(pair_ids: list[str], val_fraction: float) -> tuple[list[int], list[int]]:
+    """Deterministic train/val split by a hash of the pair id (stable when pairs are added)."""
+    if val_fraction <= 0:
+        return list(range(len(pair_ids))), []
+    def unit(p: str) -> float:
+        return int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 16**8
+
+    val = [i for i, p in enumerate(pair_ids) if unit(p) < val_fraction]
+    if len(pair_ids) >= 2 and not val:
+        val = [len(pair_ids) - 1]
+    if len(val) == len(pair_ids):
+        val = val[:-1]
+    train = [i for i in range(len(pair_ids)) if i not in set(val)]
+    return train, val
+
+
+def load_examples(pairs: pd.DataFrame, segs: dict, pairs_path: Path, cache_dir: Path, model: str) -> list[Example]:
+    """Examples for every kept pair; encodes missing latents/embeddings once into cache_dir."""
+    from safetensors.torch import load_file
+
+    missing = [r for r in pairs.itertuples(index=False) if not _has_saved(r, pairs_path)]
+    uncached = [r for r in missing if not (cache_dir / f"{r.pair_id}.safetensors").exists()]
+    if uncached:
+        encode_into_cache(uncached, pairs_path, cache_dir, model)
+    examples = []
+    for r in pairs.itertuples(index=False):
+        if _has_saved(r, pairs_path):
+            la = load_file(resolve_path(pairs_path, r.latents_a))["latents"]
+            lb = load_file(resolve_path(pairs_path, r.latents_b))["latents"]
+            emb = load_file(resolve_path(pairs_path, r.prompt_embeds))["prompt_embeds"]
+        else:
+            cached = load_file(cache_dir / f"{r.pair_id}.safetensors")
+            la, lb, emb = cached["latents_a"], cached["latents_b"], cached["prompt_embeds"]
+        if la.shape != lb.shape:
+            raise DenseDPOError(
+                f"pair {r.pair_id!r}: latents_a {tuple(la.shape)} and latents_b {tuple(lb.shape)} differ."
+            )
+        t = la.shape[1]
+        num_frames = int(r.num_frames) if _present(r, "num_frames") else _probe_frames(r, pairs_path)
+        ratio = (num_frames - 1) // (t - 1) if t > 1 else 1
+        lab = latent_labels(segs[r.pair_id], num_frames, ratio)
+        examples.append(Example(r.pair_id, la.float(), lb.float(), emb.float(), torch.tensor(lab, dtype=torch.long)))
+    return examples
+
+
+def _present(row, col: str) -> bool:
+    v = getattr(row, col, None)
+    return v is not None and not (isinstance(v, float) and v != v) and v is not pd.NA
+
+
+def _has_saved(row, pairs_path: Path) -> bool:
+    cols = ("latents_a", "latents_b", "prompt_embeds")
+    return all(_present(row, c) and resolve_path(pairs_path, getattr(row, c)).exists() for c in cols)
+
+
+def _probe_frames(row, pairs_path: Path) -> int:
+    from densedpo.video import probe
+
+    return probe(resolve_path(pairs_path, row.video_a)).num_frames
+
+
+def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str) -> None:
+    """VAE-encode both videos and text-encode the prompt of each row once; the models are freed afterwards."""
+    from diffusers import DiffusionPipeline
+    from safetensors.torch import save_file
+
+    from densedpo.video import read_frames
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = DiffusionPipeline.from_pretrained(model, transformer=None, dtype=torch.float32).to(device)
+    zdim = pipe.vae.config.z_dim
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, zdim, 1, 1, 1).to(device)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, zdim, 1, 1, 1).to(device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        for r in rows:
+            out = {}
+            for side in ("a", "b"):
+                frames = read_frames(resolve_path(pairs_path, getattr(r, f"video_{side}")))
+                x = torch.from_numpy(frames).to(device, torch.float32).permute(3, 0, 1, 2)[None] / 127.5 - 1
+                z = pipe.vae.encode(x).latent_dist.mode()
+                out[f"latents_{side}"] = ((z - mean) / std)[0].cpu().contiguous()
+            emb, _ = pipe.encode_prompt(prompt=r.prompt, do_classifier_free_guidance=False, device=device)
+            out["prompt_embeds"] = emb[0].cpu().contiguous()
+            tmp = cache_dir / f".{r.pair_id}.tmp"
+            save_file(out, str(tmp))
+            tmp.replace(cache_dir / f"{r.pair_id}.safetensors")
+    del pipe

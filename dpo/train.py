@@ -1,0 +1,422 @@
+"""`densedpo train`: dense Flow-DPO on a diffusers video transformer, recipe style.
+
+train() reads top to bottom: 1 data (join tables, filter, latents/embeddings, split), 2 model (policy with LoRA,
+reference = adapters disabled, or a frozen copy for full fine-tuning), 3 optimizer and schedule, 4 resume,
+5 loop (shared t and ε per pair, policy and reference errors per latent frame, loss, step, log, validate,
+checkpoint), 6 final save.
+
+All randomness of a step (data order, t, ε) is a function of (seed, step, rank), so a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from densedpo.errors import DenseDPOError
+from dpo.data import Example, join_tables, load_examples, split_val
+from dpo.loss import FORMS, clip_labels, dense_dpo_loss, per_frame_error
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@dataclass
+class TrainConfig:
+    pairs: Path
+    labels: Path
+    model: str
+    out: Path = Path("runs/densedpo")
+    beta: float = 500.0
+    loss_form: str = "dense"  # dense (App. E) | eq7
+    label_mode: str = "dense"  # dense: per latent frame | clip: one majority label per pair (vanilla Flow-DPO)
+    lr: float = 1e-5
+    warmup_steps: int = 250
+    max_steps: int = 1000
+    batch_size: int = 1  # pairs per process per micro-step
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lora_rank: int = 128
+    lora_alpha: float | None = None  # default: the rank
+    full_finetune: bool = False
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA, no on CPU
+    min_non_tie_fraction: float = 0.2
+    val_fraction: float = 0.1
+    eval_every: int = 50
+    save_every: int = 250
+    log_every: int = 10
+    early_stopping_patience: int | None = None  # evaluations without a better val accuracy
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    seed: int = 0
+    resume: Path | None = None
+
+    def check(self) -> None:
+        if self.loss_form not in FORMS:
+            raise DenseDPOError(f"loss_form must be one of {', '.join(FORMS)}, got {self.loss_form!r}.")
+        if self.label_mode not in ("dense", "clip"):
+            raise DenseDPOError(f"label_mode must be dense or clip, got {self.label_mode!r}.")
+        for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every", "lora_rank"):
+            if getattr(self, k) < 1:
+                raise DenseDPOError(f"{k} must be at least 1, got {getattr(self, k)}.")
+        if self.lr <= 0 or self.beta <= 0:
+            raise DenseDPOError("lr and beta must be positive.")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise DenseDPOError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}.")
+        if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
+            raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")
+
+
+# ---------------------------------------------------------------------------------------------- randomness
+
+
+def step_generator(seed: int, step: int, rank: int, micro: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(hash((seed, step, rank, micro)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def batch_indices(n: int, seed: int, step: int, micro: int, rank: int, world: int, accum: int, bs: int) -> list[int]:
+    """Examples of one micro-batch: a flat stream over epochs, each epoch a seeded permutation."""
+    first = ((step * accum + micro) * world + rank) * bs
+    out = []
+    for k in range(first, first + bs):
+        epoch, pos = divmod(k, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(hash((seed, epoch)) & 0x7FFF_FFFF))
+        out.append(int(perm[pos]))
+    return out
+
+
+def sample_t(gen: torch.Generator, b: int, mean: float, std: float) -> torch.Tensor:
+    """Logit-normal t in (0, 1), one per pair (shared by both videos of the pair)."""
+    return torch.sigmoid(mean + std * torch.randn(b, generator=gen))
+
+
+def collate(examples: list[Example], label_mode: str) -> dict:
+    labels = torch.stack([e.labels for e in examples])  # (B, T)
+    return {
+        "x0_a": torch.stack([e.latents_a for e in examples]),  # (B, C, T, h, w)
+        "x0_b": torch.stack([e.latents_b for e in examples]),
+        "emb": torch.stack([e.prompt_embeds for e in examples]),  # (B, L, D)
+        "labels": clip_labels(labels) if label_mode == "clip" else labels,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- one step
+
+
+def pair_errors(model, batch: dict, t: torch.Tensor, noise: torch.Tensor, per_frame: bool = True):
+    """Squared velocity errors of both videos, noised with the SAME t and ε: (B, T) each (or (B, 1))."""
+    x0 = torch.cat([batch["x0_a"], batch["x0_b"]])  # (2B, C, T, h, w)
+    eps = torch.cat([noise, noise])
+    tt = torch.cat([t, t]).view(-1, 1, 1, 1, 1)
+    x_t = (1 - tt) * x0 + tt * eps  # rectified flow
+    target = eps - x0  # the velocity
+    emb = torch.cat([batch["emb"], batch["emb"]])
+    pred = model(hidden_states=x_t.to(_dtype(model)), timestep=torch.cat([t, t]) * 1000,
+                 encoder_hidden_states=emb.to(_dtype(model)), return_dict=False)[0]  # fmt: skip
+    err = per_frame_error(target, pred)  # (2B, C, T, h, w) -> (2B, T)
+    if not per_frame:
+        err = err.mean(dim=1, keepdim=True)  # vanilla Flow-DPO: one error per clip
+    return err.chunk(2)
+
+
+def _dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def dpo_step(policy, reference, batch: dict, gen: torch.Generator, cfg: TrainConfig, ref_ctx):
+    """Loss of one micro-batch; the reference runs without gradient, with the same t and ε."""
+    b = batch["x0_a"].shape[0]
+    t = sample_t(gen, b, cfg.logit_normal_mean, cfg.logit_normal_std).to(batch["x0_a"].device)
+    noise = torch.randn(batch["x0_a"].shape, generator=gen).to(batch["x0_a"].device)
+    per_frame = cfg.label_mode == "dense"
+    with torch.no_grad(), ref_ctx():
+        ref_a, ref_b = pair_errors(reference, batch, t, noise, per_frame)
+    pol_a, pol_b = pair_errors(policy, batch, t, noise, per_frame)
+    return dense_dpo_loss(pol_a, pol_b, ref_a, ref_b, batch["labels"], beta=cfg.beta, form=cfg.loss_form)
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    history: list[dict]
+    val_accuracy: float | None
+    counts: dict
+
+
+def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
+    from accelerate import Accelerator
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    cuda = torch.cuda.is_available()
+    mp = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    accel = Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    rank, world = accel.process_index, accel.num_processes
+    out = Path(cfg.out)
+
+    # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
+    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction)
+    if accel.is_main_process:
+        load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)  # encodes what is missing, once
+    accel.wait_for_everyone()
+    examples = load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)
+    train_idx, val_idx = split_val([e.pair_id for e in examples], cfg.val_fraction)
+    train_set = [examples[i] for i in train_idx]
+    val_set = [examples[i] for i in val_idx]
+    counts.update(train=len(train_set), val=len(val_set))
+
+    # 2. Model: LoRA policy whose reference is the same weights with adapters disabled, or a frozen copy.
+    transformer = _load_transformer(cfg.model)
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    if cfg.full_finetune:
+        reference = copy.deepcopy(transformer).requires_grad_(False).eval()
+        transformer.requires_grad_(True)
+        ref_ctx = _nullcontext
+    else:
+        from peft import LoraConfig
+
+        transformer.requires_grad_(False)
+        transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank,
+                                           init_lora_weights=True, target_modules=LORA_TARGETS))  # fmt: skip
+        reference = transformer  # the same module: no second copy in memory
+
+        def ref_ctx():
+            return _adapters_disabled(transformer)
+
+    transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
+
+    # 3. Optimizer: AdamW, linear warm-up then constant, grad clip.
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    policy, opt = accel.prepare(transformer, opt)
+    if cfg.full_finetune:
+        reference.to(accel.device)
+
+    # 4. Resume: weights, optimizer, schedule, step; the data order and noise follow from the step.
+    step, best, bad_evals, history = 0, -1.0, 0, []
+    if cfg.resume:
+        step, best, bad_evals = _load_checkpoint(Path(cfg.resume), accel.unwrap_model(policy), opt, sched)
+    if accel.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    logger = _Logger(out, accel.is_main_process)
+
+    # 5. Loop.
+    val_acc = None
+    t_start = time.perf_counter()
+    with _progress(console, progress and accel.is_main_process) as bar:
+        task = bar.add_task("training", total=cfg.max_steps, completed=step, loss=math.nan, acc=math.nan)
+        grad_norm = torch.tensor(0.0)
+        while step < cfg.max_steps:
+            stats = []
+            for micro in range(cfg.grad_accum):
+                idx = batch_indices(len(train_set), cfg.seed, step, micro, rank, world, cfg.grad_accum, cfg.batch_size)
+                batch = _to(collate([train_set[i] for i in idx], cfg.label_mode), accel.device)
+                gen = step_generator(cfg.seed, step, rank, micro)
+                with accel.accumulate(policy), accel.autocast():
+                    res = dpo_step(policy, reference if cfg.full_finetune else accel.unwrap_model(policy),
+                                   batch, gen, cfg, ref_ctx)  # fmt: skip
+                    accel.backward(res.loss)
+                    if accel.sync_gradients:
+                        grad_norm = accel.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                stats.append(res)
+            sched.step()
+            step += 1
+            row = _metrics(stats, accel, step, sched.get_last_lr()[0], grad_norm)
+            history.append(row)
+            bar.update(task, completed=step, loss=row["loss"], acc=row["implicit_accuracy"])
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                logger.log(row)
+            stop = False
+            if val_set and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                val_acc = evaluate(accel.unwrap_model(policy), reference, val_set, cfg, ref_ctx, accel)
+                logger.log({"step": step, "val_implicit_accuracy": val_acc})
+                if val_acc > best:
+                    best, bad_evals = val_acc, 0
+                    _save(out / "best", cfg, accel, policy, opt, sched, step, best, bad_evals)
+                else:
+                    bad_evals += 1
+                    stop = cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience
+            if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                _save(out / f"checkpoint-{step}", cfg, accel, policy, opt, sched, step, best, bad_evals)
+            if stop:
+                console.print(f"early stopping at step {step}: no better val accuracy for {bad_evals} evaluations")
+                break
+
+    # 6. Final: LoRA (or full weights) loadable by diffusers, plus a summary.
+    _save(out / "final", cfg, accel, policy, opt, sched, step, best, bad_evals)
+    logger.log({"step": step, "seconds": time.perf_counter() - t_start, **counts})
+    logger.close()
+    accel.wait_for_everyone()
+    accel.end_training()
+    return TrainResult(out, step, history, val_acc, counts)
+
+
+def evaluate(model, reference, val_set: list[Example], cfg: TrainConfig, ref_ctx, accel, draws: int = 4) -> float:
+    """Implicit accuracy on held-out pairs, over `draws` fixed (t, ε) per pair: the same every evaluation."""
+    was_training = model.training
+    model.eval()
+    hits, total = 0.0, 0.0
+    with torch.no_grad(), accel.autocast():
+        for i, ex in enumerate(val_set):
+            batch = _to(collate([ex], cfg.label_mode), accel.device)
+            for d in range(draws):
+                gen = step_generator(cfg.seed + 1, i, 0, d)
+                res = dpo_step(model, reference if cfg.full_finetune else model, batch, gen, cfg, ref_ctx)
+                hits += float(res.implicit_accuracy) * float(res.num_decided)
+                total += float(res.num_decided)
+    model.train(was_training)
+    return hits / total if total else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _load_transformer(model: str):
+    from diffusers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(model, subfolder="transformer", dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise DenseDPOError(f"cannot load the transformer of --model {model!r}: {e}") from None
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _adapters_disabled:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.disable_adapters()
+
+    def __exit__(self, *exc):
+        self.model.enable_adapters()
+        return False
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _metrics(stats, accel, step: int, lr: float, grad_norm) -> dict:
+    vals = torch.tensor([[float(s.loss.detach()), float(s.implicit_accuracy) * float(s.num_decided),
+                          float(s.margin) * float(s.num_decided), float(s.num_decided)] for s in stats],
+                        device=accel.device).sum(0)  # fmt: skip
+    vals = accel.reduce(vals, reduction="sum")  # sync point: metrics over all processes
+    n = max(float(vals[3]), 1.0)
+    return {"step": step, "loss": float(vals[0]) / (len(stats) * accel.num_processes),
+            "implicit_accuracy": float(vals[1]) / n, "margin": float(vals[2]) / n, "decided_frames": int(vals[3]),
+            "lr": lr, "grad_norm": float(grad_norm)}  # fmt: skip
+
+
+def _save(path: Path, cfg, accel, policy, opt, sched, step: int, best: float, bad_evals: int) -> None:
+    accel.wait_for_everyone()
+    if not accel.is_main_process:
+        return
+    from safetensors.torch import save_file
+
+    model = accel.unwrap_model(policy)
+    path.mkdir(parents=True, exist_ok=True)
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, str(path / "trainable.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, path / "optimizer.pt")
+    if cfg.full_finetune:
+        model.save_pretrained(path / "transformer")
+    else:
+        _save_lora(model, cfg.model, path)
+    (path / "trainer_state.json").write_text(json.dumps({"step": step, "best_val_accuracy": best,
+                                                         "bad_evals": bad_evals}))  # fmt: skip
+
+
+def _save_lora(model, model_id: str, path: Path) -> None:
+    """LoRA weights in diffusers' format: `pipe.load_lora_weights(path)` loads them."""
+    import diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    try:
+        cls_name = diffusers.DiffusionPipeline.load_config(model_id)["_class_name"]
+        pipeline_cls = getattr(diffusers, cls_name)
+    except (OSError, KeyError, AttributeError):
+        pipeline_cls = diffusers.WanPipeline
+    pipeline_cls.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(model))
+
+
+def _load_checkpoint(path: Path, model, opt, sched) -> tuple[int, float, int]:
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "trainer_state.json").read_text())
+    trainable = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = sorted(set(trainable) ^ {n for n, p in params.items() if p.requires_grad})
+    if missing:
+        raise DenseDPOError(f"--resume {path} does not match this model/config (e.g. parameter {missing[0]}).")
+    with torch.no_grad():
+        for n, v in trainable.items():
+            params[n].copy_(v)
+    o = torch.load(path / "optimizer.pt", weights_only=False)
+    opt.load_state_dict(o["optimizer"])
+    sched.load_state_dict(o["scheduler"])
+    return int(state["step"]), float(state["best_val_accuracy"]), int(state["bad_evals"])
+
+
+class _Logger:
+    """JSONL always; TensorBoard too when it is installed. Only the main process writes."""
+
+    def __init__(self, out: Path, main: bool):
+        self.f = open(out / "metrics.jsonl", "a") if main else None
+        self.tb = None
+        if main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                pass
+
+    def log(self, row: dict) -> None:
+        if self.f is None:
+            return
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+        if self.tb is not None and "step" in row:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _progress(console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                    TextColumn("loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.2f}"), TimeElapsedColumn(),
+                    console=console, disable=not enabled)  # fmt: skip
