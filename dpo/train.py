@@ -191,6 +191,7 @@ def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
         from peft import LoraConfig
 
         transformer.requires_grad_(False)
+        torch.manual_seed(cfg.seed)  # LoRA A is initialised from the global RNG
         transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank,
                                            init_lora_weights=True, target_modules=LORA_TARGETS))  # fmt: skip
         reference = transformer  # the same module: no second copy in memory
@@ -270,7 +271,14 @@ def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
 
 
 def evaluate(model, reference, val_set: list[Example], cfg: TrainConfig, ref_ctx, accel, draws: int = 4) -> float:
-    """Implicit accuracy on held-out pairs, over `draws` fixed (t, ε) per pair: the same every evaluation."""
+    """Implicit accuracy on held-out pairs, over `draws` fixed (t, ε) per pair: the same every evaluation.
+
+    Always per latent frame with the dense labels, whatever label_mode trained the model, so dense and clip-level
+    runs are compared on the same measure.
+    """
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, label_mode="dense", loss_form="dense")
     was_training = model.training
     model.eval()
     hits, total = 0.0, 0.0
