@@ -12,8 +12,9 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from rich.console import Console
 
     from densedpo.cli import print_generate_summary, print_label_summary
-    from densedpo.synthetic import make_synthetic_sources
+    from densedpo.synthetic import make_synthetic_pairs, make_synthetic_sources
     from densedpo.tiny import make_tiny_vlm, make_tiny_wan
+    from dpo.train import TrainConfig, train
     from generation.engine import GenerateConfig, generate_pairs
     from labeler.engine import LabelConfig, label_pairs
 
@@ -43,8 +44,29 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
                       concurrency=16)  # fmt: skip
     result = label_pairs(cfg, console=console)
     print_label_summary(result.summary, result.out)
+    # 5. Train a few dense Flow-DPO steps. A random judge is position-biased (it answers the same position in
+    #    both orders), so its labels are all ties and no pair passes the 20%-non-tie filter. The demo therefore
+    #    trains on pairs whose per-segment truth is known by construction (synthetic artifacts), brought as
+    #    videos without latents, as human-labeled data would be: the trainer encodes them once into a cache.
+    console.rule("5. train dense Flow-DPO (LoRA on the tiny Wan transformer)")
+    if result.summary["coverage"] > 0:
+        pairs, labels = gen.pairs_path, result.out
+    else:
+        console.print("the tiny judge's labels are all ties; training on synthetic pairs with known segment truth")
+        pairs, labels = make_synthetic_pairs(out / "truth_pairs", num_pairs=8, num_frames=33, height=64, width=64)
+    run = train(
+        TrainConfig(pairs=pairs, labels=labels, model=str(wan), out=out / "run", max_steps=20, warmup_steps=5,
+                    lr=1e-3, lora_rank=8, batch_size=2, val_fraction=0.25, eval_every=10, save_every=20,
+                    log_every=5),
+        console=console,
+    )  # fmt: skip
+    last = run.history[-1]
     console.print(
-        "[yellow]Both tiny models have random weights: these videos and labels are noise. With real models (Wan 2.1, "
-        "Qwen2.5-VL-7B on a GPU host) the same commands produce meaningful pairs and labels.[/]"
+        f"trained {run.steps} steps: loss {last['loss']:.4f}, implicit accuracy {last['implicit_accuracy']:.2f}, "
+        f"held-out implicit accuracy {run.val_accuracy:.2f}; LoRA in {run.out / 'final'}"
     )
-    return result.summary
+    console.print(
+        "[yellow]The tiny models have random weights: these videos, labels and metrics only show the pipeline "
+        "working. With real models (Wan 2.1, Qwen2.5-VL-7B on a GPU host) the same commands are the real thing.[/]"
+    )
+    return {**result.summary, "train_steps": run.steps, "val_implicit_accuracy": run.val_accuracy}
