@@ -273,6 +273,177 @@ def _yaml_value(text: str):
         return text
 
 
+@app.command(
+    epilog="""Examples:\n
+  densedpo serve --server http://127.0.0.1:8000 --data-root /data --token-file token.txt\n
+  densedpo serve --model Qwen/Qwen2.5-VL-7B-Instruct --db /var/densedpo/jobs.sqlite --max-running-jobs 4\n
+  DENSEDPO_TOKEN=secret densedpo serve --server http://gpu1:8000 --server http://gpu2:8000 --port 9000"""
+)
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    db: Annotated[Path, typer.Option(help="SQLite job database (job folders go beside it).")] = Path("jobs.sqlite"),
+    data_root: Annotated[Path, typer.Option(help="Submitted paths (tables and videos) must lie under this folder.")] = Path("."),
+    server: Annotated[list[str] | None, typer.Option(help="URL of a running VLM server; repeat for several.")] = None,
+    model: Annotated[str | None, typer.Option(help="Without --server: start vLLM for this model and share it.")] = None,
+    max_running_jobs: Annotated[int, typer.Option(help="Jobs labeled at once; the rest wait in the queue.")] = 2,
+    token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token (else DENSEDPO_TOKEN, else a new one beside --db).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (413 above).")] = 64.0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight per running job.")] = 32,
+) -> None:
+    """Run the batch labeling service (FastAPI + uvicorn; OpenAPI docs at /docs)."""
+    import contextlib
+
+    import uvicorn
+
+    from labeler.service import ServiceConfig, create_app
+
+    if not server and not model:
+        raise DenseDPOError("pass --server URL of a running VLM server, or --model to let densedpo start vLLM.")
+    if max_running_jobs < 1:
+        raise DenseDPOError(f"--max-running-jobs must be at least 1, got {max_running_jobs}.")
+    if not data_root.is_dir():
+        raise DenseDPOError(f"--data-root {data_root} is not a folder.")
+    cfg = ServiceConfig(db=db, data_root=data_root, server=server or [], model=model, max_running_jobs=max_running_jobs,
+                        token_file=token_file, max_upload_mb=max_upload_mb, concurrency=concurrency)
+    with contextlib.ExitStack() as stack:
+        urls = list(cfg.server)
+        if not urls:
+            from labeler.vllm_server import managed_vllm
+
+            console.print(f"starting vLLM for {model} ...")
+            urls = [stack.enter_context(managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=40))]
+        console.print(f"densedpo serve on http://{host}:{port} (VLM: {', '.join(urls)}; docs at /docs)")
+        uvicorn.run(create_app(cfg, urls), host=host, port=port, log_level="warning")
+
+
+jobs_app = typer.Typer(help="Use a running `densedpo serve`: submit pairs, follow, download labels, cancel.")
+app.add_typer(jobs_app, name="jobs")
+ServiceOpt = Annotated[str, typer.Option("--service", help="Base URL of the service.", envvar="DENSEDPO_SERVICE")]
+TokenOpt = Annotated[Path | None, typer.Option(help="File with the bearer token (else DENSEDPO_TOKEN).")]
+
+
+def _client(service: str, token_file: Path | None):
+    import httpx
+
+    token = token_file.read_text().strip() if token_file else os.environ.get("DENSEDPO_TOKEN", "")
+    if not token:
+        raise DenseDPOError("no token: pass --token-file or set DENSEDPO_TOKEN (the service prints where its token is).")
+    return httpx.Client(base_url=service.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _check(r) -> dict | list:
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise DenseDPOError(f"the service answered {r.status_code}: {detail}")
+    return r.json()
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    service: ServiceOpt,
+    pairs: Annotated[Path | None, typer.Option(help="A pairs table to upload (video paths relative to the service's --data-root).")] = None,
+    path: Annotated[str | None, typer.Option(help="Instead of uploading: a pairs table path under the service's --data-root.")] = None,
+    out: Annotated[Path | None, typer.Option(help="With --wait: where to write the labels.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress and download the labels when done.")] = False,
+    segment_seconds: Annotated[float | None, typer.Option()] = None,
+    sample_fps: Annotated[float | None, typer.Option()] = None,
+    min_confidence: Annotated[float | None, typer.Option()] = None,
+    prompt: Annotated[str | None, typer.Option()] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Retrying with the same key returns the same job.")] = None,
+    token_file: TokenOpt = None,
+) -> None:
+    """Submit a label job. Example: densedpo jobs submit --service http://127.0.0.1:8080 --pairs pairs.parquet --wait"""
+    settings = {k: str(v) for k, v in dict(segment_seconds=segment_seconds, sample_fps=sample_fps,
+                                            min_confidence=min_confidence, prompt=prompt).items() if v is not None}
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with _client(service, token_file) as c:
+        if pairs is not None:
+            if not pairs.exists():
+                raise DenseDPOError(f"--pairs {pairs} not found.")
+            r = c.post("/v1/label-jobs", data=settings, files={"file": (pairs.name, pairs.read_bytes())}, headers=headers)
+        elif path:
+            r = c.post("/v1/label-jobs", data={**settings, "path": path}, headers=headers)
+        else:
+            raise DenseDPOError("pass --pairs (upload) or --path (a table under the service's --data-root).")
+        job = _check(r)
+        console.print(f"job {job['id']} {job['state']}")
+        print(job["id"])
+        if wait:
+            _follow(c, job["id"], out or Path(f"labels-{job['id']}.parquet"))
+
+
+def _follow(c, job_id: str, out: Path) -> None:
+    import time as _time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]job {task.fields[job]} {task.fields[state]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("segments"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("job", total=None, job=job_id, state="queued")
+        while True:
+            job = _check(c.get(f"/v1/label-jobs/{job_id}"))
+            bar.update(task, completed=job["segments_done"], total=job["segments_total"] or None, state=job["state"])
+            if job["state"] in ("completed", "failed", "cancelled"):
+                break
+            _time.sleep(1.0)
+    if job["state"] == "failed" and not job["status_counts"]:
+        raise DenseDPOError(f"job {job_id} failed: {job['error']}")
+    r = c.get(f"/v1/label-jobs/{job_id}/labels")
+    if r.status_code == 200:
+        out.write_bytes(r.content)
+        partial = r.headers.get("X-Densedpo-Partial") == "true"
+        console.print(f"labels → {out}{' (partial)' if partial else ''}")
+    _print_kv(f"job {job_id}: {job['state']}", {**job["status_counts"], "error": job["error"] or "-"})
+
+
+@jobs_app.command("status")
+def jobs_status(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], token_file: TokenOpt = None) -> None:
+    """One job's state and progress."""
+    with _client(service, token_file) as c:
+        job = _check(c.get(f"/v1/label-jobs/{job_id}"))
+    _print_kv(f"job {job_id}", {k: v for k, v in job.items() if k != "settings"})
+
+
+@jobs_app.command("list")
+def jobs_list(service: ServiceOpt, token_file: TokenOpt = None) -> None:
+    """Recent jobs."""
+    from rich.table import Table
+
+    with _client(service, token_file) as c:
+        jobs = _check(c.get("/v1/label-jobs"))
+    t = Table(title="label jobs")
+    for col in ("id", "state", "segments", "error"):
+        t.add_column(col)
+    for j in jobs:
+        t.add_row(j["id"], j["state"], f"{j['segments_done']}/{j['segments_total']}", j["error"] or "")
+    Console().print(t)
+
+
+@jobs_app.command("download")
+def jobs_download(service: ServiceOpt, job_id: Annotated[str, typer.Argument()],
+                  out: Annotated[Path, typer.Option(help="Where to write labels.parquet.")] = Path("labels.parquet"),
+                  token_file: TokenOpt = None) -> None:  # fmt: skip
+    """Download a job's labels (the finished table, or the rows so far, marked partial)."""
+    with _client(service, token_file) as c:
+        r = c.get(f"/v1/label-jobs/{job_id}/labels")
+        if r.status_code != 200:
+            _check(r)
+    out.write_bytes(r.content)
+    console.print(f"labels → {out}{' (partial)' if r.headers.get('X-Densedpo-Partial') == 'true' else ''}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], token_file: TokenOpt = None) -> None:
+    """Cancel a job; what it finished is kept."""
+    with _client(service, token_file) as c:
+        job = _check(c.delete(f"/v1/label-jobs/{job_id}"))
+    console.print(f"job {job_id}: {job['state']}")
+
+
 @make_tiny_app.command("vlm")
 def make_tiny_vlm(
     out: Annotated[Path, typer.Option(help="Folder to write the model into.")] = Path("tiny-vlm"),

@@ -32,6 +32,10 @@ from labeler.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from labeler.segments import Segment, sample_frame_indices, segment_bounds
 
 ORDERS = ("ab", "ba")
+
+
+class LabelingStopped(DenseDPOError):
+    """The caller's should_stop() turned true: finished work is journaled, no table was written."""
 PROBE_TEXT = "Ignore everything else and reply with the single word banana."
 
 
@@ -252,6 +256,15 @@ class _Request:
 
 
 @dataclass
+class LabelHooks:
+    """How a caller (the CLI, the batch service) follows and steers a labeling run."""
+
+    should_stop: Callable[[], bool] = lambda: False  # checked before each request; True stops promptly
+    on_progress: Callable[[int, int], None] | None = None  # (segments done, segments total)
+    on_request: Callable[[str, float], None] | None = None  # (order status, latency in seconds)
+
+
+@dataclass
 class RunStats:
     requests_sent: int = 0
     prep_s: float = 0.0
@@ -269,13 +282,14 @@ async def ask_all(
     journal: Journal,
     on_result: Callable[[_Request, OrderResult], None],
     stats: RunStats,
-    should_stop: Callable[[], bool] = lambda: False,
+    hooks: LabelHooks | None = None,
 ) -> dict[str, OrderResult]:
     """Ask every (segment, order) in `todo`; journal answers, return this run's request errors.
 
     Frame preparation runs in threads a few pairs ahead of the requests, so the servers never wait on
     decoding; at most `cfg.concurrency` requests are in flight.
     """
+    hooks = hooks or LabelHooks()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
     failures: dict[str, OrderResult] = {}
@@ -294,6 +308,8 @@ async def ask_all(
         pending: deque = deque()
         indices = iter([i for i in range(len(plans)) if todo[i]])
         for i in indices:
+            if hooks.should_stop():
+                break
             pending.append((i, loop.run_in_executor(executor, prep, i)))
             if len(pending) < 3:
                 continue
@@ -321,7 +337,7 @@ async def ask_all(
     async def worker() -> None:
         nonlocal transport_failures
         while (req := await queue.get()) is not None:
-            if should_stop():
+            if hooks.should_stop():
                 continue
             if req.body is None:
                 result = OrderResult(req.request_id, req.order, "request_error", error=req.error)
@@ -329,6 +345,7 @@ async def ask_all(
                 on_result(req, result)
                 continue
             stats.requests_sent += 1
+            t0 = time.perf_counter()
             try:
                 resp = await pool.post("/v1/chat/completions", req.body, request_id=req.request_id)
             except RequestFailed as e:
@@ -344,6 +361,8 @@ async def ask_all(
                 transport_failures = 0
                 result = parse_response(resp, req.request_id, req.order, prompt.choices)
                 journal.append(result)
+            if hooks.on_request:
+                hooks.on_request(result.status, time.perf_counter() - t0)
             on_result(req, result)
 
     tasks = [asyncio.create_task(producer())] + [asyncio.create_task(worker()) for _ in range(cfg.concurrency)]
@@ -372,13 +391,17 @@ async def _gather_or_cancel(tasks: list[asyncio.Task]) -> None:
 
 
 def assemble_rows(
-    plans: list[PairPlan], results: dict[str, OrderResult], cfg: LabelConfig, model: str, prompt: Prompt
+    plans: list[PairPlan], results: dict[str, OrderResult], cfg: LabelConfig, model: str, prompt: Prompt,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
+    """One row per segment; with skip_missing, only segments whose two orders are both answered (a partial table)."""
     rows = []
     for plan in plans:
         for seg in plan.segments:
-            ab = results[request_id(plan.pair_id, seg.segment_idx, "ab")]
-            ba = results[request_id(plan.pair_id, seg.segment_idx, "ba")]
+            ab = results.get(request_id(plan.pair_id, seg.segment_idx, "ab"))
+            ba = results.get(request_id(plan.pair_id, seg.segment_idx, "ba"))
+            if skip_missing and (ab is None or ba is None):
+                continue
             rows.append({
                 "pair_id": plan.pair_id, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
                 "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s,
@@ -413,7 +436,7 @@ LABELS_STATUS_ORDER = ("ok", "low_confidence", "order_inconsistent", "parse_erro
 # ---------------------------------------------------------------------------------------------- the stage
 
 
-def label_pairs(cfg: LabelConfig, console=None, progress: bool = True, should_stop=lambda: False) -> LabelResult:
+def label_pairs(cfg: LabelConfig, console=None, progress: bool = True, hooks: LabelHooks | None = None) -> LabelResult:
     """Label every segment of every pair in cfg.pairs and write cfg.out (see the module docstring)."""
     from rich.console import Console
 
@@ -435,7 +458,8 @@ def label_pairs(cfg: LabelConfig, console=None, progress: bool = True, should_st
             urls = [stack.enter_context(managed_vllm(
                 cfg.model, log_path=log, max_images=max_images_per_request(plans, cfg.sample_fps),
                 max_model_len=cfg.max_model_len))]  # fmt: skip
-        result = asyncio.run(_label_async(cfg, plans, n_segments, urls, prompt, console, progress, should_stop))
+        hooks = hooks or LabelHooks()
+        result = asyncio.run(_label_async(cfg, plans, n_segments, urls, prompt, console, progress, hooks))
     return result
 
 
@@ -452,7 +476,7 @@ def fingerprint(cfg: LabelConfig, model: str, prompt: Prompt) -> dict:
     }
 
 
-async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, should_stop) -> LabelResult:
+async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, hooks) -> LabelResult:
     async with ServerPool(
         urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.retry_backoff_s
     ) as pool:
@@ -486,12 +510,18 @@ async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, 
                     "labeling", total=n_segments, completed=n_segments - len(segments_left),
                     pairs=f"pairs {len(plans) - len(pairs_left)}/{len(plans)}", rps=0.0,
                 )  # fmt: skip
+                done = [n_segments - len(segments_left)]
+                if hooks.on_progress:
+                    hooks.on_progress(done[0], n_segments)
 
                 def on_result(req: _Request, result: OrderResult) -> None:
                     key = (req.pair_idx, req.segment_idx)
                     segments_left[key] -= 1
                     if segments_left[key] == 0:
                         bar.advance(task)
+                        done[0] += 1
+                        if hooks.on_progress:
+                            hooks.on_progress(done[0], n_segments)
                         pairs_left[req.pair_idx] -= 1
                         if pairs_left[req.pair_idx] == 0:
                             del pairs_left[req.pair_idx]
@@ -500,11 +530,11 @@ async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, 
                                rps=stats.requests_sent / elapsed)  # fmt: skip
 
                 failures = await ask_all(
-                    cfg, plans, todo, pool, model, prompt, max_tokens, journal, on_result, stats, should_stop
+                    cfg, plans, todo, pool, model, prompt, max_tokens, journal, on_result, stats, hooks
                 )
             elapsed = time.perf_counter() - t0
-            if should_stop():
-                raise DenseDPOError(f"stopped; answered requests are saved in {journal.path}.")
+            if hooks.should_stop():
+                raise LabelingStopped(f"stopped; answered requests are saved in {journal.path}.")
             results = {**journal.results, **failures}
 
     # 5. Aggregate and write (atomically).
@@ -536,6 +566,16 @@ def _progress(console, enabled: bool):
         console=console,
         disable=not enabled,
     )
+
+
+def partial_labels(cfg: LabelConfig, plans: list[PairPlan] | None = None) -> pd.DataFrame | None:
+    """The rows finished so far, from the journal of a run in progress (or stopped); None before any."""
+    header, results = read_journal(journal_path_for(cfg.out))
+    if header is None:
+        return None
+    prompt = load_prompt(cfg.prompt)
+    rows = assemble_rows(plans or plan_pairs(cfg), results, cfg, header["judge_model"], prompt, skip_missing=True)
+    return rows if len(rows) else None
 
 
 def dry_run_plan(cfg: LabelConfig) -> dict:
