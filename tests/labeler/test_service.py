@@ -1,0 +1,230 @@
+"""`densedpo serve` as a real uvicorn process on loopback, labeling with the session's real vLLM server."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from densedpo.synthetic import make_synthetic_pairs
+from labeler.vllm_server import free_port
+from tests.conftest import REPO, run_cli
+from tests.labeler.test_vllm_integration import vllm_requests
+
+pytestmark = pytest.mark.vllm
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Service:
+    def __init__(self, root: Path, vllm: str, *extra: str):
+        self.root, self.port = root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "token").write_text(TOKEN)
+        self.args = [sys.executable, "-m", "densedpo.cli", "serve", "--server", vllm, "--data-root", str(root / "data"),
+                     "--db", str(root / "jobs.sqlite"), "--token-file", str(root / "token"), "--port",
+                     str(self.port), *extra]  # fmt: skip
+        self.proc = None
+
+    def start(self) -> Service:
+        self.log = open(self.root / "serve.log", "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError((self.root / "serve.log").read_text()[-2000:])
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=AUTH, timeout=60)
+
+
+def wait_for(client, job_id, states=("completed", "failed", "cancelled"), timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/label-jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} stuck in {job['state']}")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("svc")
+    make_synthetic_pairs(root / "data" / "small", num_pairs=3, height=32, width=32)
+    make_synthetic_pairs(root / "data" / "big", num_pairs=12, height=32, width=32, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(root, vllm_server):
+    svc = Service(root, vllm_server, "--max-running-jobs", "1", "--max-upload-mb", "0.05").start()
+    yield svc
+    svc.stop()
+
+
+def test_job_lifecycle(service):
+    with service.client() as c:
+        r = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0"})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert job["state"] in ("queued", "running") and job["settings"] == {"min_confidence": 0.0}
+        done = wait_for(c, job["id"])
+        assert done["state"] == "completed", done
+        assert done["segments_done"] == done["segments_total"] == 9
+        assert sum(done["status_counts"].values()) == 9 and done["started_at"] <= done["finished_at"]
+        r = c.get(f"/v1/label-jobs/{job['id']}/labels")
+        assert r.status_code == 200 and r.headers["X-Densedpo-Partial"] == "false"
+        df = pd.read_parquet(io.BytesIO(r.content))
+        assert len(df) == 9 and not df.duplicated(["pair_id", "segment_idx"]).any()
+        assert job["id"] in [j["id"] for j in c.get("/v1/label-jobs").json()]
+        metrics = c.get("/metrics").text
+        assert 'densedpo_jobs{state="completed"}' in metrics
+        assert "densedpo_vlm_request_seconds_count" in metrics and "densedpo_segments_labeled_total" in metrics
+    assert httpx.get(f"{service.url}/docs").status_code == 200  # OpenAPI docs are served
+    assert "/v1/label-jobs" in httpx.get(f"{service.url}/openapi.json").json()["paths"]
+
+
+def test_auth(service):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for method, path in (("GET", "/v1/label-jobs"), ("POST", "/v1/label-jobs"), ("GET", "/metrics"),
+                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"),
+                             ("GET", "/v1/label-jobs/x/labels")):  # fmt: skip
+            r = httpx.request(method, f"{service.url}{path}", headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.status_code)
+    assert httpx.get(f"{service.url}/healthz").status_code == 200
+
+
+def test_paths_are_confined_to_data_root(service, root, tmp_path):
+    outside = tmp_path / "outside.parquet"
+    pd.read_parquet(root / "data/small/pairs.parquet").to_parquet(outside)
+    (root / "data" / "link.parquet").unlink(missing_ok=True)
+    (root / "data" / "link.parquet").symlink_to(outside)
+    with service.client() as c:
+        for path in ("../token", "small/../../token", str(outside), "link.parquet"):
+            r = c.post("/v1/label-jobs", data={"path": path})
+            assert r.status_code == 400 and "outside --data-root" in r.json()["detail"], (path, r.text)
+        # an uploaded table may not point at videos outside either
+        df = pd.DataFrame([{"pair_id": "p", "prompt": "x", "video_a": "../../etc/a.mp4", "video_b": "small/x.mp4"}])
+        buf = io.BytesIO()
+        df.to_parquet(buf)
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())})
+        assert r.status_code == 400 and "column video_a" in r.json()["detail"]
+
+
+def test_bad_uploads(service, root):
+    with service.client() as c:
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", b"x" * 60_000)})
+        assert r.status_code == 413
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", b"not parquet")})
+        assert r.status_code == 422 and "not a parquet table" in r.json()["detail"]
+        buf = io.BytesIO()
+        pd.DataFrame([{"pair_id": "p", "prompt": "x", "video_a": "small/a.mp4"}]).to_parquet(buf)
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())})
+        assert r.status_code == 422 and "lacks required column(s) video_b" in r.json()["detail"]
+        small = pd.read_parquet(root / "data/small/pairs.parquet")
+        small["video_a"] = "small/" + small["video_a"]
+        small["video_b"] = "small/" + small["video_b"]
+        small.loc[1, "video_b"] = "small/missing.mp4"
+        buf = io.BytesIO()
+        small.to_parquet(buf)
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())})
+        assert r.status_code == 422 and "row 1" in r.json()["detail"] and "video not found" in r.json()["detail"]
+        r = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "sample_fps": "fast"})
+        assert r.status_code == 422 and "sample_fps" in r.json()["detail"]
+
+
+def test_idempotency_and_upload(service, root):
+    small = pd.read_parquet(root / "data/small/pairs.parquet")
+    small["video_a"] = "small/" + small["video_a"]
+    small["video_b"] = "small/" + small["video_b"]
+    buf = io.BytesIO()
+    small.to_parquet(buf)
+    with service.client() as c:
+        first = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())},
+                       headers={"Idempotency-Key": "k1"})  # fmt: skip
+        again = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())},
+                       headers={"Idempotency-Key": "k1"})  # fmt: skip
+        assert first.status_code == 201 and again.status_code == 200
+        assert first.json()["id"] == again.json()["id"]
+        assert wait_for(c, first.json()["id"])["state"] == "completed"
+
+
+def test_two_jobs_queue_and_cancel_keeps_finished_work(service):
+    """max_running_jobs=1: the second job waits for the first; a cancelled job stops and keeps its rows."""
+    with service.client() as c:
+        big = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        small = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
+        assert c.get(f"/v1/label-jobs/{small['id']}").json()["state"] == "queued"
+        wait_for(c, big["id"], states=("running",))
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        c.delete(f"/v1/label-jobs/{big['id']}")
+        cancelled = wait_for(c, big["id"])
+        assert cancelled["state"] == "cancelled" and time.monotonic() - t0 < 10
+        r = c.get(f"/v1/label-jobs/{big['id']}/labels")
+        assert r.status_code == 200 and r.headers["X-Densedpo-Partial"] == "true"
+        rows = pd.read_parquet(io.BytesIO(r.content))
+        assert 3 <= len(rows) < 36 and not rows.duplicated(["pair_id", "segment_idx"]).any()
+        done = wait_for(c, small["id"])
+        assert done["state"] == "completed" and done["started_at"] >= cancelled["finished_at"] - 0.5
+
+
+def test_sigkill_mid_job_then_restart(root, vllm_server, tmp_path):
+    """kill -9 the service mid-job; restarted, it finishes the job: one row per segment, nothing asked twice."""
+    own = tmp_path / "svc"
+    own.mkdir()
+    os.symlink(root / "data", own / "data")
+    svc = Service(own, vllm_server, "--concurrency", "1").start()
+    before = vllm_requests(vllm_server)
+    with svc.client() as c:
+        job = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/label-jobs/{job['id']}").json()["segments_done"] < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    svc.stop(signal.SIGKILL)
+    journal = next(own.glob("jobs-jobs/*/labels.parquet.journal.jsonl"))
+    answered_at_kill = len(journal.read_text().splitlines()) - 1
+    assert 16 <= answered_at_kill < 72
+    svc.start()
+    with svc.client() as c:
+        done = wait_for(c, job["id"])
+        assert done["state"] == "completed", done
+        df = pd.read_parquet(io.BytesIO(c.get(f"/v1/label-jobs/{job['id']}/labels").content))
+    svc.stop()
+    assert len(df) == 36 and not df.duplicated(["pair_id", "segment_idx"]).any()
+    ids = [line.split('"request_id":"')[1].split('"')[0] for line in journal.read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids)) == 72
+    # 72 requests + one constraint probe per run, + at most the one request in flight at the kill
+    assert 74 <= vllm_requests(vllm_server) - before <= 75
+
+
+def test_cli_against_the_service(service, root, tmp_path):
+    out = tmp_path / "labels.parquet"
+    r = run_cli("jobs", "submit", "--service", service.url, "--token-file", service.root / "token", "--path",
+                "small/pairs.parquet", "--wait", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_parquet(out)) == 9
+    r = run_cli("jobs", "submit", "--service", service.url, "--path", "small/pairs.parquet",
+                env={"DENSEDPO_TOKEN": "nope"})  # fmt: skip
+    assert r.returncode == 2 and "401" in r.stderr and "Traceback" not in r.stderr
