@@ -14,7 +14,6 @@ Each figure is the median of --repeats runs.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_sources  # noqa: E402
 from densedpo.tiny import make_tiny_wan  # noqa: E402
@@ -104,20 +106,8 @@ def main() -> None:
         "sequential2_denoise_s": statistics.median(seq),
         "batch_speedup": statistics.median(seq) / statistics.median(batch),
     }
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="generation cost (tiny random Wan 2.1)")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in figures.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"figures": figures, "sdedit": sd, "vanilla": van, "batch": batch, "seq": seq,
-                                     "full": full}))
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-
+    raw = {"sdedit": sd, "vanilla": van, "batch": batch, "seq": seq, "full": full}
+    report("generation cost (tiny random Wan 2.1)", figures, raw, args.json)
 
 if __name__ == "__main__":
     main()

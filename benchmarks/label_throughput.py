@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -24,8 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
+from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
 from labeler.engine import (  # noqa: E402
@@ -137,19 +138,8 @@ def main() -> None:
         "prebuild_ms_per_segment": 1000 * build_s / n_segments,
         "request_latency_ms": statistics.median(s["mean_request_latency_ms"] for s in summaries),
     }
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"label throughput ({n_segments} segments, concurrency {args.concurrency}, model {model})")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in figures.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"figures": figures, "bare_runs": bare, "label_runs": label}, indent=2))
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-
+    title = f"label throughput ({n_segments} segments, concurrency {args.concurrency})"
+    report(title, figures, {"bare_runs": bare, "label_runs": label}, args.json)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -22,8 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
+from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
 from densedpo.tiny import make_tiny_vlm  # noqa: E402
@@ -100,19 +101,7 @@ def main() -> None:
         "service_segments_per_s": statistics.median(s),
         "ratio": statistics.median(s) / statistics.median(d),
     }
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="service overhead (tiny random VLM, CPU)")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in figures.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"figures": figures, "direct": d, "service": s}))
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-
+    report("service overhead (tiny random VLM, CPU)", figures, {"direct": d, "service": s}, args.json)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import resource
 import statistics
 import subprocess
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import report  # noqa: E402
 
 
 def build(layers: int, dim: int, heads: int):
@@ -152,19 +154,8 @@ def main() -> None:
         "memory_model_params_m": mem_params / 1e6,
         "memory_model_fp32_mib": mem_params * 4 / 2**20,
     }
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="dense Flow-DPO step (CPU, random Wan transformer)")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in figures.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"figures": figures, "dense": dense, "vanilla": vanilla}))
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-
+    title = "dense Flow-DPO step (CPU, random Wan transformer)"
+    report(title, figures, {"dense": dense, "vanilla": vanilla}, args.json)
 
 if __name__ == "__main__":
     main()

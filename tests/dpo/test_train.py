@@ -155,3 +155,13 @@ def test_learns_and_dense_beats_clip_labels(tiny_wan_model, tmp_path):
         acc[mode] = train(c, progress=False).val_accuracy
     assert acc["dense"] > 0.7, acc
     assert acc["dense"] > acc["clip"] + 0.05, acc
+
+
+def test_early_stopping_keeps_best(tiny_wan_model, tmp_path):
+    """A learning rate too small to change anything: the second evaluation is no better, so patience 1 stops."""
+    data = make_latent_pairs(tmp_path / "data", num_pairs=8, seed=2)
+    res = train(cfg(data, tiny_wan_model, tmp_path / "run", max_steps=10, lr=1e-12, val_fraction=0.3, eval_every=1,
+                    early_stopping_patience=1), progress=False)  # fmt: skip
+    assert res.steps == 2
+    assert (tmp_path / "run" / "best" / "pytorch_lora_weights.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())["step"] == 1

@@ -228,3 +228,21 @@ def test_cli_against_the_service(service, root, tmp_path):
     r = run_cli("jobs", "submit", "--service", service.url, "--path", "small/pairs.parquet",
                 env={"DENSEDPO_TOKEN": "nope"})  # fmt: skip
     assert r.returncode == 2 and "401" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_job_whose_pairs_turn_bad_fails_alone(service, root):
+    import shutil
+
+    shutil.copytree(root / "data" / "small", root / "data" / "doomed", dirs_exist_ok=True)
+    with service.client() as c:
+        blocker = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        doomed = c.post("/v1/label-jobs", data={"path": "doomed/pairs.parquet"}).json()
+        assert doomed["state"] == "queued"
+        for video in (root / "data" / "doomed" / "videos").glob("*_b.mp4"):
+            video.unlink()  # the table turns bad after it was accepted
+        c.delete(f"/v1/label-jobs/{blocker['id']}")
+        failed = wait_for(c, doomed["id"])
+        assert failed["state"] == "failed"
+        assert "video not found" in failed["error"] and "column video_b" in failed["error"]
+        ok = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
+        assert wait_for(c, ok["id"])["state"] == "completed"
