@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from densedpo.errors import DenseDPOError
-from densedpo.tables import LABELS, PAIRS, read_table, resolve_path, write_table
+from densedpo.tables import LABEL_STATUSES, LABELS, PAIRS, read_table, resolve_path, write_table
 from densedpo.video import VideoInfo, probe, read_frames
 from labeler.aggregate import aggregate_segment
 from labeler.client import RequestFailed, ServerPool
@@ -422,15 +422,12 @@ def summarize(labels: pd.DataFrame) -> dict:
     return {
         "segments": n,
         "pairs": labels["pair_id"].nunique(),
-        "status_counts": {s: counts.get(s, 0) for s in LABELS_STATUS_ORDER},
+        "status_counts": {s: counts.get(s, 0) for s in LABEL_STATUSES},
         "coverage": float(decided.mean()) if n else 0.0,
         "mean_confidence": float(conf.mean()) if len(conf) else math.nan,
         "order_agreement_rate": float(agreement.mean()) if len(agreement) else math.nan,
         "failure_rate": failed / n if n else 0.0,
     }
-
-
-LABELS_STATUS_ORDER = ("ok", "low_confidence", "order_inconsistent", "parse_error", "request_error")
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -546,7 +543,7 @@ async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, 
         requests_sent=stats.requests_sent,
         requests_planned=n_todo,
         seconds=elapsed,
-        segments_per_s=(len({k for k in segments_left}) / elapsed) if elapsed > 0 else math.nan,
+        segments_per_s=len(segments_left) / elapsed if elapsed > 0 else math.nan,  # segments asked in this run
         prep_ms_per_segment=1000 * stats.prep_s / max(stats.segments_prepared, 1),
         mean_request_latency_ms=1000 * float(np.mean(lat)) if lat else math.nan,
         judge_model=model,
