@@ -144,6 +144,21 @@ def print_label_summary(s: dict, out: Path) -> None:
     )
 
 
+@app.command("eval-labels")
+def eval_labels(
+    labels: Annotated[Path, typer.Option(help="labels.parquet to score (e.g. from densedpo label).")],
+    reference: Annotated[Path, typer.Option(help="Reference labels: human (judge_model=human) or synthetic truth.")],
+) -> None:
+    """Accuracy of labels against a reference, ties skipped (segment and majority-vote clip accuracy).
+
+    Example: densedpo eval-labels --labels labels.parquet --reference human_labels.parquet
+    """
+    from densedpo.tables import LABELS, read_table
+    from labeler.evaluate import label_accuracy
+
+    _print_kv(f"{labels} vs {reference}", label_accuracy(read_table(labels, LABELS), read_table(reference, LABELS)))
+
+
 @app.command(
     epilog="""Examples:\n
   densedpo generate --sources sources.parquet --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out pairs/\n

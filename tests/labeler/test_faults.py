@@ -38,6 +38,14 @@ def test_consistent_judge_gives_ok_rows(synthetic, tmp_path):
     assert df["confidence"].min() > 0.9 and df["order_agreement"].all()
     assert res.summary["coverage"] == 1.0 and res.summary["status_counts"]["ok"] == 9
     assert fake.chat_requests() == {rid: 1 for rid in all_ids(pairs_path)}
+    # Scored against the synthetic truth, an always-"a" judge is right exactly on the truth's "a" segments.
+    truth = pd.read_parquet(pairs_path.parent / "truth_labels.parquet")
+    decided = truth[truth["preference"] != "tie"]
+    r = run_cli("eval-labels", "--labels", tmp_path / "l.parquet", "--reference",
+                pairs_path.parent / "truth_labels.parquet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    expected = (decided["preference"] == "a").mean()
+    assert f"segment_accuracy                │ {expected:.3f}" in r.stdout, r.stdout
 
 
 def test_429_and_503_bursts_are_retried(synthetic, tmp_path):
