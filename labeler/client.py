@@ -115,7 +115,7 @@ class ServerPool:
 
     async def post(self, path: str, body: dict, request_id: str | None = None) -> dict:
         """POST JSON to the least-loaded server; returns the decoded JSON body or raises RequestFailed."""
-        last_error, last_body = "no attempt made", None
+        last_error, last_body, retry_after = "no attempt made", None, None
         headers = {"X-Request-Id": request_id} if request_id else None
         for attempt in range(self.max_retries + 1):
             server = self._pick()
@@ -128,6 +128,7 @@ class ServerPool:
             try:
                 async with self._http.post(f"{server.url}{path}", json=body, headers=headers) as r:
                     status, text = r.status, await r.text()
+                    retry_after = _retry_after_s(r.headers.get("Retry-After"))
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as e:
                 server.consecutive_failures += 1
                 server.down_until = time.monotonic() + min(30.0, self.backoff_s * 2**server.consecutive_failures)
@@ -146,7 +147,10 @@ class ServerPool:
             finally:
                 server.in_flight -= 1
             if attempt < self.max_retries:
-                await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+                # A server that says when to come back (429/503 Retry-After) is believed, up to a minute.
+                backoff = self.backoff_s * 2**attempt * (0.5 + random.random())
+                await asyncio.sleep(retry_after if retry_after is not None else backoff)
+                retry_after = None
         raise RequestFailed(f"{last_error} (after {self.max_retries + 1} attempts)", last_body)
 
     async def tokenize(self, model: str, text: str) -> list[int] | None:
@@ -156,3 +160,11 @@ class ServerPool:
         except RequestFailed:
             return None
         return list(out.get("tokens", [])) or None
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (HTTP dates are ignored), capped at 60."""
+    try:
+        return min(max(float(value), 0.0), 60.0) if value is not None else None
+    except ValueError:
+        return None

@@ -49,3 +49,11 @@ def test_parse_errors_are_rows_with_raw_body(body, fragment):
 def test_order_result_json_roundtrip():
     r = OrderResult("p:0:ab", "ab", "ok", "a", 0.5, 0.3, 0.2, "first")
     assert OrderResult.from_json(r.to_json()) == r
+
+
+def test_retry_after_header():
+    from labeler.client import _retry_after_s
+
+    assert _retry_after_s("2") == 2.0 and _retry_after_s("0.5") == 0.5
+    assert _retry_after_s("3600") == 60.0 and _retry_after_s("-1") == 0.0
+    assert _retry_after_s(None) is None and _retry_after_s("Wed, 21 Oct 2026 07:28:00 GMT") is None
