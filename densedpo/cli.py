@@ -344,7 +344,20 @@ def _client(service: str, token_file: Path | None):
     token = token_file.read_text().strip() if token_file else os.environ.get("DENSEDPO_TOKEN", "")
     if not token:
         raise DenseDPOError("no token: pass --token-file or set DENSEDPO_TOKEN (the service prints where its token is).")
-    return httpx.Client(base_url=service.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    if not token.isascii() or "\n" in token:
+        raise DenseDPOError("the token must be one line of ASCII: check --token-file or DENSEDPO_TOKEN.")
+
+    class ServiceClient(httpx.Client):
+        """Connection failures become one-line errors, like every other user-facing problem."""
+
+        def request(self, *args, **kwargs):
+            try:
+                return super().request(*args, **kwargs)
+            except httpx.HTTPError as e:
+                raise DenseDPOError(f"cannot reach the service at {service} ({type(e).__name__}: {e}); is "
+                                    "`densedpo serve` running there?") from None
+
+    return ServiceClient(base_url=service.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 def _check(r) -> dict | list:

@@ -246,3 +246,12 @@ def test_a_job_whose_pairs_turn_bad_fails_alone(service, root):
         assert "video not found" in failed["error"] and "column video_b" in failed["error"]
         ok = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
         assert wait_for(c, ok["id"])["state"] == "completed"
+
+
+def test_cli_says_when_the_service_is_unreachable(tmp_path):
+    (tmp_path / "token").write_text(TOKEN)
+    r = run_cli("jobs", "list", "--service", f"http://127.0.0.1:{free_port()}", "--token-file", tmp_path / "token")
+    assert r.returncode == 2 and "cannot reach the service" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "bad").write_text("tökén")
+    r = run_cli("jobs", "list", "--service", "http://127.0.0.1:9", "--token-file", tmp_path / "bad")
+    assert r.returncode == 2 and "one line of ASCII" in r.stderr
