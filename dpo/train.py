@@ -157,7 +157,21 @@ class TrainResult:
     counts: dict
 
 
+def output_lock(cfg: TrainConfig):
+    """One run per --out folder (each rank of a distributed run holds its own lock)."""
+    from densedpo.locks import exclusive, rank_suffix
+
+    return exclusive(Path(cfg.out) / f".train{rank_suffix()}.lock", f"--out {cfg.out}",
+                     "choose another --out (or --resume a checkpoint of the finished run into a new one)")  # fmt: skip
+
+
 def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
+    """Run the recipe of the module docstring into cfg.out."""
+    with output_lock(cfg):
+        return _train(cfg, console, progress)
+
+
+def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     from accelerate import Accelerator
     from rich.console import Console
 

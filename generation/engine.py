@@ -127,10 +127,14 @@ def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTas
 # ---------------------------------------------------------------------------------------------- clip
 
 
+class SourceUnusable(DenseDPOError):
+    """A source clip that cannot make a pair (unreadable, too short): skipped with its reason, the run goes on."""
+
+
 def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
     """The source resampled to cfg.fps, cfg.num_frames from cfg.offset_s, resized and center-cropped.
 
-    Returns uint8 (T, H, W, 3). Raises ValueError with the reason when the clip is unusable.
+    Returns uint8 (T, H, W, 3). Raises SourceUnusable with the reason when the clip is unusable.
     """
     import cv2
 
@@ -138,13 +142,10 @@ def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
 
     try:
         info = probe(path)
-    except DenseDPOError as e:
-        raise ValueError(str(e)) from None
-    idx = source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
-    try:
+        idx = source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
         frames = read_frames(path, idx)
-    except DenseDPOError as e:
-        raise ValueError(str(e)) from None
+    except (DenseDPOError, ValueError) as e:  # only the clip's own problems; a bug elsewhere stays a crash
+        raise SourceUnusable(str(e)) from None
     h, w = frames.shape[1:3]
     scale = max(cfg.height / h, cfg.width / w)
     rh, rw = max(cfg.height, round(h * scale)), max(cfg.width, round(w * scale))
@@ -351,7 +352,23 @@ class GenerateResult:
     seconds_per_pair: float
 
 
+def output_lock(cfg: GenerateConfig):
+    """One writer per shard of --out (a plain run is shard 0/1; each accelerate/torchrun rank is a shard)."""
+    from densedpo.locks import exclusive
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = (int(os.environ.get("RANK", "0")), world) if world > 1 else parse_shard(cfg.shard)
+    return exclusive(cfg.out / f".generate-shard-{rank}-of-{world}.lock", f"--out {cfg.out} (shard {rank}/{world})",
+                     "choose another --out, or split the sources between runs with --shard i/n")  # fmt: skip
+
+
 def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True) -> GenerateResult:
+    """Make this process's pairs into cfg.out (see the module docstring)."""
+    with output_lock(cfg):
+        return _generate_pairs(cfg, console, progress)
+
+
+def _generate_pairs(cfg: GenerateConfig, console, progress: bool) -> GenerateResult:
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -372,7 +389,7 @@ def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True) -> 
             t0 = time.perf_counter()
             try:
                 row = make_pair(sampler, task, cfg)
-            except ValueError as e:  # unusable source clip
+            except SourceUnusable as e:  # only the clip's own problems are skipped; anything else stops the run
                 skipped[task.source_id] = str(e)
             else:
                 _write_row(cfg.out, row)

@@ -65,8 +65,9 @@ class LabelConfig:
         if not self.server and not self.model:
             raise DenseDPOError("pass --server URL of a running VLM server, or --model to let densedpo start vLLM.")
         for name in ("segment_seconds", "sample_fps", "max_side", "concurrency", "top_logprobs"):
-            if not getattr(self, name) > 0:
-                raise DenseDPOError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # NaN fails `> 0`; inf would never end a segment
+                raise DenseDPOError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}.")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise DenseDPOError(f"--min-confidence must lie in [0, 1], got {self.min_confidence}.")
         if not 0.0 <= self.max_failure_rate <= 1.0:
@@ -433,8 +434,21 @@ def summarize(labels: pd.DataFrame) -> dict:
 # ---------------------------------------------------------------------------------------------- the stage
 
 
+def output_lock(cfg: LabelConfig):
+    """One run per --out: the journal and the table have a single writer (see densedpo.locks)."""
+    from densedpo.locks import exclusive
+
+    return exclusive(cfg.out.with_name(cfg.out.name + ".lock"), f"--out {cfg.out}",
+                     "choose another --out (the journal beside it resumes an earlier run)")  # fmt: skip
+
+
 def label_pairs(cfg: LabelConfig, console=None, progress: bool = True, hooks: LabelHooks | None = None) -> LabelResult:
     """Label every segment of every pair in cfg.pairs and write cfg.out (see the module docstring)."""
+    with output_lock(cfg):
+        return _label_pairs(cfg, console, progress, hooks)
+
+
+def _label_pairs(cfg: LabelConfig, console, progress: bool, hooks: LabelHooks | None) -> LabelResult:
     from rich.console import Console
 
     console = console or Console(stderr=True)

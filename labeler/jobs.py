@@ -11,7 +11,7 @@ from pathlib import Path
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 _COLUMNS = ("id", "idempotency_key", "state", "created_at", "started_at", "finished_at", "pairs_path", "job_dir",
-            "settings", "segments_done", "segments_total", "status_counts", "error")  # fmt: skip
+            "settings", "segments_done", "segments_total", "status_counts", "error", "request_sha256")  # fmt: skip
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     segments_done INTEGER NOT NULL DEFAULT 0,
     segments_total INTEGER NOT NULL DEFAULT 0,
     status_counts TEXT,
-    error TEXT
+    error TEXT,
+    request_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 """
@@ -42,6 +43,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "request_sha256" not in columns:  # a database from before idempotency checked the payload
+            self._db.execute("ALTER TABLE jobs ADD COLUMN request_sha256 TEXT")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -57,22 +61,30 @@ class JobStore:
         return job
 
     def create(self, pairs_path: str, job_dir_root: Path, settings: dict, idempotency_key: str | None,
-               job_id: str | None = None) -> tuple[dict, bool]:  # fmt: skip
+               job_id: str | None = None, request_sha256: str | None = None) -> tuple[dict, bool]:  # fmt: skip
         """(job, created). With an idempotency key already used, returns that job and created=False."""
         with self._lock:
-            if idempotency_key:
-                cur = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM jobs WHERE idempotency_key=?",
-                                       (idempotency_key,))  # fmt: skip
-                existing = self._row(cur.fetchone())
-                if existing:
-                    return existing, False
             job_id = job_id or uuid.uuid4().hex[:16]
-            self._db.execute(
-                "INSERT INTO jobs (id, idempotency_key, state, created_at, pairs_path, job_dir, settings) "
-                "VALUES (?, ?, 'queued', ?, ?, ?, ?)",
-                (job_id, idempotency_key, time.time(), pairs_path, str(job_dir_root / job_id), json.dumps(settings)),
-            )
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (id, idempotency_key, state, created_at, pairs_path, job_dir, settings, "
+                    "request_sha256) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (job_id, idempotency_key, time.time(), pairs_path, str(job_dir_root / job_id), json.dumps(settings),
+                     request_sha256),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:  # the key was taken between the caller's lookup and now
+                return self.by_idempotency_key(idempotency_key, locked=True), False
         return self.get(job_id), True
+
+    def by_idempotency_key(self, key: str, locked: bool = False) -> dict | None:
+        def find():
+            cur = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM jobs WHERE idempotency_key=?", (key,))
+            return self._row(cur.fetchone())
+
+        if locked:
+            return find()
+        with self._lock:
+            return find()
 
     def get(self, job_id: str) -> dict | None:
         with self._lock:
@@ -100,13 +112,23 @@ class JobStore:
                                    (to_state, *fields.values(), job_id, *from_states))  # fmt: skip
             return cur.rowcount == 1
 
+    def delete(self, job_id: str, from_states: tuple[str, ...]) -> bool:
+        """Remove a job's record when it is in one of from_states (atomically); False otherwise."""
+        marks = ",".join("?" * len(from_states))
+        with self._lock:
+            cur = self._db.execute(f"DELETE FROM jobs WHERE id=? AND state IN ({marks})", (job_id, *from_states))
+            return cur.rowcount == 1
+
     def claim_next(self) -> dict | None:
         """The oldest queued job, now running."""
         with self._lock:
             row = self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY created_at LIMIT 1").fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE jobs SET state='running', started_at=? WHERE id=?", (time.time(), row[0]))
+            cur = self._db.execute("UPDATE jobs SET state='running', started_at=? WHERE id=? AND state='queued'",
+                                   (time.time(), row[0]))  # fmt: skip
+            if cur.rowcount != 1:
+                return None
         return self.get(row[0])
 
     def requeue_running(self) -> int:

@@ -7,8 +7,10 @@ killed service resumes every running job on restart without asking a finished se
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
+import json
 import logging
 import os
 import secrets
@@ -17,19 +19,37 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from densedpo.errors import DenseDPOError
 from densedpo.tables import LABELS, PAIRS, read_table, validate
-from labeler.engine import LabelConfig, LabelHooks, LabelingStopped, label_pairs, partial_labels, plan_pairs
+from labeler.engine import (
+    LabelConfig,
+    LabelHooks,
+    LabelingStopped,
+    label_pairs,
+    max_images_per_request,
+    partial_labels,
+    plan_pairs,
+)
 from labeler.jobs import JobStore
+from labeler.prompts import DEFAULT_PROMPT, available_prompts
 
 log = logging.getLogger("densedpo.serve")
-SETTINGS = {"segment_seconds": float, "sample_fps": float, "min_confidence": float, "prompt": str}
+SETTINGS = ("segment_seconds", "sample_fps", "min_confidence", "prompt")
+# Bounds a job's settings may take (the OpenAPI document states them; the CLI's checks run as well).
+MAX_SEGMENT_SECONDS = 60.0
+MAX_SAMPLE_FPS = 60.0
+PROMPT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
 
 
 @dataclass
@@ -43,6 +63,42 @@ class ServiceConfig:
     max_upload_mb: float = 64.0
     concurrency: int = 32  # requests in flight per job
     max_failure_rate: float = 0.05
+    max_images: int = 40  # images per request the VLM server accepts (vLLM's --limit-mm-per-prompt)
+
+
+def db_lock(cfg: ServiceConfig):
+    """One service per database: a second one would requeue the first's running jobs and run them twice."""
+    from densedpo.locks import exclusive
+
+    return exclusive(cfg.db.with_name(cfg.db.name + ".lock"), f"--db {cfg.db}",
+                     "give this service its own --db")  # fmt: skip
+
+
+class Error(BaseModel):
+    """Every error answer: one line saying what was wrong and how to fix it."""
+
+    detail: str
+
+
+class Job(BaseModel):
+    id: str
+    state: str = Field(description="queued, running, completed, failed or cancelled")
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    segments_done: int
+    segments_total: int
+    status_counts: dict[str, int]
+    error: str | None
+    settings: dict[str, float | str]
+    progress: float
+
+
+def _errors(*codes: int) -> dict:
+    what = {400: "a path outside --data-root", 401: "missing or wrong bearer token", 404: "no such job",
+            409: "the job has no labels to give (yet)", 413: "upload larger than --max-upload-mb",
+            422: "invalid settings, form or table (the message names the field, row or column)"}  # fmt: skip
+    return {c: {"model": Error, "description": what[c]} for c in codes}
 
 
 def load_token(cfg: ServiceConfig) -> str:
@@ -181,14 +237,27 @@ class Scheduler:
                               error=error)  # fmt: skip
 
     def cancel(self, job_id: str) -> dict | None:
-        job = self.store.get(job_id)
-        if job is None:
-            return None
-        if job["state"] == "queued":
-            self.store.transition(job_id, ("queued",), "cancelled", finished_at=time.time())
-        elif job["state"] == "running":
-            self.cancelled.add(job_id)
+        """One atomic transition from queued or running: a job claimed meanwhile is still cancelled.
+
+        A running job's worker sees the flag before its next request and stops; its finished rows are kept.
+        """
+        self.cancelled.add(job_id)  # before the transition, so a worker that just claimed it stops promptly
+        if not self.store.transition(job_id, ("queued", "running"), "cancelled", finished_at=time.time()):
+            self.cancelled.discard(job_id)
         return self.store.get(job_id)
+
+    def forget(self, job: dict) -> bool:
+        """Delete a finished job's record and folder; False while it is queued, running or still stopping."""
+        thread = self.running.get(job["id"])
+        if job["state"] in ("queued", "running") or (thread is not None and thread.is_alive()):
+            return False
+        if not self.store.delete(job["id"], ("completed", "failed", "cancelled")):
+            return False
+        import shutil
+
+        shutil.rmtree(job["job_dir"], ignore_errors=True)
+        self._plans.pop(job["id"], None)
+        return True
 
     def partial(self, job: dict) -> pd.DataFrame | None:
         cfg = self.label_config(job)
@@ -215,7 +284,33 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
         store.close()
 
     app = FastAPI(title="densedpo label service", version="1", lifespan=lifespan,
-                  description="Batch segment-level VLM preference labeling (DenseDPO).")  # fmt: skip
+                  description="Batch segment-level VLM preference labeling (DenseDPO). Every error answers "
+                              "`{\"detail\": \"one line\"}`.")  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_422(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One error shape for the whole API: the first problem, named by its field.
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "header", "path"))
+        given = f" (got {e['input']!r})" if isinstance(e.get("input"), str | int | float) else ""
+        return JSONResponse({"detail": f"{where or 'request'}: {e.get('msg', 'invalid')}{given}"[:500]}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def errors_with_allow(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods; GET and DELETE share a path
+            allowed = {m for r in app.routes if hasattr(r, "methods") and r.matches(request.scope)[0] != Match.NONE
+                       for m in r.methods}  # fmt: skip
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers)
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        # Before the form is parsed (and spooled to disk): a declared length over the limit is refused at once.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_bytes + 64 * 1024:  # room for the form's other fields
+            return JSONResponse({"detail": f"upload larger than --max-upload-mb {cfg.max_upload_mb:g}"}, 413)
+        return await call_next(request)
 
     def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         given = creds.credentials if creds else ""
@@ -228,55 +323,90 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
         return {k: job[k] for k in keys} | {"progress": job["segments_done"] / max(job["segments_total"], 1)}
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/metrics", dependencies=[Depends(auth)])
+    @app.get("/metrics", dependencies=[Depends(auth)], response_class=Response, responses={
+        **_errors(401), 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"}})
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/label-jobs", dependencies=[Depends(auth)], status_code=201)
+    @app.post("/v1/label-jobs", dependencies=[Depends(auth)], status_code=201, response_model=Job,
+              responses={200: {"model": Job, "description": "the job an earlier request with this Idempotency-Key "
+                               "made"}, **_errors(400, 401, 413, 422)})  # fmt: skip
     async def submit(
-        request: Request,
-        file: UploadFile | None = None,
-        idempotency_key: str | None = Header(default=None),
+        file: Annotated[UploadFile, File(description="A pairs table (parquet) to upload; its video paths "
+                                         "are relative to --data-root.")] = None,
+        path: Annotated[str | None, Form(description="Instead of `file`: a pairs table under --data-root.",
+                                         max_length=4096)] = None,
+        segment_seconds: Annotated[float | None, Form(gt=0, le=MAX_SEGMENT_SECONDS,
+                                                      description="Segment length in seconds [1.0].")] = None,
+        sample_fps: Annotated[float | None, Form(gt=0, le=MAX_SAMPLE_FPS,
+                                                 description="Frames per second shown to the VLM [8].")] = None,
+        min_confidence: Annotated[float | None, Form(ge=0, le=1, description="Below it a segment is a tie "
+                                                     "[0.5].")] = None,
+        prompt: Annotated[str | None, Form(pattern=PROMPT_NAME, description="A prompt name from the service's "
+                                           f"prompts/ [{DEFAULT_PROMPT}].")] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=200, description="Retrying with the same key "
+                                                      "and payload returns the same job.")] = None,
     ):
-        if int(request.headers.get("content-length") or 0) > max_bytes:
-            raise HTTPException(413, f"upload larger than --max-upload-mb {cfg.max_upload_mb:g}")
-        form = await request.form()
-        settings = {}
-        for key, kind in SETTINGS.items():
-            if form.get(key) not in (None, ""):
-                try:
-                    settings[key] = kind(form[key])
-                except ValueError:
-                    raise HTTPException(422, f"{key} must be {kind.__name__}, got {form[key]!r}") from None
-        unknown = sorted(set(form) - set(SETTINGS) - {"file", "path"})
-        if unknown:
-            raise HTTPException(422, f"unknown field(s) {', '.join(unknown)}; valid: file, path, {', '.join(SETTINGS)}")
+        given = dict(segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
+                     prompt=prompt)  # fmt: skip
+        settings = {k: v for k, v in given.items() if v is not None}
+        if prompt is not None and prompt not in available_prompts():
+            raise HTTPException(422, f"prompt {prompt!r} is not a prompt of this service; use one of "
+                                     f"{', '.join(available_prompts())}.")  # fmt: skip
+        upload = None
+        if file is not None and file.filename:
+            upload = await file.read(max_bytes + 1)
+            if len(upload) > max_bytes:
+                raise HTTPException(413, f"upload larger than --max-upload-mb {cfg.max_upload_mb:g}")
+        elif not path:
+            raise HTTPException(422, "send a pairs table as the `file` field or a `path` under --data-root")
+        # Idempotency first: a retry stores nothing; a key reused for another payload is refused.
+        digest = hashlib.sha256(upload if upload is not None else f"path:{path}".encode())
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        if idempotency_key:
+            existing = store.by_idempotency_key(idempotency_key)
+            if existing is not None:
+                if existing["request_sha256"] not in (None, digest.hexdigest()):
+                    raise HTTPException(422, f"Idempotency-Key {idempotency_key!r} was used for another payload "
+                                             f"(job {existing['id']}); use a new key for a new job.")  # fmt: skip
+                return JSONResponse(public(existing), status_code=200)
         job_id = secrets.token_hex(8)
         job_dir = jobs_root / job_id
         try:
-            if file is not None and getattr(file, "filename", None):
-                data = await file.read(max_bytes + 1)
-                if len(data) > max_bytes:
-                    raise HTTPException(413, f"upload larger than --max-upload-mb {cfg.max_upload_mb:g}")
-                pairs_path = _store_upload(data, job_dir, data_root)
-            elif form.get("path"):
-                pairs_path = confined(data_root, str(form["path"]))
-                _confine_videos(read_table(pairs_path, PAIRS), pairs_path, data_root)
+            cfg_job = LabelConfig(pairs=Path("-"), out=job_dir / "labels.parquet", server=["-"], **settings)
+            cfg_job.check()  # the CLI's own checks and messages
+            if upload is not None:
+                df = _read_upload(upload, data_root)
+                pairs_path = job_dir / "pairs.parquet"
             else:
-                raise HTTPException(422, "send a pairs table as the `file` field or a `path` under --data-root")
+                pairs_path = confined(data_root, path)
+                df = read_table(pairs_path, PAIRS)
+                _confine_videos(df, pairs_path, data_root)
             # Validate like the CLI does, so a bad table is refused now, not failed later.
-            plan_pairs(LabelConfig(pairs=pairs_path, out=job_dir / "labels.parquet", server=["-"], **settings))
+            cfg_job.pairs = pairs_path
+            plans = plan_pairs(cfg_job, df)
+            images = max_images_per_request(plans, cfg_job.sample_fps)
+            if images > cfg.max_images:
+                raise DenseDPOError(
+                    f"this job asks {images} images per request (2 videos x frames of a {cfg_job.segment_seconds:g} s "
+                    f"segment at {cfg_job.sample_fps:g} fps) but the VLM server takes at most {cfg.max_images} "
+                    "(--max-images); lower sample_fps or segment_seconds."
+                )
         except PathOutsideRoot as e:
             raise HTTPException(400, str(e)) from None
-        except DenseDPOError as e:  # an invalid table or video: the CLI's one-line message
+        except DenseDPOError as e:  # an invalid setting, table or video: the CLI's one-line message
             raise HTTPException(422, str(e)) from None
-        job, created = store.create(str(pairs_path), jobs_root, settings, idempotency_key, job_id=job_id)
+        if upload is not None:  # stored only once accepted: a refused or repeated upload leaves nothing behind
+            job_dir.mkdir(parents=True, exist_ok=True)
+            df.to_parquet(pairs_path, index=False)
+        job, created = store.create(str(pairs_path), jobs_root, settings, idempotency_key, job_id=job_id,
+                                    request_sha256=digest.hexdigest())  # fmt: skip
         return JSONResponse(public(job), status_code=201 if created else 200)
 
-    @app.get("/v1/label-jobs", dependencies=[Depends(auth)])
+    @app.get("/v1/label-jobs", dependencies=[Depends(auth)], response_model=list[Job], responses=_errors(401))
     def list_jobs() -> list[dict]:
         return [public(j) for j in store.list()]
 
@@ -286,23 +416,45 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
             raise HTTPException(404, f"no job {job_id}")
         return job
 
-    @app.get("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)])
+    @app.get("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)], response_model=Job,
+             responses=_errors(401, 404, 422))  # fmt: skip
     def status(job_id: str) -> dict:
         return public(get_or_404(job_id))
 
-    @app.delete("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)])
+    @app.post("/v1/label-jobs/{job_id}/cancel", dependencies=[Depends(auth)], response_model=Job,
+              responses=_errors(401, 404, 422))  # fmt: skip
     def cancel(job_id: str) -> dict:
+        """Cancel a queued or running job; its finished segments are kept. A finished job is left as it is."""
         get_or_404(job_id)
         return public(scheduler.cancel(job_id))
 
-    @app.get("/v1/label-jobs/{job_id}/labels", dependencies=[Depends(auth)])
+    @app.delete("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)], status_code=204, response_class=Response,
+                responses=_errors(401, 404, 409, 422))  # fmt: skip
+    def delete(job_id: str) -> Response:
+        """Forget a finished job and remove its folder (labels, journal, an uploaded table); 409 while it runs."""
+        job = get_or_404(job_id)
+        if not scheduler.forget(job):
+            raise HTTPException(409, f"job {job_id} is {job['state']}: cancel it first (POST "
+                                     f"/v1/label-jobs/{job_id}/cancel), then delete it once it has stopped.")
+        return Response(status_code=204)
+
+    parquet = {"application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}
+    partial_header = {"X-Densedpo-Partial": {"description": "true while the job is not completed: the rows so "
+                                             "far", "schema": {"type": "string", "enum": ["true", "false"]}}}
+
+    @app.get("/v1/label-jobs/{job_id}/labels", dependencies=[Depends(auth)], response_class=Response,
+             responses={200: {"content": parquet, "headers": partial_header, "description": "labels.parquet"},
+                        **_errors(401, 404, 409, 422)})  # fmt: skip
     def labels(job_id: str) -> Response:
         job = get_or_404(job_id)
         out = Path(job["job_dir"]) / "labels.parquet"
         if job["state"] == "completed" or (job["state"] == "failed" and out.exists()):
             return Response(out.read_bytes(), media_type="application/vnd.apache.parquet",
                             headers={"X-Densedpo-Partial": "false"})  # fmt: skip
-        rows = scheduler.partial(job)
+        try:
+            rows = scheduler.partial(job)
+        except DenseDPOError as e:  # e.g. the videos of a failed job are gone: its segments cannot be rebuilt
+            raise HTTPException(409, f"job {job_id} is {job['state']} and its rows cannot be assembled: {e}") from None
         if rows is None:
             raise HTTPException(409, f"job {job_id} is {job['state']} and has no finished segment yet")
         buf = io.BytesIO()
@@ -314,8 +466,8 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
     return app
 
 
-def _store_upload(data: bytes, job_dir: Path, data_root: Path) -> Path:
-    """Save an uploaded pairs table; its relative video paths are taken relative to --data-root."""
+def _read_upload(data: bytes, data_root: Path) -> pd.DataFrame:
+    """An uploaded pairs table, validated, with its video paths made absolute under --data-root."""
     import pyarrow.parquet as pq
 
     try:
@@ -326,10 +478,7 @@ def _store_upload(data: bytes, job_dir: Path, data_root: Path) -> Path:
     _confine_videos(df, data_root / "pairs.parquet", data_root)
     for col in ("video_a", "video_b"):
         df[col] = [str(confined(data_root, v)) for v in df[col]]
-    job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / "pairs.parquet"
-    df.to_parquet(path, index=False)
-    return path
+    return df
 
 
 def _confine_videos(df: pd.DataFrame, table_path: Path, data_root: Path) -> None:

@@ -62,11 +62,14 @@ def vllm_env(cpu: bool) -> dict[str, str]:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux: the server gets SIGTERM if densedpo itself is killed (even with SIGKILL), so it never lingers.
+    # Linux: the server is killed when densedpo dies, even by SIGKILL. SIGKILL, not SIGTERM: vLLM ignores or
+    # defers SIGTERM while it starts up, and an orphan stuck there holds its GPU for minutes. Its engine
+    # processes exit when the API server is gone. The signal follows the thread that started the server: start
+    # it from the main thread (label, serve and the demo do).
     with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     os.setsid()
 
 

@@ -106,7 +106,7 @@ def test_job_lifecycle(service):
 def test_auth(service):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         for method, path in (("GET", "/v1/label-jobs"), ("POST", "/v1/label-jobs"), ("GET", "/metrics"),
-                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"),
+                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"), ("POST", "/v1/label-jobs/x/cancel"),
                              ("GET", "/v1/label-jobs/x/labels")):  # fmt: skip
             r = httpx.request(method, f"{service.url}{path}", headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code)
@@ -179,7 +179,7 @@ def test_two_jobs_queue_and_cancel_keeps_finished_work(service):
         while c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         t0 = time.monotonic()
-        c.delete(f"/v1/label-jobs/{big['id']}")
+        c.post(f"/v1/label-jobs/{big['id']}/cancel")
         cancelled = wait_for(c, big["id"])
         assert cancelled["state"] == "cancelled" and time.monotonic() - t0 < 10
         r = c.get(f"/v1/label-jobs/{big['id']}/labels")
@@ -240,7 +240,7 @@ def test_a_job_whose_pairs_turn_bad_fails_alone(service, root):
         assert doomed["state"] == "queued"
         for video in (root / "data" / "doomed" / "videos").glob("*_b.mp4"):
             video.unlink()  # the table turns bad after it was accepted
-        c.delete(f"/v1/label-jobs/{blocker['id']}")
+        c.post(f"/v1/label-jobs/{blocker['id']}/cancel")
         failed = wait_for(c, doomed["id"])
         assert failed["state"] == "failed"
         assert "video not found" in failed["error"] and "column video_b" in failed["error"]
