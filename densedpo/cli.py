@@ -59,6 +59,7 @@ def label(
     trim_to_shortest: Annotated[bool | None, typer.Option("--trim-to-shortest", help="Label only the common frames when a pair's frame counts differ.")] = None,
     max_failure_rate: Annotated[float | None, typer.Option(help="Exit non-zero when request/parse errors exceed this share [default: 0.05].")] = None,
     restart: Annotated[bool | None, typer.Option("--restart", help="Discard the journal of an earlier run and ask everything again.")] = None,
+    retry_parse_errors: Annotated[bool | None, typer.Option("--retry-parse-errors", help="Ask again the requests whose answers could not be parsed (they are journaled, so a plain rerun keeps them).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the pairs and print the plan; ask nothing.")] = False,
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print the rendered prompt of the first segment and exit.")] = False,
@@ -72,7 +73,7 @@ def label(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
         segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
         concurrency=concurrency, prompt=prompt, max_side=max_side, trim_to_shortest=trim_to_shortest,
-        max_failure_rate=max_failure_rate, restart=restart,
+        max_failure_rate=max_failure_rate, restart=restart, retry_parse_errors=retry_parse_errors,
     )  # fmt: skip
     if show_prompt:
         _show_prompt(cfg)
@@ -90,11 +91,20 @@ def label(
         result = label_pairs(cfg, console=console, progress=not quiet)
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
-        raise DenseDPOError(
-            f"{result.summary['failure_rate']:.1%} of segments failed (request or parse errors), more than "
-            f"--max-failure-rate {cfg.max_failure_rate:g}; the table was written with those rows; fix the server and "
-            "rerun the same command to retry only the failed requests."
-        )
+        raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))
+
+
+def failure_message(summary: dict, max_failure_rate: float) -> str:
+    """Which rows stay failed and the one way to redo each kind (request errors are not journaled; parse errors are)."""
+    counts = summary["status_counts"]
+    how = []
+    if counts.get("request_error"):
+        how.append(f"{counts['request_error']} segment(s) with request errors: fix the server, then rerun the same command (it asks "
+                   "only those again)")  # fmt: skip
+    if counts.get("parse_error"):
+        how.append(f"{counts['parse_error']} segment(s) with unparsable answers: rerun with --retry-parse-errors to ask those again")
+    return (f"{summary['failure_rate']:.1%} of segments failed, more than --max-failure-rate {max_failure_rate:g}; the "
+            f"table was written with those rows as failures. {'; '.join(how)}.")  # fmt: skip
 
 
 def _show_prompt(cfg) -> None:

@@ -60,6 +60,7 @@ class LabelConfig:
     top_logprobs: int = 20
     max_model_len: int | None = None
     restart: bool = False
+    retry_parse_errors: bool = False
 
     def check(self) -> None:
         if not self.server and not self.model:
@@ -501,9 +502,12 @@ async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, 
 
         # 2. Resume: skip every request already answered in the journal.
         with Journal(journal_path_for(cfg.out), fingerprint(cfg, model, prompt), restart=cfg.restart) as journal:
+            # Parse errors are journaled answers (at temperature 0 the same request gives the same answer), so
+            # only --retry-parse-errors asks them again; the new answer supersedes the old line.
+            redo = {"parse_error"} if cfg.retry_parse_errors else set()
+            answered = {rid for rid, r in journal.results.items() if r.status not in redo}
             todo = [
-                [(s, o) for s in p.segments for o in ORDERS
-                 if request_id(p.pair_id, s.segment_idx, o) not in journal.results]
+                [(s, o) for s in p.segments for o in ORDERS if request_id(p.pair_id, s.segment_idx, o) not in answered]
                 for p in plans
             ]  # fmt: skip
             n_todo = sum(len(t) for t in todo)

@@ -37,32 +37,97 @@ def position_answer(request_id: str) -> dict:
     return completion("second", {"s": -0.05, "f": -3.5, "t": -4.0})
 
 
+MODEL = "fake-vlm"
+MAX_IMAGES = 40  # as `--limit-mm-per-prompt '{"image": 40}'`
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
+
+
+def check_request(body) -> str | None:
+    """What vLLM would refuse in a chat request (its 400/404), or None. Strict on every field densedpo sends."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if body.get("model") != MODEL:
+        return f"The model `{body.get('model')}` does not exist."
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages must be a non-empty list"
+    images = 0
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            return f"bad message {str(m)[:80]}"
+        content = m.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            return "content must be a string or a list of parts"
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            url = (part.get("image_url") or {}).get("url", "") if kind == "image_url" else ""
+            if not url.startswith("data:image/jpeg;base64,") or len(url) < 40:
+                return f"bad content part {str(part)[:80]}"
+            images += 1
+    if images > MAX_IMAGES:
+        return f"At most {MAX_IMAGES} image(s) may be provided in one prompt."
+    if not (isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0):
+        return "max_tokens must be a positive integer"
+    if body.get("logprobs") is not True or not (isinstance(body.get("top_logprobs"), int)
+                                                and 0 < body["top_logprobs"] <= MAX_LOGPROBS):  # fmt: skip
+        return f"logprobs must be true and top_logprobs in 1..{MAX_LOGPROBS}"
+    choice = (body.get("structured_outputs") or {}).get("choice")
+    if not (isinstance(choice, list) and choice and all(isinstance(c, str) for c in choice)):
+        return "structured_outputs.choice must be a list of strings (densedpo's answers are constrained)"
+    if "guided_choice" in body:
+        return "guided_choice is a legacy field that current vLLM ignores; densedpo must not rely on it"
+    return None
+
+
 @dataclass
 class FakeServer:
-    """`script(request_id, n_seen)` returns (status, body) for a chat request; n_seen counts earlier tries."""
+    """`script(request_id, n_seen)` returns (status, body) for a chat request; n_seen counts earlier tries.
+
+    Every request is checked as strictly as vLLM would (`check_request`): a body vLLM refuses gets its 400 here,
+    and `refused` collects them (tests assert it stays empty). `bodies` keeps the last body per request id.
+    """
 
     script: object = None
-    delay_s: float = 0.0
+    delay_s: float | object = 0.0  # seconds, or a function of the request id
     counts: Counter = field(default_factory=Counter)
     url: str = ""
+    bodies: dict = field(default_factory=dict)
+    refused: list = field(default_factory=list)
+    arrivals: dict = field(default_factory=dict)  # request id -> monotonic arrival time of each try
 
     def __post_init__(self):
         self.script = self.script or (lambda rid, n: (200, position_answer(rid)))
 
     async def chat(self, request: Request):
         rid = request.headers.get("x-request-id", "")
-        await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        problem = check_request(body)
+        if problem is not None:
+            self.refused.append((rid, problem))
+            status = 404 if "does not exist" in problem else 400
+            return JSONResponse({"error": {"message": problem, "type": "BadRequestError", "code": status}}, status)
+        self.bodies[rid] = body
+        self.arrivals.setdefault(rid, []).append(time.monotonic())
         n = self.counts[rid]
         self.counts[rid] += 1
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        status, body = self.script(rid, n)
+        delay = self.delay_s(rid) if callable(self.delay_s) else self.delay_s
+        if delay and rid != "densedpo-probe":  # the probe answers at once
+            await asyncio.sleep(delay)
+        status, body, *headers = self.script(rid, n)  # an optional third item: response headers
+        headers = headers[0] if headers else None
         if isinstance(body, str):
-            return PlainTextResponse(body, status_code=status)
-        return JSONResponse(body, status_code=status)
+            return PlainTextResponse(body, status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     async def models(self, request: Request):
-        return JSONResponse({"data": [{"id": "fake-vlm"}]})
+        return JSONResponse({"data": [{"id": MODEL}]})
 
     def start(self):
         app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -86,6 +151,8 @@ class FakeServer:
 
     def __exit__(self, *exc):
         self.stop()
+        if exc[0] is None:
+            assert not self.refused, f"densedpo sent requests vLLM would refuse: {self.refused[:3]}"
 
     def chat_requests(self) -> Counter:
         return Counter({k: v for k, v in self.counts.items() if k != "densedpo-probe"})

@@ -106,8 +106,8 @@ def test_job_lifecycle(service):
 def test_auth(service):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
         for method, path in (("GET", "/v1/label-jobs"), ("POST", "/v1/label-jobs"), ("GET", "/metrics"),
-                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"), ("POST", "/v1/label-jobs/x/cancel"),
-                             ("GET", "/v1/label-jobs/x/labels")):  # fmt: skip
+                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"),
+                             ("POST", "/v1/label-jobs/x/cancel"), ("GET", "/v1/label-jobs/x/labels")):  # fmt: skip
             r = httpx.request(method, f"{service.url}{path}", headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code)
     assert httpx.get(f"{service.url}/healthz").status_code == 200
