@@ -255,3 +255,166 @@ def test_cli_says_when_the_service_is_unreachable(tmp_path):
     (tmp_path / "bad").write_text("tökén")
     r = run_cli("jobs", "list", "--service", "http://127.0.0.1:9", "--token-file", tmp_path / "bad")
     assert r.returncode == 2 and "one line of ASCII" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("segment_seconds", "0", "segment_seconds: Input should be greater than 0"),
+        ("segment_seconds", "-1", "segment_seconds: Input should be greater than 0"),
+        ("segment_seconds", "nan", "segment_seconds"),
+        ("segment_seconds", "inf", "segment_seconds"),
+        ("segment_seconds", "3", "asks 50 images per request"),  # 2 x 25 frames (49 at 8 of 16 fps) > 40
+        ("min_confidence", "7", "min_confidence: Input should be less than or equal to 1"),
+        ("min_confidence", "nan", "min_confidence"),
+        ("sample_fps", "0", "sample_fps: Input should be greater than 0"),
+        ("prompt", "/etc/passwd", "prompt: String should match pattern"),
+        ("prompt", "../prompts/segment_preference_v1", "prompt: String should match pattern"),
+        ("prompt", "nope", "prompt 'nope' is not a prompt of this service; use one of segment_preference_v1"),
+    ],
+)
+def test_every_setting_is_validated_at_submission(service, field, value, fragment):
+    with service.client() as c:
+        r = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", field: value})
+    assert r.status_code == 422 and fragment in r.json()["detail"], r.text
+    assert "\n" not in r.json()["detail"]
+
+
+def test_idempotency_key_reused_for_another_payload_and_no_orphans(service, root):
+    jobs_root = root / "jobs-jobs"
+    with service.client() as c:
+        first = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}, headers={"Idempotency-Key": "k2"})
+        assert first.status_code == 201
+        before = sorted(p.name for p in jobs_root.iterdir())
+        again = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}, headers={"Idempotency-Key": "k2"})
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+        other = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0.9"},
+                       headers={"Idempotency-Key": "k2"})  # fmt: skip
+        assert other.status_code == 422 and "was used for another payload" in other.json()["detail"]
+        assert sorted(p.name for p in jobs_root.iterdir()) == before  # retries stored nothing
+        wait_for(c, first.json()["id"])
+
+
+def test_cancel_is_one_transition_even_when_the_job_was_just_claimed(tmp_path):
+    """The race of the old cancel: the scheduler claims the job between the state read and the transition."""
+    from labeler.jobs import JobStore
+    from labeler.service import Metrics, Scheduler, ServiceConfig
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    scheduler = Scheduler(ServiceConfig(db=tmp_path / "jobs.sqlite"), store, ["-"], Metrics(store))
+    job, _ = store.create("p.parquet", tmp_path, {}, None)
+    assert store.claim_next()["id"] == job["id"]  # claimed: now 'running'
+    assert scheduler.cancel(job["id"])["state"] == "cancelled"
+    assert job["id"] in scheduler.cancelled  # its worker stops before the next request
+    assert not store.transition(job["id"], ("running",), "completed")  # a late finish cannot undo the cancel
+    done, _ = store.create("q.parquet", tmp_path, {}, None)
+    store.transition(done["id"], ("queued",), "completed")
+    assert scheduler.cancel(done["id"])["state"] == "completed" and done["id"] not in scheduler.cancelled
+
+
+def test_delete_a_finished_job_and_refuse_a_running_one(service, root):
+    with service.client() as c:
+        big = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        wait_for(c, big["id"], states=("running",))
+        r = c.delete(f"/v1/label-jobs/{big['id']}")
+        assert r.status_code == 409 and "cancel it first" in r.json()["detail"]
+        c.post(f"/v1/label-jobs/{big['id']}/cancel")
+        wait_for(c, big["id"])
+        deadline = time.monotonic() + 30
+        while (r := c.delete(f"/v1/label-jobs/{big['id']}")).status_code == 409 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the worker is still stopping
+        assert r.status_code == 204
+        assert c.get(f"/v1/label-jobs/{big['id']}").status_code == 404
+        assert c.get(f"/v1/label-jobs/{big['id']}/labels").status_code == 404
+        assert not (root / "jobs-jobs" / big["id"]).exists()
+
+
+def test_metrics_count_a_job(service):
+    def sample(text: str, name: str) -> float:
+        import re
+
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    with service.client() as c:
+        before = c.get("/metrics").text
+        job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0"}).json()
+        wait_for(c, job["id"])
+        after = c.get("/metrics").text
+    assert sample(after, "densedpo_segments_labeled_total") - sample(before, "densedpo_segments_labeled_total") == 9
+    # 18 requests (9 segments x 2 orders); the probe is not a labeling request
+    assert sample(after, "densedpo_vlm_request_seconds_count") - sample(before, "densedpo_vlm_request_seconds_count") == 18
+    assert sample(after, 'densedpo_jobs{state="completed"}') >= 1
+    assert sample(after, 'densedpo_jobs{state="running"}') == 0
+
+
+def test_openapi_document_holds_under_schemathesis(service, root, tmp_path):
+    """Every documented input fuzzed against the real service, all checks: no 500, answers match the document."""
+    import shutil
+
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    if st is None:
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    with service.client() as c:
+        job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
+        wait_for(c, job["id"])
+    r = subprocess.run([st, "--config-file", str(Path(__file__).with_name("schemathesis.toml")), "run",
+                        f"{service.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}", "--checks", "all",
+                        "--max-examples", "40", "--seed", "7", "--generation-deterministic"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "DENSEDPO_TEST_JOB_ID": job["id"]})  # fmt: skip
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert "generated" in r.stdout and "Tested: 8" in r.stdout, r.stdout[-2000:]  # every operation was exercised
+
+
+def test_a_failed_job_whose_videos_are_gone_answers_409(service, root):
+    import shutil
+
+    shutil.copytree(root / "data" / "small", root / "data" / "gone", dirs_exist_ok=True)
+    with service.client() as c:
+        blocker = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        job = c.post("/v1/label-jobs", data={"path": "gone/pairs.parquet"}).json()
+        shutil.rmtree(root / "data" / "gone" / "videos")
+        c.post(f"/v1/label-jobs/{blocker['id']}/cancel")
+        assert wait_for(c, job["id"])["state"] == "failed"
+        r = c.get(f"/v1/label-jobs/{job['id']}/labels")
+        assert r.status_code == 409 and "video not found" in r.json()["detail"], r.text
+        assert c.get("/v1/label-jobs/0123/labels").status_code == 404
+
+
+def test_token_sources_and_sigterm_requeues(root, vllm_server, tmp_path):
+    """DENSEDPO_TOKEN, else a token written beside --db; SIGTERM mid-job leaves it to resume at the next start."""
+    own = tmp_path / "svc"
+    own.mkdir()
+    os.symlink(root / "data", own / "data")
+    svc = Service(own, vllm_server, "--concurrency", "1")
+    svc.args = [a for a in svc.args if a not in ("--token-file", str(own / "token"))]
+    env_token = "from-the-environment"
+    os.environ["DENSEDPO_TOKEN"] = env_token
+    try:
+        svc.start()
+    finally:
+        del os.environ["DENSEDPO_TOKEN"]
+    assert httpx.get(f"{svc.url}/v1/label-jobs", headers={"Authorization": f"Bearer {env_token}"}).status_code == 200
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {env_token}"}, timeout=60) as c:
+        job = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+        wait_for(c, job["id"], states=("running",))
+    svc.stop(signal.SIGTERM)  # graceful: the running job stays 'running' in the database and is requeued
+    svc.start()  # no DENSEDPO_TOKEN, no --token-file: a new token beside the database
+    token = (own / "jobs.sqlite.token").read_text().strip()
+    assert len(token) >= 32 and httpx.get(f"{svc.url}/v1/label-jobs", headers=AUTH).status_code == 401
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        assert wait_for(c, job["id"])["state"] == "completed"
+    svc.stop()
+
+
+def test_a_second_service_on_one_db_exits_at_once(service, root):
+    t0 = time.monotonic()
+    r = run_cli("serve", "--server", "http://127.0.0.1:9", "--db", root / "jobs.sqlite", "--data-root",
+                root / "data", "--token-file", root / "token", "--port", str(free_port()), timeout=30)  # fmt: skip
+    assert r.returncode == 2 and time.monotonic() - t0 < 15, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--db {root / 'jobs.sqlite'} is in use by another densedpo run (pid" in lines[0]
+    assert f"pid {service.proc.pid} on" in lines[0]
+    with service.client() as c:
+        assert c.get("/v1/label-jobs").status_code == 200  # the first one is unharmed
