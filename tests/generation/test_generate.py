@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,11 +175,34 @@ def test_two_processes_shard_and_merge(tiny_wan, sources, sdedit_run, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     merged = pd.read_parquet(out / "pairs.parquet")
-    assert sorted(merged["pair_id"]) == sorted(single["pair_id"])
+    pd.testing.assert_frame_equal(merged, single)  # every column, not only the ids (hashes of the settings)
+    for row in single.itertuples():  # and the same latents, so the same videos
+        assert torch.equal(latents(out, row.latents_a), latents(sdedit_run[0], row.latents_a))
     # and --shard i/n by hand, merged by a last run that has nothing left to do
     for i in range(2):
         r = run_cli("generate", "--sources", sources, "--model", tiny_wan, "--out", tmp_path / "manual", "--shard",
                     f"{i}/2", "--steps", "8", "--num-frames", "17", "--height", "32", "--width", "32",
                     "--guidance", "4", "--quiet")  # fmt: skip
         assert r.returncode == 0, r.stderr
-    assert sorted(pd.read_parquet(tmp_path / "manual" / "pairs.parquet")["pair_id"]) == sorted(single["pair_id"])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "manual" / "pairs.parquet"), single)
+
+
+def test_dry_run_plans_and_loads_nothing(sources, tiny_wan, tmp_path):
+    r = run_cli("generate", "--sources", sources, "--model", tmp_path / "no-such-model", "--out", tmp_path / "o",
+                "--dry-run", "--num-frames", "17", "--height", "32", "--width", "32")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"pairs to make\s*│\s*4\b", r.stdout) and "17 / 16 / 32x32" in r.stdout, r.stdout
+    assert not (tmp_path / "o").exists()  # nothing written, no model loaded (the model path does not exist)
+
+
+def test_a_bug_is_not_a_skipped_source(tiny_wan, sources, tmp_path, monkeypatch):
+    """Only a source's own problems are skipped; a ValueError from the model or the writer stops the run."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the video writer")
+
+    monkeypatch.setattr("densedpo.video.write_video", broken)
+    with pytest.raises(ValueError, match="a bug in the video writer"):
+        generate_pairs(GenerateConfig(sources=sources, model=str(tiny_wan), out=tmp_path / "o", **SMALL),
+                       progress=False)  # fmt: skip
+    assert not (tmp_path / "o" / "rows").exists() or not list((tmp_path / "o" / "rows").glob("*.json"))

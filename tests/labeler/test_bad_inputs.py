@@ -68,17 +68,21 @@ def _empty(d):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_pairs_give_one_line(corpus, case):
+    """The real command (not --dry-run) on an output that already holds an earlier run: nothing of it is lost."""
     make, fragment = CASES[case]
     path = make(corpus)
     out = corpus / f"labels-{case.replace(' ', '_')}.parquet"
-    out.write_bytes(b"earlier result")  # nothing already written is lost
-    r = run_cli("label", "--pairs", path, "--out", out, "--server", "http://127.0.0.1:9", "--dry-run")
+    earlier = {out: b"earlier table", out.with_name(out.name + ".journal.jsonl"): b'{"fingerprint": {}}\n',
+               out.with_name(out.name + ".run.yaml"): b"earlier: run\n"}  # fmt: skip
+    for p, data in earlier.items():
+        p.write_bytes(data)
+    r = run_cli("label", "--pairs", path, "--out", out, "--server", "http://127.0.0.1:9")
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert fragment in lines[0]
     assert "Traceback" not in r.stderr
-    assert out.read_bytes() == b"earlier result"
+    assert {p: p.read_bytes() for p in earlier} == earlier
 
 
 def test_trim_to_shortest_accepts_frame_mismatch(corpus):
@@ -92,7 +96,8 @@ def test_trim_to_shortest_accepts_frame_mismatch(corpus):
     "args, fragment",
     [
         (["--min-confidence", "2"], "--min-confidence must lie in [0, 1], got 2.0"),
-        (["--segment-seconds", "0"], "--segment-seconds must be positive"),
+        (["--segment-seconds", "0"], "--segment-seconds must be a positive finite number, got 0.0"),
+        (["--sample-fps", "nan"], "--sample-fps must be a positive finite number, got nan"),
         (["--prompt", "nope"], "--prompt 'nope' not found; use one of segment_preference_v1"),
     ],
 )
@@ -119,7 +124,7 @@ def test_no_server_answers(corpus, tmp_path):
 def test_dry_run_and_show_prompt(synthetic):
     pairs_path, _ = synthetic
     r = run_cli("label", "--pairs", pairs_path, "--server", "http://127.0.0.1:9", "--dry-run")
-    assert r.returncode == 0 and "requests" in r.stdout and "18" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and re.search(r"requests\s*│\s*18\s*│", r.stdout), r.stdout + r.stderr
     r = run_cli("label", "--pairs", pairs_path, "--server", "http://127.0.0.1:9", "--show-prompt")
     assert r.returncode == 0 and "<frame 7>" in r.stdout and "<frame 8>" not in r.stdout
     assert "structurally similar" in r.stdout and "move over a" in r.stdout  # the caption is in the prompt

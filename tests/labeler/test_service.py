@@ -341,9 +341,11 @@ def test_metrics_count_a_job(service):
         job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0"}).json()
         wait_for(c, job["id"])
         after = c.get("/metrics").text
-    assert sample(after, "densedpo_segments_labeled_total") - sample(before, "densedpo_segments_labeled_total") == 9
-    # 18 requests (9 segments x 2 orders); the probe is not a labeling request
-    assert sample(after, "densedpo_vlm_request_seconds_count") - sample(before, "densedpo_vlm_request_seconds_count") == 18
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    assert grew("densedpo_segments_labeled_total") == 9
+    assert grew("densedpo_vlm_request_seconds_count") == 18  # 9 segments x 2 orders; the probe is not counted
     assert sample(after, 'densedpo_jobs{state="completed"}') >= 1
     assert sample(after, 'densedpo_jobs{state="running"}') == 0
 

@@ -29,7 +29,10 @@ def test_label_cli_against_real_vllm(vllm_server, synthetic, tiny_vlm, tmp_path)
     before = vllm_requests(vllm_server)
     r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", vllm_server, "--min-confidence", "0")
     assert r.returncode == 0, r.stderr
-    assert "order_inconsistent" in r.stdout and "coverage" in r.stdout  # the closing summary table
+    counts = pd.read_parquet(out)["status"].value_counts()
+    for status, n in counts.items():  # the closing summary table shows the table's own counts
+        assert re.search(rf"{status}\s*│\s*{n}\s*│", r.stdout), (status, n, r.stdout)
+    assert "coverage" in r.stdout
     assert vllm_requests(vllm_server) - before == 18 + 1  # 9 segments x 2 orders, plus the constraint probe
 
     df = pd.read_parquet(out)
@@ -84,11 +87,69 @@ def test_partial_journal_asks_only_the_rest(vllm_server, synthetic, tmp_path):
 
 
 def test_two_server_urls_share_load(vllm_server, synthetic, tmp_path):
+    """Two URLs, each must serve: the second is another port in front of the same real server (a byte relay)."""
     pairs_path, _ = synthetic
-    other = vllm_server.replace("127.0.0.1", "localhost")
-    cfg = LabelConfig(pairs=pairs_path, out=tmp_path / "l.parquet", server=[vllm_server, other], min_confidence=0.0)
-    res = label_pairs(cfg, progress=False)
+    with TcpRelay(vllm_server) as relay:
+        cfg = LabelConfig(pairs=pairs_path, out=tmp_path / "l.parquet", server=[vllm_server, relay.url],
+                          min_confidence=0.0, concurrency=4)  # fmt: skip
+        before = vllm_requests(vllm_server)
+        res = label_pairs(cfg, progress=False)
+        total = vllm_requests(vllm_server) - before
     assert res.summary["requests_sent"] == 18 and len(res.labels) == 9
+    assert total == 18 + 1  # plus the probe
+    via_relay = relay.requests
+    assert 4 <= via_relay <= 15, via_relay  # both URLs served a share (the relay's count includes /v1/models)
+
+
+class TcpRelay:
+    """Forwards a loopback port to a server byte for byte, counting HTTP requests that pass through it."""
+
+    def __init__(self, target_url: str):
+        from labeler.vllm_server import free_port
+
+        host, port = target_url.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+
+    def __enter__(self):
+        import threading
+
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()
+
+    def _serve(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, count):
+        try:
+            while data := src.recv(65536):
+                if count:
+                    self.requests += sum(data.startswith(m) for m in (b"POST ", b"GET "))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def test_legacy_guided_choice_is_not_enough(vllm_server, tiny_vlm):
@@ -114,3 +175,46 @@ def test_embedded_vllm_starts_and_stops(tiny_vlm, synthetic, tmp_path):
     port = int(re.search(r"http://127\.0\.0\.1:(\d+)", log).group(1))
     with socket.socket() as s:  # the server is gone once the command returns
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_sigkill_while_the_embedded_vllm_starts_leaves_no_orphan(tiny_vlm, synthetic, tmp_path):
+    """kill -9 of `label --model` while vLLM is still starting: the server and its engine processes go too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+    from tests.densedpo.test_locks import session_members
+
+    pairs_path, _ = synthetic
+    out = tmp_path / "labels.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "densedpo.cli", "label", "--pairs", str(pairs_path), "--out",
+                             str(out), "--model", str(tiny_vlm), "--quiet"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = out.with_name(out.name + ".vllm.log")
+    deadline = time.monotonic() + 120
+    server = None
+    while server is None and time.monotonic() < deadline:
+        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
+        server = kids[0] if kids else None
+        time.sleep(0.1)
+    assert server is not None
+    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 2000):
+        time.sleep(0.2)  # vLLM is loading: past its own start, not yet healthy
+    assert "Application startup complete" not in log.read_text()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while session_members(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_members(server) == [], "vLLM outlived the labeler that started it"
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
