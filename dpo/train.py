@@ -394,8 +394,10 @@ def _load_checkpoint(path: Path, model, opt, sched) -> tuple[int, float, int]:
     trainable = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = sorted(set(trainable) ^ {n for n, p in params.items() if p.requires_grad})
+    missing += sorted(n for n, v in trainable.items() if n in params and v.shape != params[n].shape)
     if missing:
-        raise DenseDPOError(f"--resume {path} does not match this model/config (e.g. parameter {missing[0]}).")
+        raise DenseDPOError(f"--resume {path} does not match this model/config (e.g. parameter {missing[0]}: "
+                            "another lora_rank, target module or model?).")  # fmt: skip
     with torch.no_grad():
         for n, v in trainable.items():
             params[n].copy_(v)

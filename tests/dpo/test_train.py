@@ -108,7 +108,7 @@ def test_cli_errors_and_dry_run(latent_data, tiny_wan_model, tmp_path):
     pairs, labels = latent_data
     base = ["train", "--pairs", pairs, "--labels", labels, "--model", tiny_wan_model, "--out", tmp_path]
     r = run_cli(*base, "--dry-run", "-o", "beta=123.5")  # a value no default has
-    assert r.returncode == 0 and re.search(r"beta\s*│\s*123\.5\b", r.stdout), r.stdout + r.stderr
+    assert r.returncode == 0 and re.search(r"beta\s*│\s*123\.500\b", r.stdout), r.stdout + r.stderr
     for override, fragment in (("lr=-1", "lr and beta must be positive"), ("loss_form=sum", "loss_form must be one of"),
                                ("lora_rank=0", "lora_rank must be at least 1"),
                                ("mixed_precision=fp8", "mixed_precision must be auto, no, bf16 or fp16")):
