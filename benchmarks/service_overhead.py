@@ -61,7 +61,7 @@ def main() -> None:
         (work / "token").write_text("bench")
         port = free_port()
         svc = subprocess.Popen(
-            [sys.executable, "-m", "densedpo.cli", "serve", "--server", url, "--data-root", str(work / "data"),
+            [sys.executable, "-m", "app.cli", "serve", "--server", url, "--data-root", str(work / "data"),
              "--db", str(work / "jobs.sqlite"), "--token-file", str(work / "token"), "--port", str(port),
              "--concurrency", str(args.concurrency), "--max-running-jobs", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -41,6 +41,6 @@ def synthetic(tmp_path_factory):
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `densedpo ...` in a fresh interpreter, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "densedpo.cli", *map(str, args)],
+        [sys.executable, "-m", "app.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})},
     )  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ["densedpo", "labeler"]
+PACKAGES = ["densedpo", "labeler", "app"]
 STAGES = ["labeler", "generation", "dpo"]
 
 
@@ -40,6 +40,16 @@ def test_stages_do_not_import_each_other(stage):
             assert not re.search(rf"^\s*(import|from)\s+{other}\b", text, re.M), (path, other)
 
 
+def test_floors_read_bottom_up():
+    """Foundation -> stages -> app: the foundation imports no stage and no app; only the app imports the app."""
+    upper = {"densedpo": STAGES + ["app"], **{stage: ["app"] for stage in STAGES}}
+    for floor, forbidden in upper.items():
+        for path in (REPO / floor).rglob("*.py"):
+            text = path.read_text()
+            for name in forbidden:
+                assert not re.search(rf"^\s*(import|from)\s+{name}\b", text, re.M), (path, name)
+
+
 def test_labeler_never_imports_torch_or_diffusers():
     pattern = re.compile(r"^\s*(import|from)\s+(torch|diffusers|transformers)\b", re.M)
     for path in (REPO / "labeler").rglob("*.py"):
@@ -48,7 +58,7 @@ def test_labeler_never_imports_torch_or_diffusers():
 
 def test_help_imports_no_heavy_package():
     code = (
-        "import sys; from densedpo.cli import app; from typer.testing import CliRunner; "
+        "import sys; from app.cli import app; from typer.testing import CliRunner; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
         "heavy = [m for m in ('torch', 'diffusers', 'vllm', 'transformers', 'httpx', 'cv2') if m in sys.modules]; "
         "print(','.join(heavy))"

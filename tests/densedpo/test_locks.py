@@ -65,7 +65,7 @@ def test_second_label_on_a_busy_out_exits_and_the_first_finishes(synthetic, tmp_
     journal = out.with_name(out.name + ".journal.jsonl")
     with FakeServer(delay_s=0.25) as fake:
         args = ["label", "--pairs", pairs_path, "--out", out, "--server", fake.url, "--concurrency", "2", "--quiet"]
-        first = subprocess.Popen([sys.executable, "-m", "densedpo.cli", *map(str, args)], cwd=REPO,
+        first = subprocess.Popen([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO,
                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 2):

@@ -133,7 +133,7 @@ def test_two_processes_with_accelerate(latent_data, tiny_wan_model, tmp_path):
     pairs, labels = latent_data
     r = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m",
-         "densedpo.cli", "train", "--pairs", str(pairs), "--labels", str(labels), "--model", str(tiny_wan_model),
+         "app.cli", "train", "--pairs", str(pairs), "--labels", str(labels), "--model", str(tiny_wan_model),
          "--out", str(tmp_path), "--quiet", "-o", "max_steps=3", "-o", "lora_rank=4", "-o", "batch_size=2",
          "-o", "log_every=1", "-o", "val_fraction=0"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -140,7 +140,7 @@ def test_bad_flags(sources, tiny_wan, args, fragment, tmp_path):
 
 def test_resume_after_kill(tiny_wan, sources, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "densedpo.cli", "generate", "--sources", str(sources), "--model", str(tiny_wan),
+    args = [sys.executable, "-m", "app.cli", "generate", "--sources", str(sources), "--model", str(tiny_wan),
             "--out", str(out), "--steps", "30", "--num-frames", "17", "--height", "32", "--width", "32",
             "--quiet"]  # fmt: skip
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -168,7 +168,7 @@ def test_two_processes_shard_and_merge(tiny_wan, sources, sdedit_run, tmp_path):
     _, single = sdedit_run
     out = tmp_path / "dist"
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "densedpo.cli", "generate",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "app.cli", "generate",
          "--sources", str(sources), "--model", str(tiny_wan), "--out", str(out), "--steps", "8", "--num-frames",
          "17", "--height", "32", "--width", "32", "--guidance", "4", "--quiet"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -165,7 +165,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     out = tmp_path / "labels.parquet"
     journal = journal_path_for(out)
     with FakeServer(delay_s=0.05) as fake:
-        args = [sys.executable, "-m", "densedpo.cli", "label", "--pairs", str(pairs_path), "--out", str(out),
+        args = [sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out", str(out),
                 "--server", fake.url, "--concurrency", "2", "--quiet"]  # fmt: skip
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60

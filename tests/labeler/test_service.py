@@ -29,7 +29,7 @@ class Service:
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "token").write_text(TOKEN)
-        self.args = [sys.executable, "-m", "densedpo.cli", "serve", "--server", vllm, "--data-root", str(root / "data"),
+        self.args = [sys.executable, "-m", "app.cli", "serve", "--server", vllm, "--data-root", str(root / "data"),
                      "--db", str(root / "jobs.sqlite"), "--token-file", str(root / "token"), "--port",
                      str(self.port), *extra]  # fmt: skip
         self.proc = None

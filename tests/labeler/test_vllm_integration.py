@@ -191,7 +191,7 @@ def test_sigkill_while_the_embedded_vllm_starts_leaves_no_orphan(tiny_vlm, synth
 
     pairs_path, _ = synthetic
     out = tmp_path / "labels.parquet"
-    proc = subprocess.Popen([sys.executable, "-m", "densedpo.cli", "label", "--pairs", str(pairs_path), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out",
                              str(out), "--model", str(tiny_vlm), "--quiet"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     log = out.with_name(out.name + ".vllm.log")

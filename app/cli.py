@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from app.summaries import print_generate_summary, print_kv, print_label_summary
 from densedpo.errors import DenseDPOError
 
 app = typer.Typer(
@@ -81,7 +82,7 @@ def label(
     if dry_run:
         from labeler.engine import dry_run_plan
 
-        _print_kv("label plan (dry run)", dry_run_plan(cfg))
+        print_kv("label plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
     from labeler.engine import LabelHooks, label_pairs, output_lock
@@ -123,40 +124,6 @@ def _show_prompt(cfg) -> None:
     print("\n".join(parts))
 
 
-def _print_kv(title: str, data: dict) -> None:
-    from rich.table import Table
-
-    t = Table(title=title, show_header=False)
-    for k, v in data.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    Console().print(t)
-
-
-def print_label_summary(s: dict, out: Path) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"labels → {out}")
-    t.add_column("status")
-    t.add_column("segments", justify="right")
-    t.add_column("share", justify="right")
-    for status, n in s["status_counts"].items():
-        t.add_row(status, str(n), f"{n / max(s['segments'], 1):.1%}")
-    Console().print(t)
-    _print_kv(
-        "summary",
-        {
-            "pairs": s["pairs"],
-            "segments": s["segments"],
-            "coverage (a or b)": s["coverage"],
-            "mean confidence": s["mean_confidence"],
-            "order agreement": s["order_agreement_rate"],
-            "requests sent": s["requests_sent"],
-            "segments/s": s["segments_per_s"],
-            "judge": s["judge_model"],
-        },
-    )
-
-
 @app.command("eval-labels")
 def eval_labels(
     labels: Annotated[Path, typer.Option(help="labels.parquet to score (e.g. from densedpo label).")],
@@ -169,14 +136,14 @@ def eval_labels(
     from densedpo.tables import LABELS, read_table
     from labeler.evaluate import label_accuracy
 
-    _print_kv(f"{labels} vs {reference}", label_accuracy(read_table(labels, LABELS), read_table(reference, LABELS)))
+    print_kv(f"{labels} vs {reference}", label_accuracy(read_table(labels, LABELS), read_table(reference, LABELS)))
 
 
 @app.command(
     epilog="""Examples:\n
   densedpo generate --sources sources.parquet --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out pairs/\n
   densedpo generate --sources sources.parquet --model tiny-wan --out pairs/ --num-frames 17 --height 64 --width 64 --steps 10\n
-  accelerate launch --num_processes 8 -m densedpo.cli generate --sources sources.parquet --model M --out pairs/\n
+  accelerate launch --num_processes 8 -m app.cli generate --sources sources.parquet --model M --out pairs/\n
   densedpo generate --sources sources.parquet --model M --out pairs/ --mode vanilla --dry-run"""
 )
 def generate(
@@ -213,7 +180,7 @@ def generate(
     if dry_run:
         from generation.engine import dry_run_plan
 
-        _print_kv("generate plan (dry run)", dry_run_plan(cfg))
+        print_kv("generate plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
     from generation.engine import generate_pairs, output_lock
@@ -224,29 +191,12 @@ def generate(
     print_generate_summary(result)
 
 
-def print_generate_summary(r) -> None:
-    from rich.table import Table
-
-    _print_kv(
-        f"pairs → {r.pairs_path}",
-        {"pairs made": r.made, "already finished": r.already_done, "skipped": len(r.skipped),
-         "seconds per pair": r.seconds_per_pair},
-    )  # fmt: skip
-    if r.skipped:
-        t = Table(title="skipped sources")
-        t.add_column("source_id")
-        t.add_column("reason")
-        for sid, reason in r.skipped.items():
-            t.add_row(sid, reason)
-        Console().print(t)
-
-
 @app.command(
     epilog="""Examples:\n
   densedpo train --pairs pairs/pairs.parquet --labels labels.parquet --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out runs/dense\n
   densedpo train --pairs pairs.parquet --labels labels.parquet --model M --out runs/r1 -o lr=2e-5 -o max_steps=500\n
   densedpo train --config runs/r1/train.run.yaml --resume runs/r1/checkpoint-250\n
-  accelerate launch --num_processes 8 -m densedpo.cli train --config train.yaml"""
+  accelerate launch --num_processes 8 -m app.cli train --config train.yaml"""
 )
 def train(
     pairs: Annotated[Path | None, typer.Option(help="pairs.parquet (with saved latents, or videos to encode once).")] = None,
@@ -275,7 +225,7 @@ def train(
         from dpo.data import join_tables
 
         _, _, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction)
-        _print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
+        print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
         return
     _sigterm_as_interrupt()
     from dpo.train import output_lock
@@ -285,7 +235,7 @@ def train(
         write_run_file(cfg.out / "train.run.yaml", "train", cfg, ("torch", "diffusers", "peft", "accelerate"))
         result = run_train(cfg, console=console, progress=not quiet)
     last = result.history[-1] if result.history else {}
-    _print_kv(
+    print_kv(
         f"training → {result.out}",
         {"steps": result.steps, "pairs kept / labeled": f"{result.counts['kept']} / {result.counts['labeled']}",
          "train / val pairs": f"{result.counts['train']} / {result.counts['val']}", "last loss": last.get("loss", float("nan")),
@@ -445,7 +395,7 @@ def _follow(c, job_id: str, out: Path) -> None:
         out.write_bytes(r.content)
         partial = r.headers.get("X-Densedpo-Partial") == "true"
         console.print(f"labels → {out}{' (partial)' if partial else ''}")
-    _print_kv(f"job {job_id}: {job['state']}", {**job["status_counts"], "error": job["error"] or "-"})
+    print_kv(f"job {job_id}: {job['state']}", {**job["status_counts"], "error": job["error"] or "-"})
 
 
 @jobs_app.command("status")
@@ -453,7 +403,7 @@ def jobs_status(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], t
     """One job's state and progress."""
     with _client(service, token_file) as c:
         job = _check(c.get(f"/v1/label-jobs/{job_id}"))
-    _print_kv(f"job {job_id}", {k: v for k, v in job.items() if k != "settings"})
+    print_kv(f"job {job_id}", {k: v for k, v in job.items() if k != "settings"})
 
 
 @jobs_app.command("list")
@@ -539,7 +489,7 @@ def demo(
 
     Example: densedpo demo --out demo_out
     """
-    from densedpo.demo import run_demo
+    from app.demo import run_demo
 
     _sigterm_as_interrupt()
     run_demo(out, num_pairs=num_pairs, console=console)

@@ -11,7 +11,7 @@ from pathlib import Path
 def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from rich.console import Console
 
-    from densedpo.cli import print_generate_summary, print_label_summary
+    from app.summaries import print_generate_summary, print_label_summary
     from densedpo.synthetic import make_synthetic_pairs, make_synthetic_sources
     from densedpo.tiny import make_tiny_vlm, make_tiny_wan
     from dpo.train import TrainConfig, train
