@@ -124,19 +124,47 @@ def _show_prompt(cfg) -> None:
     print("\n".join(parts))
 
 
-@app.command("eval-labels")
+@app.command(
+    "eval-labels",
+    epilog="""Examples:\n
+  densedpo eval-labels --labels labels.parquet --reference human.parquet\n
+  densedpo eval-labels --labels qwen.parquet --labels o3.parquet --reference human.parquet --pairs pairs.parquet --json report.json --plots plots/""",
+)
 def eval_labels(
-    labels: Annotated[Path, typer.Option(help="labels.parquet to score (e.g. from densedpo label).")],
-    reference: Annotated[Path, typer.Option(help="Reference labels: human (judge_model=human) or synthetic truth.")],
+    labels: Annotated[list[Path], typer.Option(help="labels.parquet of a judge; repeat to compare judges side by side.")],
+    reference: Annotated[list[Path], typer.Option(help="Reference labels: human (from densedpo review) or synthetic truth; repeat for several.")],
+    pairs: Annotated[Path | None, typer.Option(help="The pairs table (videos), for motion bias (optical flow per segment).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure, with its 95% interval, to this JSON file.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for the reliability diagram and the accuracy-coverage curve (PNG) of each judge.")] = None,
+    target_accuracy: Annotated[float, typer.Option(help="Report the lowest --min-confidence whose segment accuracy reaches this.")] = 0.8,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over pairs for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
-    """Accuracy of labels against a reference, ties skipped (segment and majority-vote clip accuracy).
+    """How good are these labels? Judges against references: accuracy, coverage, kappa, calibration, biases.
 
-    Example: densedpo eval-labels --labels labels.parquet --reference human_labels.parquet
+    Every figure comes with a bootstrap 95% interval over pairs; README "Measure a judge" defines each.
     """
-    from densedpo.tables import LABELS, read_table
-    from labeler.evaluate import label_accuracy
+    import json
 
-    print_kv(f"{labels} vs {reference}", label_accuracy(read_table(labels, LABELS), read_table(reference, LABELS)))
+    from app.summaries import print_judge_report
+    from labeler.evaluate import evaluate_judges, plot_report
+
+    if not 0 < target_accuracy <= 1:
+        raise DenseDPOError(f"--target-accuracy must lie in (0, 1], got {target_accuracy}.")
+    if bootstrap < 1:
+        raise DenseDPOError(f"--bootstrap must be at least 1, got {bootstrap}.")
+    report = evaluate_judges(labels, reference, pairs, target_accuracy, bootstrap, seed)
+    print_judge_report(report)
+    if plots is not None:
+        for k, ref in enumerate(report["references"]):
+            for name, r in ref["judges"].items():
+                tag = name if len(report["references"]) == 1 else f"{name}_vs_ref{k}"
+                for path in plot_report(r, tag, plots):
+                    console.print(f"plot: {path}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        console.print(f"report: {json_out}")
 
 
 @app.command(

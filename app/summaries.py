@@ -56,3 +56,73 @@ def print_generate_summary(r) -> None:
         for sid, reason in r.skipped.items():
             t.add_row(sid, reason)
         Console().print(t)
+
+
+JUDGE_ROWS = (
+    ("segment_accuracy", "segment accuracy (ties skipped)"),
+    ("segment_accuracy_ties_wrong", "segment accuracy (judge ties wrong)"),
+    ("coverage", "coverage of reference decisions"),
+    ("cohen_kappa", "Cohen's kappa (a/b/tie)"),
+    ("clip_accuracy", "clip accuracy (majority vote)"),
+    ("ece", "ECE (10 bins)"),
+    ("position_consistency", "position consistency"),
+    ("first_position_rate", "first-position rate (0.5 = unbiased)"),
+)
+
+
+def _ci(fig: dict | None) -> str:
+    if not fig or fig["value"] is None:
+        return "–"
+    lo, hi = fig["ci95"]
+    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+    return f"{fig['value']:.3f}{interval}"
+
+
+def print_judge_report(report: dict) -> None:
+    """One table per reference: the judges side by side, each figure with its 95% interval."""
+    from rich.table import Table
+
+    out = Console()
+    for ref in report["references"]:
+        judges = ref["judges"]
+        t = Table(title=f"judges vs {ref['reference']} ({ref['reference_segments']} segments; 95% bootstrap intervals "
+                        "over pairs)")  # fmt: skip
+        t.add_column("figure")
+        for name in judges:
+            t.add_column(name, justify="right")
+        t.add_row("segments shared / decided in both",
+                  *[f"{r['segments_shared']} / {r['segments_both_decided']}" for r in judges.values()])  # fmt: skip
+        for key, label in JUDGE_ROWS:
+            t.add_row(label, *[_ci(r[key]) for r in judges.values()])
+        if any("motion_bias" in r for r in judges.values()):
+            t.add_row("judge prefers the less moving video",
+                      *[_ci(r.get("motion_bias", {}).get("judge_prefers_less_motion")) for r in judges.values()])
+            t.add_row("reference prefers the less moving video",
+                      *[_ci(r.get("motion_bias", {}).get("reference_prefers_less_motion")) for r in judges.values()])
+        target = report["target_accuracy"]
+        t.add_row(f"lowest --min-confidence with accuracy ≥ {target:g}",
+                  *[str(r["min_confidence_for_target"] or "none") for r in judges.values()])  # fmt: skip
+        out.print(t)
+        curve = Table(title="accuracy–coverage curve: segment accuracy / coverage at each --min-confidence")
+        curve.add_column("--min-confidence", justify="right")
+        for name in judges:
+            curve.add_column(name, justify="right")
+        thresholds = [c["threshold"] for c in next(iter(judges.values()))["coverage_curve"]]
+        for i, th in enumerate(thresholds):
+            cells = []
+            for r in judges.values():
+                c = r["coverage_curve"][i]
+                acc = c["segment_accuracy"]["value"]
+                cells.append(f"{'–' if acc is None else f'{acc:.3f}'} / {c['coverage']['value'] or 0:.3f}")
+            curve.add_row(f"{th:.2f}", *cells)
+        out.print(curve)
+        ceiling = ref["human_ceiling"]
+        if ceiling:
+            names = ceiling["annotators"]
+            h = Table(title=f"human ceiling: {len(names)} annotators ({', '.join(names)})")
+            h.add_column("figure")
+            h.add_column("value", justify="right")
+            for key in ("pairwise_agreement", "cohen_kappa", "krippendorff_alpha"):
+                if key in ceiling:
+                    h.add_row(key.replace("_", " "), _ci(ceiling[key]))
+            out.print(h)

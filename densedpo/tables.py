@@ -15,7 +15,7 @@ import pandas as pd
 
 from densedpo.errors import TableError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: labels gained answer_ab, answer_ba, judge, annotator (v1 tables still read)
 _META_TABLE = b"densedpo.table"
 _META_VERSION = b"densedpo.schema_version"
 
@@ -35,6 +35,10 @@ class Schema:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     path_columns: tuple[str, ...] = ()
+    optional_key: tuple[str, ...] = ()  # key columns that count only where the table has them
+
+    def key_columns(self, df: pd.DataFrame) -> list[str]:
+        return list(self.key) + [k for k in self.optional_key if k in df.columns]
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -85,6 +89,7 @@ PAIRS = Schema(
 )
 
 PREFERENCES = ("a", "b", "tie")
+POSITIONS = ("first", "second", "tie")  # what one order's answer chose, by position on screen
 LABEL_STATUSES = ("ok", "low_confidence", "order_inconsistent", "parse_error", "request_error")
 
 LABELS = Schema(
@@ -108,8 +113,14 @@ LABELS = Schema(
         Column("judge_model", "str"),
         Column("prompt_name", "str", nullable=True),
         Column("prompt_sha256", "str", nullable=True),
+        # schema v2
+        Column("answer_ab", "str", required=False, nullable=True, doc="position chosen with video_a shown first"),
+        Column("answer_ba", "str", required=False, nullable=True, doc="position chosen with video_b shown first"),
+        Column("judge", "str", required=False, nullable=True, doc="judge configuration id (model, kind, prompt)"),
+        Column("annotator", "str", required=False, nullable=True, doc="who labeled a human row"),
     ),
     key=("pair_id", "segment_idx"),
+    optional_key=("judge", "annotator"),
 )
 
 SCHEMAS = {s.name: s for s in (SOURCES, PAIRS, LABELS)}
@@ -142,14 +153,18 @@ def validate(df: pd.DataFrame, schema: Schema, where: str | None = None) -> pd.D
             i = int(nulls.to_numpy().nonzero()[0][0])
             raise TableError(f"{where}: column {col.name!r} is empty at {_row_label(df, i)}; every row needs a value.")
         df[col.name] = _coerce(df, col, where)
-    dup = df.duplicated(list(schema.key), keep="first")
+    key_columns = schema.key_columns(df)
+    dup = df.duplicated(key_columns, keep="first")
     if dup.any():
         i = int(dup.to_numpy().nonzero()[0][0])
-        key = ", ".join(f"{k}={_plain(df[k].iloc[i])!r}" for k in schema.key)
-        raise TableError(f"{where}: duplicate key ({key}) at row {i}; each {'/'.join(schema.key)} must be unique.")
+        key = ", ".join(f"{k}={_plain(df[k].iloc[i])!r}" for k in key_columns)
+        raise TableError(f"{where}: duplicate key ({key}) at row {i}; each {'/'.join(key_columns)} must be unique.")
     if schema is LABELS:
         _check_allowed(df, "status", LABEL_STATUSES, where)
         _check_allowed(df, "preference", PREFERENCES, where)
+        for column in ("answer_ab", "answer_ba"):
+            if column in df.columns:
+                _check_allowed(df, column, POSITIONS, where)
         bad = df["frame_end"] <= df["frame_start"]
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])

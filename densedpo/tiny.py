@@ -60,11 +60,20 @@ def _train_tokenizer(vocab_size: int):
     return tok
 
 
-def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
+# Model widths. "random": the smallest that vLLM's CPU backend serves. "judge": wide enough to learn the
+# synthetic artifacts (app/tiny_judge.py trains it); head_dim stays 32 in both (vLLM CPU attention needs ≥ 32).
+VLM_SIZES = {
+    "random": {"hidden": 64, "heads": 2, "intermediate": 128, "vision_embed": 32, "vision_heads": 2},
+    "judge": {"hidden": 128, "heads": 4, "intermediate": 256, "vision_embed": 64, "vision_heads": 2},
+}
+
+
+def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random") -> Path:
     """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
 
     Sizes follow the limits of vLLM's CPU backend: head_dim 32 (2 heads over hidden 64), mrope sections
     summing to head_dim / 2. Images are processed at 56²…112² pixels, i.e. 4–16 tokens each.
+    `size="judge"` builds the ≈600k-parameter variant that app/tiny_judge.py trains.
     """
     import torch
     from transformers import (
@@ -76,6 +85,7 @@ def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
         Qwen2VLVideoProcessor,
     )
 
+    dims = VLM_SIZES[size]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     raw = _train_tokenizer(vocab_size=400)
@@ -94,10 +104,10 @@ def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
     config = Qwen2VLConfig(
         text_config=dict(
             vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
+            hidden_size=dims["hidden"],
+            intermediate_size=dims["intermediate"],
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=dims["heads"],
             num_key_value_heads=1,
             max_position_embeddings=4096,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
@@ -106,8 +116,8 @@ def make_tiny_vlm(out: str | Path, seed: int = 0) -> Path:
             eos_token_id=ids["<|im_end|>"],
         ),
         vision_config=dict(
-            depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
-            temporal_patch_size=2, in_channels=3,
+            depth=2, embed_dim=dims["vision_embed"], hidden_size=dims["hidden"], num_heads=dims["vision_heads"],
+            mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],

@@ -27,7 +27,7 @@ from densedpo.video import VideoInfo, probe, read_frames
 from labeler.aggregate import aggregate_segment
 from labeler.client import RequestFailed, ServerPool
 from labeler.journal import Journal, journal_path_for, read_journal
-from labeler.parse import OrderResult, parse_response
+from labeler.parse import OrderResult, chosen_position, parse_response
 from labeler.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from labeler.segments import Segment, sample_frame_indices, segment_bounds
 
@@ -410,8 +410,9 @@ def assemble_rows(
                 "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s,
                 **aggregate_segment(ab, ba, cfg.min_confidence),
                 "judge_model": model, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
+                "answer_ab": chosen_position(ab), "answer_ba": chosen_position(ba),
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=LABELS.names)
+    return pd.DataFrame(rows, columns=[c for c in LABELS.names if c not in ("judge", "annotator")])
 
 
 def summarize(labels: pd.DataFrame) -> dict:

@@ -1,39 +1,504 @@
-"""Label accuracy against reference labels (human or synthetic truth), as the paper reports it (§4.3).
+"""A judge against people (or synthetic truth): the figures of `densedpo eval-labels`.
 
-Pure functions over two labels tables: segment accuracy over segments where both sides are decided (a or b,
-status ok — ties skipped, as in the paper), clip accuracy by majority vote per pair, and coverage.
+Every figure is a ratio (or a function) of counts that add up over pairs, so each is computed once from
+per-pair count vectors and its bootstrap 95% interval comes from resampling pairs (multinomial weights on the
+same vectors). Definitions (README "Measure a judge"):
+
+- decided: status ok and preference a or b; every other row counts as tie (as training does).
+- segment_accuracy: over segments decided in both tables, the share that agree (the paper's, ties skipped).
+- segment_accuracy_ties_wrong: over segments decided in the reference, the share the judge decided the same way.
+- coverage: over segments decided in the reference, the share the judge decided.
+- cohen_kappa: a / b / tie over all shared segments, non-decided as tie on both sides.
+- clip_accuracy: majority vote per pair on both sides, pairs decided on both sides.
+- ece: over segments decided in both, 10 equal-width confidence bins; Σ n_bin/n · |accuracy_bin − confidence_bin|.
+- coverage_curve: the judge's filter re-applied at each --min-confidence (both orders agreed on a or b and
+  confidence ≥ threshold): coverage and segment_accuracy at each threshold.
+- position_consistency: share of segments with both orders answered whose answers agree;
+  first_position_rate: share of non-tie per-order answers that chose the first position (0.5 is unbiased).
+- motion bias: share of decided segments where the preferred video moves less (mean Farnebäck flow).
+- human ceiling: with several annotators, their pairwise agreement, Cohen's kappa (two) and Krippendorff's alpha.
+
+A reference with several annotators is reduced to one label per segment by majority (no majority: tie).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 from labeler.aggregate import clip_preference
 
+CLASSES = ("a", "b", "tie")
+THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
+ECE_BINS = 10
+KEY = ["pair_id", "segment_idx"]
 
-def label_accuracy(labels: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """Compare `labels` to `reference` on the (pair_id, segment_idx) they share."""
-    keys = ["pair_id", "segment_idx"]
-    m = labels.merge(reference, on=keys, suffixes=("", "_ref"))
 
-    def decided(pref, status):
-        return pref.isin(["a", "b"]) & status.eq("ok")
+# ---------------------------------------------------------------------------------------------- per-row facts
 
-    both = decided(m["preference"], m["status"]) & decided(m["preference_ref"], m["status_ref"])
-    seg_hits = (m["preference"] == m["preference_ref"])[both]
-    clips = []
-    for _, g in m.groupby("pair_id"):
+
+def decided(df: pd.DataFrame) -> pd.Series:
+    return df["status"].eq("ok") & df["preference"].isin(["a", "b"])
+
+
+def three_class(df: pd.DataFrame) -> pd.Series:
+    """a, b or tie per row: every non-decided row is a tie."""
+    return df["preference"].where(decided(df), "tie")
+
+
+def _position_to_pref(positions: pd.Series, first: str) -> pd.Series:
+    second = "b" if first == "a" else "a"
+    return positions.map({"first": first, "second": second, "tie": "tie"})
+
+
+def order_answers(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per-order positions (first/second/tie or None): the v2 columns, else parsed from v1's raw_response."""
+    if "answer_ab" in df.columns and "answer_ba" in df.columns:
+        return df["answer_ab"], df["answer_ba"]
+    parsed = df["raw_response"].astype("string").str.extract(r"^ab: (\w+) \| ba: (\w+)$")
+    ok = df["status"].isin(["ok", "low_confidence", "order_inconsistent"])
+    # v1 raw answers are the prompt's words; map the default ones (first, second, tie) and leave others unknown
+    words = {"first": "first", "second": "second", "tie": "tie"}
+    ab = parsed[0].map(words).where(ok, None)
+    ba = parsed[1].map(words).where(ok, None)
+    return ab.astype(object).where(ab.notna(), None), ba.astype(object).where(ba.notna(), None)
+
+
+def agreed_answer(df: pd.DataFrame) -> pd.Series:
+    """The preference both orders gave (a, b or tie) whatever the confidence; None where they differ or failed."""
+    ab, ba = order_answers(df)
+    pref_ab, pref_ba = _position_to_pref(ab, "a"), _position_to_pref(ba, "b")
+    agreed = pref_ab.where(pref_ab.eq(pref_ba) & pref_ab.notna(), None)
+    # rows without per-order answers: the agreed answer is the class whose probability is the confidence
+    missing = agreed.isna() & df["order_agreement"].eq(True).fillna(False) & df["confidence"].notna()
+    if missing.any():
+        probs = df.loc[missing, ["p_a", "p_b", "p_tie"]].to_numpy(float)
+        conf = df.loc[missing, "confidence"].to_numpy(float)[:, None]
+        agreed.loc[missing] = np.array(CLASSES)[np.abs(probs - conf).argmin(axis=1)]
+    return agreed
+
+
+def decided_at(df: pd.DataFrame, threshold: float) -> pd.Series:
+    """Decided as `label --min-confidence threshold` would have decided it: both orders agreed on a or b."""
+    agreed = agreed_answer(df)
+    return agreed.isin(["a", "b"]) & (df["confidence"].fillna(-1) >= threshold - 1e-12)
+
+
+def reference_consensus(ref: pd.DataFrame) -> pd.DataFrame:
+    """One reference label per segment: the annotators' majority (a/b/tie), no majority -> tie.
+
+    Returns pair_id, segment_idx, preference, status (ok) — a labels-like frame where decided means a or b.
+    """
+    ref = ref.assign(_label=three_class(ref))
+    if "annotator" not in ref.columns or ref.groupby(KEY).size().max() == 1:
+        return ref[KEY].assign(preference=ref["_label"].to_numpy(), status="ok")
+
+    def majority(labels: pd.Series) -> str:
+        counts = labels.value_counts()
+        top = counts[counts == counts.max()]
+        return str(top.index[0]) if len(top) == 1 else "tie"
+
+    out = ref.groupby(KEY, sort=False)["_label"].agg(majority).reset_index()
+    return out.rename(columns={"_label": "preference"}).assign(status="ok")
+
+
+# ---------------------------------------------------------------------------------------------- per-pair counts
+
+
+@dataclass
+class Counts:
+    """Per-pair count vectors (rows: pairs, columns: named counts) and the figures computed from their sums."""
+
+    pairs: list[str]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, name: str, per_pair: pd.Series) -> None:
+        self.columns[name] = per_pair.reindex(self.pairs, fill_value=0).to_numpy(float)
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        names = list(self.columns)
+        return names, np.stack([self.columns[n] for n in names], axis=1) if names else np.zeros((len(self.pairs), 0))
+
+
+def _per_pair(mask: pd.Series, pair_ids: pd.Series) -> pd.Series:
+    return mask.astype(float).groupby(pair_ids.to_numpy()).sum()
+
+
+def judge_counts(labels: pd.DataFrame, reference: pd.DataFrame, motion: pd.DataFrame | None = None) -> Counts:
+    """Everything eval-labels needs about one judge against one (consensus) reference, as per-pair counts."""
+    m = labels.merge(reference[KEY + ["preference", "status"]], on=KEY, suffixes=("", "_ref"))
+    ref = m[["preference_ref", "status_ref"]].set_axis(["preference", "status"], axis=1)
+    pid = m["pair_id"]
+    counts = Counts(sorted(set(labels["pair_id"]) | set(reference["pair_id"])))
+    judge_dec, ref_dec = decided(m), decided(ref)
+    same = m["preference"].eq(ref["preference"])
+    both = judge_dec & ref_dec
+    counts.add("both_decided", _per_pair(both, pid))
+    counts.add("both_agree", _per_pair(both & same, pid))
+    counts.add("ref_decided", _per_pair(ref_dec, pid))
+    counts.add("ref_decided_judge_decided", _per_pair(ref_dec & judge_dec, pid))
+    counts.add("ref_decided_judge_same", _per_pair(ref_dec & judge_dec & same, pid))
+    j3, r3 = three_class(m), three_class(ref)
+    for i in CLASSES:
+        for k in CLASSES:
+            counts.add(f"confusion_{i}_{k}", _per_pair(j3.eq(i) & r3.eq(k), pid))
+    # clips: majority vote per pair on both sides
+    clip_both, clip_agree = {}, {}
+    for p, g in m.groupby("pair_id"):
         ours = clip_preference(list(g["preference"]), list(g["status"]))
-        ref = clip_preference(list(g["preference_ref"]), list(g["status_ref"]))
-        if ours in ("a", "b") and ref in ("a", "b"):
-            clips.append(ours == ref)
-    ref_decided = decided(m["preference_ref"], m["status_ref"])
-    coverage = float(both.sum() / ref_decided.sum()) if ref_decided.any() else float("nan")
-    return {
-        "segments_compared": int(len(m)),
-        "segments_both_decided": int(both.sum()),
-        "segment_accuracy": float(seg_hits.mean()) if len(seg_hits) else float("nan"),
-        "clips_both_decided": len(clips),
-        "clip_accuracy": sum(clips) / len(clips) if clips else float("nan"),
-        "coverage_of_reference_decisions": coverage,
+        theirs = clip_preference(list(g["preference_ref"]), list(g["status_ref"]))
+        clip_both[p] = float(ours in ("a", "b") and theirs in ("a", "b"))
+        clip_agree[p] = float(clip_both[p] and ours == theirs)
+    counts.add("clip_both_decided", pd.Series(clip_both, dtype=float))
+    counts.add("clip_agree", pd.Series(clip_agree, dtype=float))
+    # calibration over segments decided in both
+    conf = m["confidence"].fillna(0.0).clip(0, 1)
+    bins = np.minimum((conf * ECE_BINS).astype(int), ECE_BINS - 1)
+    for b in range(ECE_BINS):
+        inside = both & bins.eq(b)
+        counts.add(f"ece_n_{b}", _per_pair(inside, pid))
+        counts.add(f"ece_correct_{b}", _per_pair(inside & same, pid))
+        counts.add(f"ece_conf_{b}", (conf.where(inside, 0.0)).groupby(pid.to_numpy()).sum())
+    # accuracy-coverage curve: the judge's filter re-applied at each threshold
+    agreed = agreed_answer(m)
+    for t in THRESHOLDS:
+        dec_t = agreed.isin(["a", "b"]) & (m["confidence"].fillna(-1) >= t - 1e-12)
+        counts.add(f"curve_decided_{t:.2f}", _per_pair(ref_dec & dec_t, pid))
+        counts.add(f"curve_agree_{t:.2f}", _per_pair(ref_dec & dec_t & agreed.eq(ref["preference"]), pid))
+    # position bias (the judge table alone)
+    ab, ba = order_answers(labels)
+    lp = labels["pair_id"]
+    both_answered = ab.notna() & ba.notna()
+    agree = _position_to_pref(ab, "a").eq(_position_to_pref(ba, "b"))
+    counts.add("orders_answered", _per_pair(both_answered, lp))
+    counts.add("orders_agree", _per_pair(both_answered & agree, lp))
+    answers = pd.concat([ab, ba], ignore_index=True)
+    answer_pairs = pd.concat([lp, lp], ignore_index=True)
+    counts.add("nontie_answers", _per_pair(answers.isin(["first", "second"]), answer_pairs))
+    counts.add("first_answers", _per_pair(answers.eq("first"), answer_pairs))
+    if motion is not None:
+        _motion_counts(counts, labels, reference, motion)
+    return counts
+
+
+def _motion_counts(counts: Counts, labels: pd.DataFrame, reference: pd.DataFrame, motion: pd.DataFrame) -> None:
+    for name, table in (("judge", labels), ("reference", reference)):
+        t = table.merge(motion, on=KEY)
+        dec = decided(t) & (t["motion_a"] - t["motion_b"]).abs().gt(1e-9)
+        slower = np.where(t["motion_a"] < t["motion_b"], "a", "b")
+        counts.add(f"motion_{name}_decided", _per_pair(dec, t["pair_id"]))
+        counts.add(f"motion_{name}_slower", _per_pair(dec & t["preference"].eq(pd.Series(slower, index=t.index)),
+                                                      t["pair_id"]))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _ratio(num, den):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def kappa(confusion: np.ndarray) -> np.ndarray:
+    """Cohen's kappa from confusion matrices (..., K, K)."""
+    n = confusion.sum(axis=(-1, -2))
+    p_o = _ratio(np.trace(confusion, axis1=-2, axis2=-1), n)
+    p_e = _ratio((confusion.sum(-1) * confusion.sum(-2)).sum(-1), n**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(p_e < 1, (p_o - p_e) / (1 - p_e), np.nan)
+
+
+def judge_figures(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The named figures from summed counts (each array has one entry per bootstrap draw, or one)."""
+    confusion = np.stack([np.stack([s[f"confusion_{i}_{k}"] for k in CLASSES], -1) for i in CLASSES], -2)
+    n_both = s["both_decided"]
+    ece = sum(np.abs(s[f"ece_correct_{b}"] - s[f"ece_conf_{b}"]) for b in range(ECE_BINS))
+    out = {
+        "segment_accuracy": _ratio(s["both_agree"], n_both),
+        "segment_accuracy_ties_wrong": _ratio(s["ref_decided_judge_same"], s["ref_decided"]),
+        "coverage": _ratio(s["ref_decided_judge_decided"], s["ref_decided"]),
+        "cohen_kappa": kappa(confusion),
+        "clip_accuracy": _ratio(s["clip_agree"], s["clip_both_decided"]),
+        "ece": _ratio(ece, n_both),
+        "position_consistency": _ratio(s["orders_agree"], s["orders_answered"]),
+        "first_position_rate": _ratio(s["first_answers"], s["nontie_answers"]),
     }
+    for t in THRESHOLDS:
+        out[f"curve_coverage_{t:.2f}"] = _ratio(s[f"curve_decided_{t:.2f}"], s["ref_decided"])
+        out[f"curve_accuracy_{t:.2f}"] = _ratio(s[f"curve_agree_{t:.2f}"], s[f"curve_decided_{t:.2f}"])
+    if "motion_judge_decided" in s:
+        out["judge_prefers_less_motion"] = _ratio(s["motion_judge_slower"], s["motion_judge_decided"])
+        out["reference_prefers_less_motion"] = _ratio(s["motion_reference_slower"], s["motion_reference_decided"])
+    return out
+
+
+def bootstrap(counts: Counts, figures: Callable[[dict], dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """{figure: {"value", "ci95": [lo, hi]}}: the point value from all pairs, the interval from resampled pairs."""
+    names, x = counts.matrix()
+    point = figures({n: x[:, i].sum(keepdims=True) for i, n in enumerate(names)})
+    rng = np.random.default_rng(seed)
+    n_pairs = x.shape[0]
+    weights = rng.multinomial(n_pairs, np.full(n_pairs, 1 / n_pairs), size=n_boot) if n_pairs else np.zeros((0, 0))
+    sums = weights @ x if n_pairs else np.zeros((0, len(names)))
+    draws = figures({n: sums[:, i] for i, n in enumerate(names)})
+    out = {}
+    for name, value in point.items():
+        d = draws[name][np.isfinite(draws[name])] if n_pairs else np.array([])
+        lo, hi = (np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan))
+        out[name] = {"value": _num(value[0]), "ci95": [_num(lo), _num(hi)]}
+    return out
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else round(v, 6)
+
+
+def judge_report(labels: pd.DataFrame, reference: pd.DataFrame, motion: pd.DataFrame | None = None,
+                 target_accuracy: float = 0.8, n_boot: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+    """Every figure of one judge against one reference (already reduced to one label per segment)."""
+    counts = judge_counts(labels, reference, motion)
+    figs = bootstrap(counts, judge_figures, n_boot, seed)
+    curve = [
+        {"threshold": t, "coverage": figs.pop(f"curve_coverage_{t:.2f}"),
+         "segment_accuracy": figs.pop(f"curve_accuracy_{t:.2f}")}
+        for t in THRESHOLDS
+    ]  # fmt: skip
+    reaching = [c["threshold"] for c in curve if (c["segment_accuracy"]["value"] or 0) >= target_accuracy]
+    report = {
+        "segments_shared": int(len(labels.merge(reference[KEY], on=KEY))),
+        "segments_both_decided": int(counts.columns["both_decided"].sum()),
+        "pairs": len(counts.pairs),
+        **{k: v for k, v in figs.items() if not k.endswith("less_motion")},
+        "coverage_curve": curve,
+        "min_confidence_for_target": min(reaching) if reaching else None,
+        "reliability": reliability_bins(counts),
+    }
+    if motion is not None:
+        report["motion_bias"] = {k: figs[k] for k in ("judge_prefers_less_motion", "reference_prefers_less_motion")}
+    return report
+
+
+def reliability_bins(counts: Counts) -> list[dict]:
+    """Per confidence bin: segments, accuracy and mean confidence (for the reliability diagram)."""
+    out = []
+    for b in range(ECE_BINS):
+        n = counts.columns[f"ece_n_{b}"].sum()
+        out.append({"bin": [b / ECE_BINS, (b + 1) / ECE_BINS], "segments": int(n),
+                    "accuracy": _num(_ratio(counts.columns[f"ece_correct_{b}"].sum(), n)),
+                    "mean_confidence": _num(_ratio(counts.columns[f"ece_conf_{b}"].sum(), n))})  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- human ceiling
+
+
+def annotator_counts(ref: pd.DataFrame) -> Counts | None:
+    """Agreement among the reference's annotators (None with fewer than two), as per-pair counts."""
+    if "annotator" not in ref.columns:
+        return None
+    names = sorted(ref["annotator"].dropna().unique())
+    if len(names) < 2:
+        return None
+    ref = ref.assign(_label=three_class(ref))
+    counts = Counts(sorted(ref["pair_id"].unique()))
+    agree, total = {}, {}
+    coincidence = {(c, k): {} for c in CLASSES for k in CLASSES}
+    for (pair, _), g in ref.groupby(KEY):
+        values = list(g["_label"])
+        m = len(values)
+        if m < 2:
+            continue
+        same = sum(values[i] == values[j] for i in range(m) for j in range(i + 1, m))
+        agree[pair] = agree.get(pair, 0) + same
+        total[pair] = total.get(pair, 0) + m * (m - 1) / 2
+        for i in range(m):
+            for j in range(m):
+                if i != j:
+                    cell = coincidence[(values[i], values[j])]
+                    cell[pair] = cell.get(pair, 0) + 1 / (m - 1)
+    counts.add("annotator_pairs_agree", pd.Series(agree, dtype=float))
+    counts.add("annotator_pairs", pd.Series(total, dtype=float))
+    for (c, k), cell in coincidence.items():
+        counts.add(f"coincidence_{c}_{k}", pd.Series(cell, dtype=float))
+    if len(names) == 2:
+        wide = ref.pivot_table(index=KEY, columns="annotator", values="_label", aggfunc="first").dropna()
+        for c in CLASSES:
+            for k in CLASSES:
+                hit = wide[names[0]].eq(c) & wide[names[1]].eq(k)
+                counts.add(f"pair_confusion_{c}_{k}", hit.groupby(level="pair_id").sum().astype(float))
+    return counts
+
+
+def krippendorff_alpha(coincidence: np.ndarray) -> np.ndarray:
+    """Nominal Krippendorff's alpha from coincidence matrices (..., K, K)."""
+    n_c = coincidence.sum(-1)
+    n = n_c.sum(-1)
+    off = ~np.eye(coincidence.shape[-1], dtype=bool)
+    d_o = (coincidence * off).sum((-1, -2))
+    d_e = ((n_c[..., :, None] * n_c[..., None, :]) * off).sum((-1, -2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(d_e > 0, 1 - (n - 1) * d_o / np.where(d_e > 0, d_e, 1), np.nan)
+
+
+def ceiling_figures(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    co = np.stack([np.stack([s[f"coincidence_{c}_{k}"] for k in CLASSES], -1) for c in CLASSES], -2)
+    out = {"pairwise_agreement": _ratio(s["annotator_pairs_agree"], s["annotator_pairs"]),
+           "krippendorff_alpha": krippendorff_alpha(co)}  # fmt: skip
+    if "pair_confusion_a_a" in s:
+        conf = np.stack([np.stack([s[f"pair_confusion_{c}_{k}"] for k in CLASSES], -1) for c in CLASSES], -2)
+        out["cohen_kappa"] = kappa(conf)
+    return out
+
+
+def human_ceiling(ref: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    counts = annotator_counts(ref)
+    if counts is None:
+        return None
+    out = bootstrap(counts, ceiling_figures, n_boot, seed)
+    out["annotators"] = sorted(ref["annotator"].dropna().unique().tolist())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- motion
+
+
+def segment_motion(pairs_path: Path, segments: pd.DataFrame, sample_fps: float = 8.0, max_side: int = 160,
+                   ) -> pd.DataFrame:
+    """Mean optical-flow magnitude (OpenCV Farnebäck, pixels at `max_side`) of each video per labeled segment."""
+    import cv2
+
+    from densedpo.tables import PAIRS, read_table, resolve_path
+    from densedpo.video import read_frames
+    from labeler.segments import Segment, sample_frame_indices
+
+    pairs = read_table(pairs_path, PAIRS).set_index("pair_id")
+    rows = []
+    for pair_id, g in segments.drop_duplicates(KEY).groupby("pair_id"):
+        if pair_id not in pairs.index:
+            continue
+        row = pairs.loc[pair_id]
+        fps = float(row["fps"]) if "fps" in row and pd.notna(row.get("fps")) else None
+        if fps is None:
+            from densedpo.video import probe
+
+            fps = probe(resolve_path(pairs_path, row["video_a"])).fps
+        segs = [Segment(int(r.segment_idx), int(r.frame_start), int(r.frame_end), float(r.t_start_s), float(r.t_end_s))
+                for r in g.itertuples()]  # fmt: skip
+        idx = {s.segment_idx: sample_frame_indices(s, fps, sample_fps) for s in segs}
+        needed = sorted({i for v in idx.values() for i in v})
+        flows = {}
+        for side in ("a", "b"):
+            frames = read_frames(resolve_path(pairs_path, row[f"video_{side}"]), needed)
+            gray = {}
+            for i, f in zip(needed, frames):
+                h, w = f.shape[:2]
+                scale = min(1.0, max_side / max(h, w))
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                small = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
+                gray[i] = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            for s in segs:
+                seq = idx[s.segment_idx]
+                mags = [
+                    float(np.linalg.norm(cv2.calcOpticalFlowFarneback(gray[p], gray[q], None, 0.5, 3, 15, 3, 5, 1.2, 0),
+                                         axis=-1).mean())
+                    for p, q in zip(seq, seq[1:])
+                ]  # fmt: skip
+                flows[(side, s.segment_idx)] = float(np.mean(mags)) if mags else 0.0
+        for s in segs:
+            rows.append({"pair_id": pair_id, "segment_idx": s.segment_idx, "motion_a": flows[("a", s.segment_idx)],
+                         "motion_b": flows[("b", s.segment_idx)]})  # fmt: skip
+    return pd.DataFrame(rows, columns=KEY + ["motion_a", "motion_b"])
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
+    """Reliability diagram and accuracy–coverage curve of one judge (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    paths = []
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    bins = [b for b in report["reliability"] if b["segments"]]
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax.bar([b["bin"][0] for b in report["reliability"]], [b["accuracy"] or 0 for b in report["reliability"]],
+           width=1 / ECE_BINS, align="edge", alpha=0.6, edgecolor="k", label="accuracy per bin")  # fmt: skip
+    ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin means")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="judge confidence", ylabel="agreement with reference",
+           title=f"{name}\nECE {report['ece']['value'] if report['ece']['value'] is not None else float('nan'):.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    paths.append(out_dir / f"{slug}_reliability.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    t = [c["threshold"] for c in report["coverage_curve"]]
+    for key, color in (("segment_accuracy", "C0"), ("coverage", "C1")):
+        v = [c[key]["value"] if c[key]["value"] is not None else np.nan for c in report["coverage_curve"]]
+        lo = [c[key]["ci95"][0] if c[key]["ci95"][0] is not None else np.nan for c in report["coverage_curve"]]
+        hi = [c[key]["ci95"][1] if c[key]["ci95"][1] is not None else np.nan for c in report["coverage_curve"]]
+        ax.plot(t, v, "o-", color=color, label=key.replace("_", " "))
+        ax.fill_between(t, lo, hi, color=color, alpha=0.15)
+    if report["min_confidence_for_target"] is not None:
+        ax.axvline(report["min_confidence_for_target"], color="k", lw=1, ls=":", label="lowest threshold on target")
+    ax.set(xlabel="--min-confidence", ylim=(0, 1.02), title=f"{name}: accuracy vs coverage")
+    ax.legend(loc="lower left", fontsize=8)
+    paths.append(out_dir / f"{slug}_coverage.png")
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def judges_in(path: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The judges of one labels table: one per `judge` value (schema v2 juries), else one per judge_model."""
+    column = "judge" if "judge" in labels.columns and labels["judge"].notna().any() else "judge_model"
+    return {str(name): g for name, g in labels.groupby(labels[column].fillna("?"), sort=True)}
+
+
+def evaluate_judges(label_paths: list[Path], reference_paths: list[Path], pairs: Path | None = None,
+                    target_accuracy: float = 0.8, n_boot: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+    """The report of eval-labels: every judge of every labels table against every reference table."""
+    from densedpo.errors import DenseDPOError
+    from densedpo.tables import LABELS, read_table
+
+    judges: dict[str, pd.DataFrame] = {}
+    for path in label_paths:
+        for name, table in judges_in(path, read_table(path, LABELS)).items():
+            judges[name if name not in judges else f"{name} ({path})"] = table
+    motion = None
+    if pairs is not None:
+        every = pd.concat([t[KEY + ["frame_start", "frame_end", "t_start_s", "t_end_s"]] for t in judges.values()])
+        motion = segment_motion(pairs, every)
+    reports = []
+    for ref_path in reference_paths:
+        raw = read_table(ref_path, LABELS)
+        ref = reference_consensus(raw)
+        per_judge = {}
+        for name, table in judges.items():
+            shared = table.merge(ref[KEY], on=KEY)
+            if shared.empty:
+                raise DenseDPOError(
+                    f"--labels ({name}) and --reference {ref_path} share no (pair_id, segment_idx): were they made "
+                    "from the same pairs table with the same --segment-seconds?"
+                )
+            per_judge[name] = judge_report(table, ref, motion, target_accuracy, n_boot, seed)
+        reports.append({"reference": str(ref_path), "reference_segments": len(ref),
+                        "human_ceiling": human_ceiling(raw, n_boot, seed), "judges": per_judge})  # fmt: skip
+    return {"target_accuracy": target_accuracy, "bootstrap_draws": n_boot, "confidence_level": 0.95,
+            "references": reports}  # fmt: skip

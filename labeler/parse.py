@@ -41,6 +41,16 @@ def position_to_preference(order: str) -> dict[int, str]:
     raise ValueError(f"order must be 'ab' or 'ba', got {order!r}")
 
 
+def chosen_position(result: OrderResult) -> str | None:
+    """What one order's answer chose on screen (first, second, tie); None when it has no answer."""
+    if result.answer is None:
+        return None
+    if result.answer == "tie":
+        return "tie"
+    shown_first = result.order[0]  # "ab": video_a was shown first
+    return "first" if result.answer == shown_first else "second"
+
+
 def choice_probabilities(top_logprobs: list[dict], choices: tuple[str, ...]) -> list[float] | None:
     """Probabilities over `choices` from the first answer token's top_logprobs, renormalised.
 

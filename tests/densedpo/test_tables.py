@@ -18,7 +18,7 @@ def test_minimal_pairs_table_roundtrip_with_metadata(tmp_path):
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata
-    assert meta[b"densedpo.table"] == b"pairs" and meta[b"densedpo.schema_version"] == b"1"
+    assert meta[b"densedpo.table"] == b"pairs" and meta[b"densedpo.schema_version"] == b"2"
     back = read_table(path, PAIRS)
     assert list(back["pair_id"]) == ["p0", "p1"] and back["fps"].dtype == "float64"
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write leaves no temp file

@@ -1,28 +1,159 @@
+"""eval-labels figures on hand-made tables whose every figure can be worked out on paper."""
+
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from labeler.evaluate import label_accuracy
+from labeler.evaluate import (
+    THRESHOLDS,
+    agreed_answer,
+    human_ceiling,
+    judge_report,
+    kappa,
+    krippendorff_alpha,
+    reference_consensus,
+    segment_motion,
+)
 
 
-def table(prefs, statuses=None, pairs=None):
+def table(prefs, statuses=None, pairs=None, conf=None, answers=None):
     n = len(prefs)
-    return pd.DataFrame({"pair_id": pairs or ["p"] * n, "segment_idx": list(range(n)), "preference": prefs,
-                         "status": statuses or ["ok"] * n})  # fmt: skip
+    df = pd.DataFrame({"pair_id": pairs or ["p"] * n, "segment_idx": list(range(n)), "preference": prefs,
+                       "status": statuses or ["ok"] * n, "confidence": conf or [0.9] * n,
+                       "order_agreement": [s != "order_inconsistent" for s in (statuses or ["ok"] * n)],
+                       "p_a": np.nan, "p_b": np.nan, "p_tie": np.nan, "raw_response": None})  # fmt: skip
+    if answers:
+        df["answer_ab"], df["answer_ba"] = [a for a, _ in answers], [b for _, b in answers]
+    return df
 
 
-def test_ties_and_non_ok_are_skipped_and_majority_gives_clips():
+def value(report, name):
+    return report[name]["value"]
+
+
+def test_paper_accuracy_ties_wrong_coverage_and_clips():
     ref = table(["a", "b", "a", "tie", "b"], pairs=["p", "p", "p", "q", "q"])
     ours = table(["a", "a", "a", "a", "b"], ["ok", "ok", "ok", "ok", "order_inconsistent"], ["p", "p", "p", "q", "q"])
-    acc = label_accuracy(ours, ref)
+    r = judge_report(ours, ref, n_boot=200)
     # decided on both sides: segments 0, 1, 2 (3 is a reference tie, 4 is not ok here) -> 2 of 3 right
-    assert acc["segments_both_decided"] == 3 and acc["segment_accuracy"] == pytest.approx(2 / 3)
+    assert r["segments_both_decided"] == 3 and value(r, "segment_accuracy") == pytest.approx(2 / 3, abs=1e-6)
+    # reference decides 4 segments; the judge decided 3 of them, 2 the same way
+    assert value(r, "coverage") == pytest.approx(3 / 4) and value(r, "segment_accuracy_ties_wrong") == 0.5
     # clips: p -> ours a (3 votes) vs ref a (2 a, 1 b): right; q -> ours a vs ref b: wrong
-    assert acc["clips_both_decided"] == 2 and acc["clip_accuracy"] == 0.5
-    assert acc["coverage_of_reference_decisions"] == pytest.approx(3 / 4)
+    assert value(r, "clip_accuracy") == 0.5
+    # kappa over 5 segments, 3 classes: ours (a a a a tie) vs ref (a b a tie b)
+    confusion = np.zeros((3, 3))
+    for o, f in zip("aaaat", "abatb"):
+        confusion["abt".index(o), "abt".index(f)] += 1
+    p_o = np.trace(confusion) / 5
+    p_e = (confusion.sum(1) * confusion.sum(0)).sum() / 25
+    assert value(r, "cohen_kappa") == pytest.approx((p_o - p_e) / (1 - p_e), abs=1e-6)
+    lo, hi = r["segment_accuracy"]["ci95"]
+    assert 0 <= lo <= hi <= 1
 
 
-def test_nothing_decided():
-    acc = label_accuracy(table(["tie"]), table(["a"]))
-    assert acc["segments_both_decided"] == 0 and math.isnan(acc["segment_accuracy"])
+def test_nothing_decided_gives_none_not_a_crash():
+    r = judge_report(table(["tie"]), table(["a"]), n_boot=50)
+    assert r["segments_both_decided"] == 0 and value(r, "segment_accuracy") is None
+    assert value(r, "coverage") == 0.0
+
+
+def test_ece_by_hand():
+    # 4 segments decided on both sides: confidences 0.95, 0.95 (one right, one wrong) and 0.62, 0.68 (both right)
+    ref = table(["a", "a", "b", "b"])
+    ours = table(["a", "b", "b", "b"], conf=[0.95, 0.95, 0.62, 0.68])
+    r = judge_report(ours, ref, n_boot=50)
+    expected = (2 / 4) * abs(0.5 - 0.95) + (2 / 4) * abs(1.0 - 0.65)
+    assert value(r, "ece") == pytest.approx(expected, abs=1e-6)
+    bins = {round(b["bin"][0], 1): b for b in r["reliability"] if b["segments"]}
+    assert bins[0.9]["segments"] == 2 and bins[0.9]["accuracy"] == 0.5 and bins[0.6]["mean_confidence"] == 0.65
+
+
+def test_coverage_curve_reapplies_the_filter_to_low_confidence_rows():
+    ref = table(["a", "b", "a", "b"])
+    # both orders agreed on every row; two were filtered at label time (min_confidence 0.8)
+    ours = table(["a", "tie", "tie", "b"], ["ok", "low_confidence", "low_confidence", "ok"], conf=[0.9, 0.7, 0.6, 0.85],
+                 answers=[("first", "second"), ("second", "first"), ("second", "first"), ("second", "first")])
+    assert list(agreed_answer(ours)) == ["a", "b", "b", "b"]
+    r = judge_report(ours, ref, n_boot=50, target_accuracy=0.99)
+    curve = {c["threshold"]: c for c in r["coverage_curve"]}
+    assert [c["threshold"] for c in r["coverage_curve"]] == list(THRESHOLDS)
+    # at 0.50 all four are decided: a right, b right, b wrong (truth a), b right -> 3/4
+    assert curve[0.5]["coverage"]["value"] == 1.0 and curve[0.5]["segment_accuracy"]["value"] == 0.75
+    # at 0.65 the 0.6 row (the wrong one) drops out: 3 decided, all right
+    assert curve[0.65]["coverage"]["value"] == 0.75 and curve[0.65]["segment_accuracy"]["value"] == 1.0
+    assert curve[0.9]["coverage"]["value"] == 0.25
+    assert curve[0.95]["coverage"]["value"] == 0.0 and curve[0.95]["segment_accuracy"]["value"] is None
+    assert r["min_confidence_for_target"] == 0.65
+
+
+def test_position_bias_from_per_order_answers_and_from_v1_raw_responses():
+    answers = [("first", "first"), ("first", "second"), ("tie", "tie"), ("first", "first")]
+    ours = table(["tie", "a", "tie", "tie"], ["order_inconsistent", "ok", "ok", "order_inconsistent"], answers=answers)
+    r = judge_report(ours, table(["a", "a", "b", "b"]), n_boot=50)
+    assert value(r, "position_consistency") == 0.5  # rows 1 and 2 agree
+    assert value(r, "first_position_rate") == pytest.approx(5 / 6)  # 6 non-tie answers, 5 'first'
+    v1 = ours.drop(columns=["answer_ab", "answer_ba"])
+    v1["raw_response"] = [f"ab: {a} | ba: {b}" for a, b in answers]
+    r1 = judge_report(v1, table(["a", "a", "b", "b"]), n_boot=50)
+    assert value(r1, "first_position_rate") == pytest.approx(5 / 6) and value(r1, "position_consistency") == 0.5
+
+
+def test_bootstrap_interval_is_over_pairs():
+    pairs = [f"p{i // 2}" for i in range(40)]
+    ref = table(["a"] * 40, pairs=pairs)
+    ours = table(["a"] * 30 + ["b"] * 10, pairs=pairs)
+    r = judge_report(ours, ref, n_boot=500)
+    lo, hi = r["segment_accuracy"]["ci95"]
+    assert lo < 0.75 < hi and hi - lo > 0.1
+    same = judge_report(ref, ref, n_boot=100)["segment_accuracy"]
+    assert same["value"] == 1.0 and same["ci95"] == [1.0, 1.0]
+
+
+def test_human_ceiling_and_consensus():
+    rows = []
+    for ann, prefs in (("ann1", "aabbt"), ("ann2", "aabtt"), ("ann3", "abbbt")):
+        for i, p in enumerate(prefs):
+            rows.append({"pair_id": "p", "segment_idx": i, "preference": {"t": "tie"}.get(p, p), "status": "ok",
+                         "annotator": ann})  # fmt: skip
+    ref = pd.DataFrame(rows)
+    consensus = reference_consensus(ref).sort_values("segment_idx")
+    assert list(consensus["preference"]) == ["a", "a", "b", "b", "tie"]
+    ceiling = human_ceiling(ref, n_boot=50)
+    # per segment, agreeing annotator pairs of 3: 3, 1, 3, 1, 3 -> 11 of 15
+    assert ceiling["pairwise_agreement"]["value"] == pytest.approx(11 / 15)
+    assert ceiling["annotators"] == ["ann1", "ann2", "ann3"] and "cohen_kappa" not in ceiling
+    two = human_ceiling(ref[ref["annotator"] != "ann3"], n_boot=50)
+    assert two["cohen_kappa"]["value"] == pytest.approx(float(kappa(np.array([[2, 0, 0], [0, 1, 1], [0, 0, 1.0]]))))
+
+
+def test_krippendorff_alpha_by_hand():
+    # two coders, four units: (a,a) (a,b) (b,b) (b,b) -> coincidences o_aa 2, o_ab = o_ba 1, o_bb 4; n_a 3, n_b 5.
+    # alpha = 1 - (n - 1) * sum_off(o) / sum_off(n_c n_k) = 1 - 7 * 2 / 30
+    rows = [{"pair_id": "p", "segment_idx": u, "preference": v, "status": "ok", "annotator": ann}
+            for u, pair in enumerate([("a", "a"), ("a", "b"), ("b", "b"), ("b", "b")])
+            for ann, v in zip(("x", "y"), pair)]  # fmt: skip
+    ceiling = human_ceiling(pd.DataFrame(rows), n_boot=20)
+    assert ceiling["krippendorff_alpha"]["value"] == pytest.approx(1 - 14 / 30, abs=1e-6)
+    assert float(krippendorff_alpha(np.diag([4.0, 4.0, 2.0]))) == 1.0
+    assert math.isnan(float(krippendorff_alpha(np.zeros((3, 3)))))
+
+
+def test_motion_of_a_frozen_segment_is_lower(tmp_path):
+    from densedpo.synthetic import make_synthetic_pairs
+    from densedpo.tables import LABELS, read_table
+
+    pairs, truth = make_synthetic_pairs(tmp_path, num_pairs=6, seed=3)
+    t = read_table(truth, LABELS)
+    motion = segment_motion(pairs, t)
+    frozen = t[t["artifact"] == "freeze"].merge(motion, on=["pair_id", "segment_idx"])
+    assert len(frozen) > 0
+    # the artifact is in the video that is not preferred: it moves less
+    for r in frozen.itertuples():
+        still, moving = (r.motion_b, r.motion_a) if r.preference == "a" else (r.motion_a, r.motion_b)
+        assert still < moving
+    r = judge_report(t, t, motion=motion, n_boot=50)
+    assert set(r["motion_bias"]) == {"judge_prefers_less_motion", "reference_prefers_less_motion"}
+    assert r["motion_bias"]["judge_prefers_less_motion"] == r["motion_bias"]["reference_prefers_less_motion"]
