@@ -125,6 +125,42 @@ def _show_prompt(cfg) -> None:
 
 
 @app.command(
+    epilog="""Examples:\n
+  densedpo review --pairs pairs.parquet --labels labels.parquet\n
+  densedpo review --pairs pairs.parquet --annotator alice --blind --order random   # labels to measure a judge on""",
+)
+def review(
+    pairs: Annotated[Path, typer.Option(help="pairs.parquet whose videos to show.")],
+    labels: Annotated[Path | None, typer.Option(help="A judge's labels.parquet to show on the timeline (and to order the queue).")] = None,
+    human: Annotated[Path | None, typer.Option(help="Where human labels go [default: human.parquet beside --labels or --pairs].")] = None,
+    annotator: Annotated[str, typer.Option(help="Your name: each annotator's labels are rows of their own.")] = "anonymous",
+    blind: Annotated[bool, typer.Option("--blind", help="Hide every judge output and draw the sides per pair (for measuring a judge).")] = False,
+    order: Annotated[str, typer.Option(help="Queue: least-confident (judge's least sure pairs first), random (seeded), table.")] = "least-confident",
+    seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
+    segment_seconds: Annotated[float, typer.Option(help="Segment length when no --labels gives the segments.")] = 1.0,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+) -> None:
+    """A page to watch pairs with their segment labels and label segments by hand (keyboard first, saved at once)."""
+    import uvicorn
+
+    from densedpo.locks import exclusive
+    from labeler.review import ReviewConfig, ReviewSession, create_review_app
+
+    if not (segment_seconds > 0 and segment_seconds < float("inf")):
+        raise DenseDPOError(f"--segment-seconds must be a positive finite number, got {segment_seconds}.")
+    session = ReviewSession(ReviewConfig(pairs=pairs, labels=labels, human=human, annotator=annotator, blind=blind,
+                                         order=order, seed=seed, segment_seconds=segment_seconds))
+    out = session.cfg.human
+    with exclusive(out.with_name(f"{out.name}.{annotator}.lock"), f"--human {out} for --annotator {annotator}",
+                   "another review page is open for this annotator; use it, or pass another --annotator"):
+        info = session.session()
+        console.print(f"review {info['pairs']} pairs ({info['finished_pairs']} finished by {annotator}); labels go to "
+                      f"{out}\nopen http://{host}:{port}/  (press ? on the page for the keys; Ctrl-C stops)")
+        uvicorn.run(create_review_app(session), host=host, port=port, log_level="warning")
+
+
+@app.command(
     "eval-labels",
     epilog="""Examples:\n
   densedpo eval-labels --labels labels.parquet --reference human.parquet\n

@@ -1,0 +1,317 @@
+"""`densedpo review`: a local page to look at pairs with their segment labels and to label segments by hand.
+
+The server (FastAPI + uvicorn, like `densedpo serve`) holds the queue, serves the two videos of a pair (HTTP
+Range, so the players can seek) and saves every human label at once: a line in an append-only journal shared by
+all annotators of the file, then the whole human table rewritten atomically from the journal under a short
+lock. A killed server or a closed tab loses nothing; a restart resumes at the first pair this annotator has not
+finished. The page itself is static HTML/CSS/JS in labeler/static/review (no CDN, no build step).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from densedpo.errors import DenseDPOError
+from densedpo.segments import segment_bounds
+from densedpo.tables import LABELS, PAIRS, read_table, resolve_path, write_table
+from densedpo.video import probe
+
+ORDERS = ("least-confident", "random", "table")
+CHOICES = ("left", "right", "tie")
+STATIC = Path(__file__).parent / "static" / "review"
+JUDGE_FIELDS = ("preference", "status", "confidence", "p_a", "p_b", "p_tie", "order_agreement", "answer_ab",
+                "answer_ba", "raw_response", "judge_model")  # fmt: skip
+
+
+@dataclass
+class ReviewConfig:
+    pairs: Path
+    labels: Path | None = None
+    human: Path | None = None
+    annotator: str = "anonymous"
+    blind: bool = False
+    order: str = "least-confident"
+    seed: int = 0
+    segment_seconds: float = 1.0
+
+    def check(self) -> None:
+        if self.order not in ORDERS:
+            raise DenseDPOError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}.")
+        if not self.annotator or not all(c.isalnum() or c in "-_.@" for c in self.annotator):
+            raise DenseDPOError(f"--annotator {self.annotator!r}: use letters, digits and - _ . @ only.")
+        if self.human is None:
+            self.human = (self.labels or self.pairs).with_name("human.parquet")
+
+
+# ---------------------------------------------------------------------------------------------- queue
+
+
+def queue_order(pairs: pd.DataFrame, labels: pd.DataFrame | None, order: str, seed: int) -> list[str]:
+    """Pair ids in the order the annotator sees them.
+
+    least-confident: pairs whose least confident segment is least confident first (failed rows count as 0,
+    unlabeled pairs last); random: a seeded shuffle (the unbiased sample to measure a judge on); table: as given.
+    """
+    ids = [str(p) for p in pairs["pair_id"]]
+    if order == "table":
+        return ids
+    if order == "random":
+        out = ids.copy()
+        random.Random(seed).shuffle(out)
+        return out
+    if labels is None:
+        return ids
+    least = labels.assign(c=labels["confidence"].fillna(0.0)).groupby("pair_id")["c"].min()
+    position = {p: i for i, p in enumerate(ids)}
+    return sorted(ids, key=lambda p: (p not in least.index, least.get(p, 0.0), position[p]))
+
+
+def left_side(pair_id: str, seed: int, blind: bool) -> str:
+    """Which video ('a' or 'b') is shown on the left: a, unless blind (then drawn per pair from the seed)."""
+    if not blind:
+        return "a"
+    return "a" if hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()[0] % 2 == 0 else "b"
+
+
+def to_preference(choice: str, left: str) -> str:
+    """The screen's left/right/tie back to the pair's a/b/tie."""
+    if choice == "tie":
+        return "tie"
+    right = "b" if left == "a" else "a"
+    return left if choice == "left" else right
+
+
+# ---------------------------------------------------------------------------------------------- human labels
+
+
+class HumanStore:
+    """Human labels: an append-only JSONL journal (all annotators) and the labels table rebuilt from it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.journal = self.path.with_name(self.path.name + ".journal.jsonl")
+        self.lock_file = self.path.with_name(self.path.name + ".write.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.journal.exists():  # a table made elsewhere: its rows stay
+            with self._locked():
+                old = read_table(self.path, LABELS)
+                with open(self.journal, "a") as f:
+                    for row in old.to_dict("records"):
+                        f.write(json.dumps(_plain_row(row)) + "\n")
+
+    @contextmanager
+    def _locked(self):
+        with open(self.lock_file, "a") as fd:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # short: one journal line and one table write
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def rows(self) -> dict[tuple[str, int, str], dict]:
+        """The latest label per (pair, segment, annotator); a torn last line (killed mid-write) is skipped."""
+        out = {}
+        if not self.journal.exists():
+            return out
+        for line in self.journal.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[(row["pair_id"], int(row["segment_idx"]), row.get("annotator") or "")] = row
+        return out
+
+    def save(self, row: dict) -> None:
+        with self._locked():
+            with open(self.journal, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            rows = list(self.rows().values())
+            write_table(pd.DataFrame(rows), self.path, LABELS, extra_metadata={"judge_model": "human"})
+
+
+def _plain_row(row: dict) -> dict:
+    return {k: (None if _isnull(v) else (v.item() if hasattr(v, "item") else v)) for k, v in row.items()}
+
+
+def _isnull(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- the session
+
+
+class ReviewSession:
+    """Everything the page asks for: the queue, one pair with its segments, and saving a label."""
+
+    def __init__(self, cfg: ReviewConfig):
+        cfg.check()
+        self.cfg = cfg
+        self.pairs = read_table(cfg.pairs, PAIRS)
+        self.labels = read_table(cfg.labels, LABELS) if cfg.labels else None
+        if self.labels is not None:
+            unknown = sorted(set(self.labels["pair_id"]) - set(self.pairs["pair_id"]))
+            if unknown:
+                raise DenseDPOError(f"--labels {cfg.labels} has pair_id {unknown[0]!r} that --pairs {cfg.pairs} lacks; "
+                                    "pass the pairs table the labels were made from.")  # fmt: skip
+        self.by_id = {str(r["pair_id"]): r for r in self.pairs.to_dict("records")}
+        self.queue = queue_order(self.pairs, self.labels, cfg.order, cfg.seed)
+        self.store = HumanStore(cfg.human)
+        self._segments: dict[str, list[dict]] = {}
+
+    def video_path(self, pair_id: str, side: str) -> Path:
+        return resolve_path(self.cfg.pairs, self.by_id[pair_id][f"video_{side}"])
+
+    def segments(self, pair_id: str) -> list[dict]:
+        """The labels' segments of a pair; without labels, cut from the video (as `label` would)."""
+        if pair_id in self._segments:
+            return self._segments[pair_id]
+        if self.labels is not None and pair_id in set(self.labels["pair_id"]):
+            rows = self.labels[self.labels["pair_id"] == pair_id].sort_values("segment_idx")
+            segs = [_plain_row(r) for r in rows.to_dict("records")]
+        else:
+            info = probe(self.video_path(pair_id, "a"))
+            segs = [{"segment_idx": s.segment_idx, "frame_start": s.frame_start, "frame_end": s.frame_end,
+                     "t_start_s": s.t_start_s, "t_end_s": s.t_end_s}
+                    for s in segment_bounds(info.num_frames, info.fps, self.cfg.segment_seconds)]  # fmt: skip
+        self._segments[pair_id] = segs
+        return segs
+
+    def fps(self, pair_id: str) -> float:
+        fps = self.by_id[pair_id].get("fps")
+        return float(fps) if fps is not None and not _isnull(fps) else probe(self.video_path(pair_id, "a")).fps
+
+    def human_labels(self, pair_id: str) -> dict[int, str]:
+        mine = self.cfg.annotator
+        rows = self.store.rows().items()
+        return {seg: row["preference"] for (p, seg, ann), row in rows if p == pair_id and ann == mine}
+
+    def resume_index(self) -> int:
+        """The first pair in the queue with a segment this annotator has not labeled (0 when all are done)."""
+        done = self.store.rows()
+        for i, pair_id in enumerate(self.queue):
+            segs = self.segments(pair_id)
+            if any((pair_id, s["segment_idx"], self.cfg.annotator) not in done for s in segs):
+                return i
+        return 0
+
+    def session(self) -> dict:
+        done = self.store.rows()
+        finished = sum(
+            all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p)) for p in self.queue
+        )
+        return {"annotator": self.cfg.annotator, "blind": self.cfg.blind, "order": self.cfg.order,
+                "pairs": len(self.queue), "finished_pairs": finished, "start": self.resume_index(),
+                "has_judge": self.labels is not None and not self.cfg.blind,
+                "human_path": str(self.cfg.human)}  # fmt: skip
+
+    def pair(self, index: int) -> dict:
+        pair_id = self.queue[index]
+        left = left_side(pair_id, self.cfg.seed, self.cfg.blind)
+        human = self.human_labels(pair_id)
+        segments = []
+        for s in self.segments(pair_id):
+            seg = {k: s[k] for k in ("segment_idx", "frame_start", "frame_end", "t_start_s", "t_end_s")}
+            if self.labels is not None and not self.cfg.blind and "preference" in s:
+                seg["judge"] = {k: s.get(k) for k in JUDGE_FIELDS}
+            seg["human"] = human.get(int(s["segment_idx"]))
+            segments.append(seg)
+        row = self.by_id[pair_id]
+        right = "b" if left == "a" else "a"
+        return {"index": index, "pair_id": pair_id, "prompt": row["prompt"], "fps": self.fps(pair_id),
+                "left": left, "right": right, "video_left": f"/media/{index}/{left}",
+                "video_right": f"/media/{index}/{right}", "segments": segments}  # fmt: skip
+
+    def label(self, index: int, segment_idx: int, choice: str) -> dict:
+        pair_id = self.queue[index]
+        segs = {int(s["segment_idx"]): s for s in self.segments(pair_id)}
+        if segment_idx not in segs:
+            raise KeyError(f"pair {pair_id} has no segment {segment_idx}")
+        left = left_side(pair_id, self.cfg.seed, self.cfg.blind)
+        pref = to_preference(choice, left)
+        s = segs[segment_idx]
+        row = {
+            "pair_id": pair_id, "segment_idx": segment_idx, "frame_start": int(s["frame_start"]),
+            "frame_end": int(s["frame_end"]), "t_start_s": float(s["t_start_s"]), "t_end_s": float(s["t_end_s"]),
+            "preference": pref, "p_a": None, "p_b": None, "p_tie": None, "confidence": None,
+            "order_agreement": None, "status": "ok", "error": None, "raw_response": choice,
+            "judge_model": "human", "prompt_name": None, "prompt_sha256": None, "answer_ab": None, "answer_ba": None,
+            "judge": "human", "annotator": self.cfg.annotator, "blind": self.cfg.blind, "shown_left": left,
+            "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }  # fmt: skip
+        self.store.save(row)
+        return {"pair_id": pair_id, "segment_idx": segment_idx, "human": pref}
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+
+class LabelIn(BaseModel):
+    """One human label, as the page sends it: the pair's queue index, the segment, the side on screen."""
+
+    index: int = Field(ge=0)
+    segment_idx: int = Field(ge=0)
+    choice: Literal["left", "right", "tie"]
+
+
+def create_review_app(session: ReviewSession):
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    app = FastAPI(title="densedpo review", docs_url=None, redoc_url=None)
+
+    def pair_index(index: int) -> int:
+        if not 0 <= index < len(session.queue):
+            raise HTTPException(404, f"no pair {index}: the queue has {len(session.queue)}")
+        return index
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        path = STATIC / name
+        if name not in {p.name for p in STATIC.iterdir()}:
+            raise HTTPException(404, f"no static file {name}")
+        return FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/session")
+    def get_session():
+        return session.session()
+
+    @app.get("/api/pairs/{index}")
+    def get_pair(index: int):
+        return session.pair(pair_index(index))
+
+    @app.get("/media/{index}/{side}", include_in_schema=False)
+    def media(index: int, side: Literal["a", "b"]):
+        path = session.video_path(session.queue[pair_index(index)], side)
+        if not path.exists():
+            raise HTTPException(404, f"video {path} is gone")
+        return FileResponse(path, media_type="video/mp4")  # answers Range requests: the players can seek
+
+    @app.post("/api/labels")
+    def post_label(body: LabelIn):
+        try:
+            return session.label(pair_index(body.index), body.segment_idx, body.choice)
+        except KeyError as e:
+            raise HTTPException(404, str(e.args[0])) from None
+
+    return app
