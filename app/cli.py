@@ -519,12 +519,27 @@ def jobs_delete(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], t
 @make_tiny_app.command("vlm")
 def make_tiny_vlm(
     out: Annotated[Path, typer.Option(help="Folder to write the model into.")] = Path("tiny-vlm"),
-    seed: Annotated[int, typer.Option(help="Weight init seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Weight init seed (random model).")] = 0,
+    trained: Annotated[bool, typer.Option("--trained", help="The tiny judge trained on synthetic artifact pairs (cached per machine; a few minutes the first time).")] = False,
 ) -> None:
-    """A tiny random Qwen2-VL model folder that vLLM serves and transformers loads. Its answers are noise.
+    """A tiny Qwen2-VL model folder that vLLM serves and transformers loads: random (noise), or --trained.
 
-    Example: densedpo make-tiny vlm --out tiny-vlm
+    Examples: densedpo make-tiny vlm --out tiny-vlm;  densedpo make-tiny vlm --trained --out tiny-judge
     """
+    if trained:
+        import json
+        import shutil
+
+        from app.tiny_judge import cached_tiny_judge
+
+        cached = cached_tiny_judge(console=console)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(cached, out)
+        info = json.loads((out / "training.json").read_text())
+        console.print(f"tiny trained judge written to {out} (from the cache {cached}); held-out accuracy "
+                      f"{info['heldout_accuracy']:.3f}; label with --sample-fps {info['recipe']['sample_fps']:g}")
+        return
     from densedpo.tiny import make_tiny_vlm as make
 
     console.print(f"tiny VLM written to {make(out, seed=seed)} (random weights: its labels are meaningless)")

@@ -1,6 +1,7 @@
 """The built-in demo: every stage on data and models made here, in a few minutes on 2 CPU cores.
 
-The tiny models are random: the demo shows the pipeline, formats and throughput, not quality.
+generate (tiny random Wan) -> label (a tiny judge trained here, through an embedded vLLM) -> eval-labels (the
+judge against synthetic truth) -> train (dense Flow-DPO on the judge's labels).
 """
 
 from __future__ import annotations
@@ -11,22 +12,26 @@ from pathlib import Path
 def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from rich.console import Console
 
-    from app.summaries import print_generate_summary, print_label_summary
+    from app.summaries import print_generate_summary, print_judge_report, print_label_summary
+    from app.tiny_judge import JudgeRecipe, cached_tiny_judge
     from densedpo.synthetic import make_synthetic_pairs, make_synthetic_sources
-    from densedpo.tiny import make_tiny_vlm, make_tiny_wan
+    from densedpo.tiny import make_tiny_wan
     from dpo.train import TrainConfig, train
     from generation.engine import GenerateConfig, generate_pairs
     from labeler.engine import LabelConfig, label_pairs
+    from labeler.evaluate import evaluate_judges
 
     console = console or Console(stderr=True)
     out = Path(out)
-    # 1. Tiny random models (built once): a Wan 2.1 pipeline and a Qwen2-VL judge.
-    console.rule("1. tiny random models")
-    wan, vlm = out / "tiny-wan", out / "tiny-vlm"
+    # 1. Models: a tiny random Wan 2.1 pipeline (built once) and the tiny trained judge (trained once per machine
+    #    on synthetic artifact pairs, cached by its recipe).
+    console.rule("1. tiny models: random Wan 2.1, trained Qwen2-VL judge")
+    wan = out / "tiny-wan"
     if not (wan / "model_index.json").exists():
         make_tiny_wan(wan)
-    if not (vlm / "config.json").exists():
-        make_tiny_vlm(vlm)
+    recipe = JudgeRecipe()
+    judge = cached_tiny_judge(recipe, console=console)
+    console.print(f"judge: {judge}")
     # 2. Source clips: rendered moving shapes with captions (2 s at 16 fps).
     console.rule("2. source clips")
     sources = make_synthetic_sources(out / "sources", num_sources=num_pairs, num_frames=40, height=64, width=64)
@@ -38,24 +43,25 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
         console=console,
     )  # fmt: skip
     print_generate_summary(gen)
-    # 4. Label every 1 s segment with an embedded vLLM server. min_confidence 0: a random model is never sure.
-    console.rule("4. label segments (embedded vLLM, tiny random Qwen2-VL)")
-    cfg = LabelConfig(pairs=gen.pairs_path, out=out / "labels.parquet", model=str(vlm), min_confidence=0.0,
+    # 4. Label. The random Wan's pairs are noise, so the judge labels pairs whose per-segment truth is known by
+    #    construction (an artifact in one video of a segment, or none): held-out seeds, never seen in training.
+    console.rule("4. label segments (embedded vLLM, the trained tiny judge, both orders)")
+    pairs, truth = make_synthetic_pairs(out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49,
+                                        height=64, width=64, seed=11)  # fmt: skip
+    cfg = LabelConfig(pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps,
                       concurrency=16)  # fmt: skip
     result = label_pairs(cfg, console=console)
     print_label_summary(result.summary, result.out)
-    # 5. Train a few dense Flow-DPO steps. A random judge is position-biased (it answers the same position in
-    #    both orders), so its labels are all ties and no pair passes the 20%-non-tie filter. The demo therefore
-    #    trains on pairs whose per-segment truth is known by construction (synthetic artifacts), brought as
-    #    videos without latents, as human-labeled data would be: the trainer encodes them once into a cache.
-    console.rule("5. train dense Flow-DPO (LoRA on the tiny Wan transformer)")
-    if result.summary["coverage"] > 0:
-        pairs, labels = gen.pairs_path, result.out
-    else:
-        console.print("the tiny judge's labels are all ties; training on synthetic pairs with known segment truth")
-        pairs, labels = make_synthetic_pairs(out / "truth_pairs", num_pairs=8, num_frames=33, height=64, width=64)
+    # 5. How good are these labels? The judge against the synthetic truth.
+    console.rule("5. eval-labels: the judge against the synthetic truth")
+    report = evaluate_judges([result.out], [truth], n_boot=500)
+    print_judge_report(report)
+    figures = next(iter(report["references"][0]["judges"].values()))
+    # 6. Train a few dense Flow-DPO steps on the judge's labels (videos without latents: the trainer encodes them
+    #    once into a cache, as it would for human-labeled pairs brought from elsewhere).
+    console.rule("6. train dense Flow-DPO on the judge's labels (LoRA on the tiny Wan transformer)")
     run = train(
-        TrainConfig(pairs=pairs, labels=labels, model=str(wan), out=out / "run", max_steps=20, warmup_steps=5,
+        TrainConfig(pairs=pairs, labels=result.out, model=str(wan), out=out / "run", max_steps=20, warmup_steps=5,
                     lr=1e-3, lora_rank=8, batch_size=2, val_fraction=0.25, eval_every=10, save_every=20,
                     log_every=5),
         console=console,
@@ -66,7 +72,17 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
         f"held-out implicit accuracy {run.val_accuracy:.2f}; LoRA in {run.out / 'final'}"
     )
     console.print(
-        "[yellow]The tiny models have random weights: these videos, labels and metrics only show the pipeline "
-        "working. With real models (Wan 2.1, Qwen2.5-VL-7B on a GPU host) the same commands are the real thing.[/]"
+        f"[bold]judge vs synthetic truth:[/] segment accuracy {_fmt(figures['segment_accuracy'])}, coverage "
+        f"{_fmt(figures['coverage'])}, position consistency {_fmt(figures['position_consistency'])}"
     )
-    return {**result.summary, "train_steps": run.steps, "val_implicit_accuracy": run.val_accuracy}
+    console.print(
+        "[yellow]The tiny models are stand-ins: the judge only knows synthetic artifacts and the Wan model is random. "
+        "With real models (Wan 2.1, Qwen2.5-VL-7B on a GPU host) the same commands are the real thing.[/]"
+    )
+    return {**result.summary, "segment_accuracy": figures["segment_accuracy"]["value"],
+            "position_consistency": figures["position_consistency"]["value"], "train_steps": run.steps,
+            "val_implicit_accuracy": run.val_accuracy}  # fmt: skip
+
+
+def _fmt(fig: dict) -> str:
+    return "–" if fig["value"] is None else f"{fig['value']:.3f} [{fig['ci95'][0]:.2f}, {fig['ci95'][1]:.2f}]"

@@ -43,7 +43,7 @@ _CHAT_TEMPLATE = (
 )
 
 
-def _train_tokenizer(vocab_size: int):
+def _train_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -55,7 +55,7 @@ def _train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.train_from_iterator(_CORPUS + list(extra_corpus or []), trainer=trainer)
     tok.add_special_tokens(QWEN_SPECIAL_TOKENS)
     return tok
 
@@ -68,12 +68,14 @@ VLM_SIZES = {
 }
 
 
-def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random") -> Path:
+def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_corpus: list[str] | None = None,
+                  vocab_size: int = 400) -> Path:
     """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
 
     Sizes follow the limits of vLLM's CPU backend: head_dim 32 (2 heads over hidden 64), mrope sections
     summing to head_dim / 2. Images are processed at 56²…112² pixels, i.e. 4–16 tokens each.
-    `size="judge"` builds the ≈600k-parameter variant that app/tiny_judge.py trains.
+    `size="judge"` builds the ≈600k-parameter variant that app/tiny_judge.py trains; `extra_corpus` (e.g. the
+    prompt it will read) and a larger `vocab_size` make its tokenizer spend fewer tokens on that text.
     """
     import torch
     from transformers import (
@@ -88,7 +90,7 @@ def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random") -> Path:
     dims = VLM_SIZES[size]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = _train_tokenizer(vocab_size=400)
+    raw = _train_tokenizer(vocab_size=vocab_size, extra_corpus=extra_corpus)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
         eos_token="<|im_end|>",

