@@ -48,7 +48,7 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
 
 @pytest.fixture(scope="session")
 def trained_judge() -> Path:
-    """The tiny trained judge (app/tiny_judge.py), trained once per machine and recipe (a few minutes the first time)."""
+    """The tiny trained judge (app/tiny_judge.py), trained once per machine and recipe (minutes the first time)."""
     from app.tiny_judge import cached_tiny_judge
 
     return cached_tiny_judge()

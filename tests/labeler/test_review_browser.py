@@ -179,7 +179,8 @@ def test_queue_seek_sync_label_and_reload(browser, review, data, tmp_path):
     page.wait_for_selector("[data-testid=segment][data-index='1'][data-human='tie']")
     saved = read_table(human, LABELS)
     rows = saved.set_index("segment_idx")
-    assert set(saved["pair_id"]) == {pair_id} and rows.loc[0, "preference"] == "b" and rows.loc[1, "preference"] == "tie"
+    assert set(saved["pair_id"]) == {pair_id}
+    assert rows.loc[0, "preference"] == "b" and rows.loc[1, "preference"] == "tie"
     assert set(saved["annotator"]) == {"alice"} and set(saved["judge_model"]) == {"human"}
     assert rows.loc[0, "frame_start"] == 0 and rows.loc[0, "frame_end"] == truth["frame_end"].iloc[0]
 

@@ -110,7 +110,7 @@ function renderDetails() {
     <tr><td>your label</td><td>${s.human ? sideName(s.human) + ` (${s.human})` : "–"}</td></tr>`;
   if (s.judge) {
     const j = s.judge;
-    html += `<tr><td>judge</td><td>${esc(j.judge_model)}</td></tr><tr><td>label</td><td>${esc(j.preference)} (${sideName(j.preference) || "–"})</td></tr>
+    html += `<tr><td>judge</td><td>${esc(String(j.judge_model).startsWith("/") ? String(j.judge_model).split("/").pop() : j.judge_model)}</td></tr><tr><td>label</td><td>${esc(j.preference)} (${sideName(j.preference) || "–"})</td></tr>
       <tr><td>status</td><td>${esc(j.status)}</td></tr><tr><td>confidence</td><td>${fmt(j.confidence)}</td></tr>
       <tr><td>p(a) / p(b) / p(tie)</td><td>${fmt(j.p_a)} / ${fmt(j.p_b)} / ${fmt(j.p_tie)}</td></tr>
       <tr><td>a first → </td><td>${esc(j.answer_ab)}</td></tr><tr><td>b first → </td><td>${esc(j.answer_ba)}</td></tr>
