@@ -42,10 +42,14 @@ def test_consistent_judge_gives_ok_rows(synthetic, tmp_path):
     truth = pd.read_parquet(pairs_path.parent / "truth_labels.parquet")
     decided = truth[truth["preference"] != "tie"]
     r = run_cli("eval-labels", "--labels", tmp_path / "l.parquet", "--reference",
-                pairs_path.parent / "truth_labels.parquet")  # fmt: skip
+                pairs_path.parent / "truth_labels.parquet", "--json", tmp_path / "report.json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     expected = (decided["preference"] == "a").mean()
-    assert f"segment_accuracy                │ {expected:.3f}" in r.stdout, r.stdout
+    (judge,) = json.loads((tmp_path / "report.json").read_text())["references"][0]["judges"].values()
+    assert judge["segment_accuracy"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert f"{expected:.3f}" in r.stdout
+    # the fake judge answers first with a shown first and second with b shown first: perfectly consistent
+    assert judge["position_consistency"]["value"] == 1.0 and judge["first_position_rate"]["value"] == 0.5
 
 
 def test_429_and_503_bursts_are_retried(synthetic, tmp_path):
