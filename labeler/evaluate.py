@@ -468,7 +468,9 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
 def judges_in(path: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The judges of one labels table: one per `judge` value (schema v2 juries), else one per judge_model."""
     column = "judge" if "judge" in labels.columns and labels["judge"].notna().any() else "judge_model"
-    return {str(name): g for name, g in labels.groupby(labels[column].fillna("?"), sort=True)}
+    # a judge served from a local folder is named by the folder, not by this machine's path
+    return {(Path(n).name if str(n).startswith("/") else str(n)): g
+            for n, g in labels.groupby(labels[column].fillna("?"), sort=True)}  # fmt: skip
 
 
 def evaluate_judges(label_paths: list[Path], reference_paths: list[Path], pairs: Path | None = None,
