@@ -37,6 +37,14 @@ def join_tables(pairs_path: Path, labels_path: Path, min_non_tie_fraction: float
             f"{labels_path} labels {len(unknown)} pair(s) missing from {pairs_path}, e.g. {unknown[0]!r}; pass the "
             "pairs table these labels were made from."
         )
+    dup = labels.duplicated(["pair_id", "segment_idx"])
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        raise DenseDPOError(
+            f"{labels_path} row {i}: pair_id {labels['pair_id'].iloc[i]!r} segment {labels['segment_idx'].iloc[i]} "
+            "has several labels (several judges or annotators, columns judge/annotator); keep one per segment "
+            "(e.g. one annotator's rows, or the jury's) before training."
+        )
     segs: dict[str, list[tuple[int, int, int]]] = {}
     for row in labels.itertuples(index=False):
         segs.setdefault(row.pair_id, []).append(

@@ -190,3 +190,19 @@ def test_bf16_autocast_step_on_cuda(latent_data, tiny_wan_model, tmp_path):
     res = train(cfg(latent_data, tiny_wan_model, tmp_path / "cuda", max_steps=2, mixed_precision="bf16"),
                 progress=False)  # fmt: skip
     assert res.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
+
+
+def test_labels_with_several_annotators_per_segment_are_refused(tmp_path):
+    import pandas as pd
+
+    from densedpo.errors import DenseDPOError
+    from densedpo.synthetic import make_synthetic_pairs
+    from densedpo.tables import LABELS, read_table, write_table
+    from dpo.data import join_tables
+
+    pairs, truth = make_synthetic_pairs(tmp_path, num_pairs=1)
+    t = read_table(truth, LABELS)
+    two = pd.concat([t.assign(annotator="x"), t.assign(annotator="y")], ignore_index=True)
+    path = write_table(two, tmp_path / "human.parquet", LABELS)
+    with pytest.raises(DenseDPOError, match=r"row 3: .* has several labels .*annotator"):
+        join_tables(pairs, path, 0.2)
