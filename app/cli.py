@@ -147,8 +147,6 @@ def review(
     from densedpo.locks import exclusive
     from labeler.review import ReviewConfig, ReviewSession, create_review_app
 
-    if not (segment_seconds > 0 and segment_seconds < float("inf")):
-        raise DenseDPOError(f"--segment-seconds must be a positive finite number, got {segment_seconds}.")
     session = ReviewSession(ReviewConfig(pairs=pairs, labels=labels, human=human, annotator=annotator, blind=blind,
                                          order=order, seed=seed, segment_seconds=segment_seconds))
     out = session.cfg.human

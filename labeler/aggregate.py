@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pandas as pd
+
 from labeler.parse import OrderResult
+
+
+def decided(labels: pd.DataFrame) -> pd.Series:
+    """Rows that carry a preference: status ok and a or b (training, summaries and eval-labels agree on this)."""
+    return labels["status"].eq("ok") & labels["preference"].isin(["a", "b"])
 
 
 def aggregate_segment(ab: OrderResult, ba: OrderResult, min_confidence: float) -> dict:

@@ -24,7 +24,7 @@ import pandas as pd
 from densedpo.errors import DenseDPOError
 from densedpo.tables import LABEL_STATUSES, LABELS, PAIRS, read_table, resolve_path, write_table
 from densedpo.video import VideoInfo, probe, read_frames
-from labeler.aggregate import aggregate_segment
+from labeler.aggregate import aggregate_segment, decided
 from labeler.client import RequestFailed, ServerPool
 from labeler.journal import Journal, journal_path_for, read_journal
 from labeler.parse import OrderResult, chosen_position, parse_response
@@ -419,7 +419,7 @@ def summarize(labels: pd.DataFrame) -> dict:
     """Counts per status, coverage (share of segments labeled a or b), mean confidence, order agreement."""
     n = len(labels)
     counts = Counter(labels["status"])
-    decided = labels["status"].eq("ok") & labels["preference"].isin(["a", "b"])
+    is_decided = decided(labels)
     agreement = labels["order_agreement"].dropna().astype(bool)
     conf = labels["confidence"].dropna()
     failed = counts["request_error"] + counts["parse_error"]
@@ -427,7 +427,7 @@ def summarize(labels: pd.DataFrame) -> dict:
         "segments": n,
         "pairs": labels["pair_id"].nunique(),
         "status_counts": {s: counts.get(s, 0) for s in LABEL_STATUSES},
-        "coverage": float(decided.mean()) if n else 0.0,
+        "coverage": float(is_decided.mean()) if n else 0.0,
         "mean_confidence": float(conf.mean()) if len(conf) else math.nan,
         "order_agreement_rate": float(agreement.mean()) if len(agreement) else math.nan,
         "failure_rate": failed / n if n else 0.0,

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labeler.aggregate import clip_preference
+from densedpo.tables import POSITIONS
+from labeler.aggregate import clip_preference, decided
 
 CLASSES = ("a", "b", "tie")
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
@@ -40,10 +41,6 @@ KEY = ["pair_id", "segment_idx"]
 
 
 # ---------------------------------------------------------------------------------------------- per-row facts
-
-
-def decided(df: pd.DataFrame) -> pd.Series:
-    return df["status"].eq("ok") & df["preference"].isin(["a", "b"])
 
 
 def three_class(df: pd.DataFrame) -> pd.Series:
@@ -60,13 +57,10 @@ def order_answers(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Per-order positions (first/second/tie or None): the v2 columns, else parsed from v1's raw_response."""
     if "answer_ab" in df.columns and "answer_ba" in df.columns:
         return df["answer_ab"], df["answer_ba"]
-    parsed = df["raw_response"].astype("string").str.extract(r"^ab: (\w+) \| ba: (\w+)$")
-    ok = df["status"].isin(["ok", "low_confidence", "order_inconsistent"])
-    # v1 raw answers are the prompt's words; map the default ones (first, second, tie) and leave others unknown
-    words = {"first": "first", "second": "second", "tie": "tie"}
-    ab = parsed[0].map(words).where(ok, None)
-    ba = parsed[1].map(words).where(ok, None)
-    return ab.astype(object).where(ab.notna(), None), ba.astype(object).where(ba.notna(), None)
+    parsed = df["raw_response"].astype("string").str.extract(r"^ab: (\w+) \| ba: (\w+)$").astype(object)
+    answered = df["status"].isin(["ok", "low_confidence", "order_inconsistent"])
+    # v1 raw answers are the prompt's words: the default ones (first, second, tie) map, others stay unknown
+    return tuple(parsed[k].where(answered & parsed[k].isin(POSITIONS), None) for k in (0, 1))
 
 
 def agreed_answer(df: pd.DataFrame) -> pd.Series:
@@ -83,10 +77,9 @@ def agreed_answer(df: pd.DataFrame) -> pd.Series:
     return agreed
 
 
-def decided_at(df: pd.DataFrame, threshold: float) -> pd.Series:
-    """Decided as `label --min-confidence threshold` would have decided it: both orders agreed on a or b."""
-    agreed = agreed_answer(df)
-    return agreed.isin(["a", "b"]) & (df["confidence"].fillna(-1) >= threshold - 1e-12)
+def decided_at(agreed: pd.Series, confidence: pd.Series, threshold: float) -> pd.Series:
+    """Decided as `label --min-confidence threshold` would decide: both orders agreed on a or b, confident enough."""
+    return agreed.isin(["a", "b"]) & (confidence.fillna(-1) >= threshold - 1e-12)
 
 
 def reference_consensus(ref: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +160,7 @@ def judge_counts(labels: pd.DataFrame, reference: pd.DataFrame, motion: pd.DataF
     # accuracy-coverage curve: the judge's filter re-applied at each threshold
     agreed = agreed_answer(m)
     for t in THRESHOLDS:
-        dec_t = agreed.isin(["a", "b"]) & (m["confidence"].fillna(-1) >= t - 1e-12)
+        dec_t = decided_at(agreed, m["confidence"], t)
         counts.add(f"curve_decided_{t:.2f}", _per_pair(ref_dec & dec_t, pid))
         counts.add(f"curve_agree_{t:.2f}", _per_pair(ref_dec & dec_t & agreed.eq(ref["preference"]), pid))
     # position bias (the judge table alone)
@@ -374,7 +367,7 @@ def segment_motion(pairs_path: Path, segments: pd.DataFrame, sample_fps: float =
     import cv2
 
     from densedpo.tables import PAIRS, read_table, resolve_path
-    from densedpo.video import read_frames
+    from densedpo.video import probe, read_frames
     from labeler.segments import Segment, sample_frame_indices
 
     pairs = read_table(pairs_path, PAIRS).set_index("pair_id")
@@ -383,11 +376,8 @@ def segment_motion(pairs_path: Path, segments: pd.DataFrame, sample_fps: float =
         if pair_id not in pairs.index:
             continue
         row = pairs.loc[pair_id]
-        fps = float(row["fps"]) if "fps" in row and pd.notna(row.get("fps")) else None
-        if fps is None:
-            from densedpo.video import probe
-
-            fps = probe(resolve_path(pairs_path, row["video_a"])).fps
+        fps = row.get("fps")
+        fps = float(fps) if pd.notna(fps) else probe(resolve_path(pairs_path, row["video_a"])).fps
         segs = [Segment(int(r.segment_idx), int(r.frame_start), int(r.frame_end), float(r.t_start_s), float(r.t_end_s))
                 for r in g.itertuples()]  # fmt: skip
         idx = {s.segment_idx: sample_frame_indices(s, fps, sample_fps) for s in segs}

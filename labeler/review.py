@@ -49,6 +49,8 @@ class ReviewConfig:
     def check(self) -> None:
         if self.order not in ORDERS:
             raise DenseDPOError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}.")
+        if not (0 < self.segment_seconds < float("inf")):
+            raise DenseDPOError(f"--segment-seconds must be a positive finite number, got {self.segment_seconds}.")
         if not self.annotator or not all(c.isalnum() or c in "-_.@" for c in self.annotator):
             raise DenseDPOError(f"--annotator {self.annotator!r}: use letters, digits and - _ . @ only.")
         if self.human is None:
@@ -202,22 +204,14 @@ class ReviewSession:
         rows = self.store.rows().items()
         return {seg: row["preference"] for (p, seg, ann), row in rows if p == pair_id and ann == mine}
 
-    def resume_index(self) -> int:
-        """The first pair in the queue with a segment this annotator has not labeled (0 when all are done)."""
-        done = self.store.rows()
-        for i, pair_id in enumerate(self.queue):
-            segs = self.segments(pair_id)
-            if any((pair_id, s["segment_idx"], self.cfg.annotator) not in done for s in segs):
-                return i
-        return 0
-
     def session(self) -> dict:
+        """The page's start: counts, and the first pair this annotator has not finished (a restart resumes there)."""
         done = self.store.rows()
-        finished = sum(
-            all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p)) for p in self.queue
-        )
+        finished = [all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p))
+                    for p in self.queue]  # fmt: skip
+        start = finished.index(False) if False in finished else 0
         return {"annotator": self.cfg.annotator, "blind": self.cfg.blind, "order": self.cfg.order,
-                "pairs": len(self.queue), "finished_pairs": finished, "start": self.resume_index(),
+                "pairs": len(self.queue), "finished_pairs": sum(finished), "start": start,
                 "has_judge": self.labels is not None and not self.cfg.blind,
                 "human_path": str(self.cfg.human)}  # fmt: skip
 

@@ -108,6 +108,17 @@ def clocks(page) -> tuple[float, float]:
     ))  # fmt: skip
 
 
+def play_and_sample(page, n: int) -> list[tuple[float, float]]:
+    """Press space, read both clocks every 50 ms n times, press space again."""
+    page.keyboard.press(" ")
+    samples = []
+    for _ in range(n):
+        page.wait_for_timeout(50)
+        samples.append(clocks(page))
+    page.keyboard.press(" ")
+    return samples
+
+
 def test_queue_seek_sync_label_and_reload(browser, review, data, tmp_path):
     human = tmp_path / "human.parquet"
     r = review("--labels", str(data["labels"]), "--human", str(human), "--annotator", "alice")
@@ -143,23 +154,13 @@ def test_queue_seek_sync_label_and_reload(browser, review, data, tmp_path):
     page.uncheck("[data-testid=loop]")
     page.click("[data-testid=segment][data-index='0']")
     page.uncheck("[data-testid=loop]")
-    page.keyboard.press(" ")
-    samples = []
-    for _ in range(20):
-        page.wait_for_timeout(50)
-        samples.append(clocks(page))
-    page.keyboard.press(" ")
+    samples = play_and_sample(page, 20)
     assert samples[-1][0] > samples[0][0] + 0.5, samples  # it played
     assert max(abs(a - b) for a, b in samples) <= ONE_FRAME, samples
 
     # loop segment 1 and play across the wrap: still within a frame, and time stays inside the segment
     page.click("[data-testid=segment][data-index='1']")
-    page.keyboard.press(" ")
-    samples = []
-    for _ in range(30):
-        page.wait_for_timeout(50)
-        samples.append(clocks(page))
-    page.keyboard.press(" ")
+    samples = play_and_sample(page, 30)
     assert max(abs(a - b) for a, b in samples) <= ONE_FRAME, samples
     assert all(1.0 - 1e-3 <= a < 2.0 + ONE_FRAME for a, _ in samples), samples
     assert any(later < earlier for (earlier, _), (later, _) in zip(samples, samples[1:])), "never wrapped"
