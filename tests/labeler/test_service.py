@@ -286,12 +286,17 @@ def test_idempotency_key_reused_for_another_payload_and_no_orphans(service, root
         first = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}, headers={"Idempotency-Key": "k2"})
         assert first.status_code == 201
         before = sorted(p.name for p in jobs_root.iterdir())
+        jobs_before = sorted(j["id"] for j in c.get("/v1/label-jobs").json())
         again = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}, headers={"Idempotency-Key": "k2"})
         assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
         other = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0.9"},
                        headers={"Idempotency-Key": "k2"})  # fmt: skip
         assert other.status_code == 422 and "was used for another payload" in other.json()["detail"]
-        assert sorted(p.name for p in jobs_root.iterdir()) == before  # retries stored nothing
+        # retries stored nothing: no new job, no new folder (the first job's own folder appears when it starts,
+        # which may fall between the two listings)
+        after = sorted(p.name for p in jobs_root.iterdir())
+        assert set(after) - set(before) <= {first.json()["id"]}, (before, after)
+        assert sorted(j["id"] for j in c.get("/v1/label-jobs").json()) == jobs_before
         wait_for(c, first.json()["id"])
 
 
