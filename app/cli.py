@@ -44,7 +44,10 @@ def _sigterm_as_interrupt() -> None:
   densedpo label --pairs pairs.parquet --out labels.parquet --server http://127.0.0.1:8000\n
   densedpo label --pairs pairs.parquet --out labels.parquet --model Qwen/Qwen2.5-VL-7B-Instruct\n
   densedpo label --pairs pairs.parquet --out labels.parquet --server http://h1:8000 --server http://h2:8000 --concurrency 64\n
-  densedpo label --pairs pairs.parquet --out labels.parquet --model tiny-vlm --dry-run"""
+  densedpo label --pairs pairs.parquet --out labels.parquet --model tiny-vlm --dry-run\n
+  densedpo label --pairs pairs.parquet --api openai --server https://api.openai.com/v1 --model o3 --api-key-env OPENAI_API_KEY --samples 5\n
+  densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --tie-margin 0.5\n
+  densedpo label --pairs pairs.parquet --judges judges.yaml"""
 )
 def label(
     pairs: Annotated[Path | None, typer.Option(help="pairs.parquet: pair_id, prompt, video_a, video_b (paths relative to it).")] = None,
@@ -65,8 +68,21 @@ def label(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the pairs and print the plan; ask nothing.")] = False,
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print the rendered prompt of the first segment and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    judge: Annotated[str | None, typer.Option(help="Judge kind: chat (a VLM asked both orders) or score (a reward model scoring each video) [default: chat].")] = None,
+    api: Annotated[str | None, typer.Option(help="vllm (its structured outputs), openai (any OpenAI-compatible endpoint: response_format only) or transformers (a scorer in-process) [default: vllm].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key (the key is never written anywhere).")] = None,
+    samples: Annotated[int | None, typer.Option(help="--api openai without logprobs: k answers per order; the vote share is the probability.")] = None,
+    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second per judge (hosted rate limits).")] = None,
+    frames_as: Annotated[str | None, typer.Option(help="images, or video: one video item per video (Qwen-VL: about half the visual tokens) [default: images].")] = None,
+    tie_margin: Annotated[float | None, typer.Option(help="--judge score: a score difference at most this is a tie (eval-labels fits it on a reference) [default: 0].")] = None,
+    score_scale: Annotated[float | None, typer.Option(help="--judge score: the score difference is divided by this before the sigmoid [default: 1].")] = None,
+    score_weights: Annotated[str | None, typer.Option(help="--judge score: comma-separated weights over the model's outputs, e.g. 1,1,1 [default: the first output].")] = None,
+    price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")] = None,
+    price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")] = None,
+    judges: Annotated[Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")] = None,
+    combine: Annotated[str | None, typer.Option(help="The jury's rule: mean (of probabilities) or majority [default: the file's, else mean].")] = None,
 ) -> None:
-    """Label every 1 s segment of every pair with a VLM: both orders, constrained answers, logprob confidence."""
+    """Label every 1 s segment of every pair with a judge (a VLM in both orders, a reward model, or a jury)."""
     from densedpo.config import build_config, write_run_file
     from labeler.engine import LabelConfig
 
@@ -74,7 +90,10 @@ def label(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
         segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
         concurrency=concurrency, prompt=prompt, max_side=max_side, trim_to_shortest=trim_to_shortest,
-        max_failure_rate=max_failure_rate, restart=restart, retry_parse_errors=retry_parse_errors,
+        max_failure_rate=max_failure_rate, restart=restart, retry_parse_errors=retry_parse_errors, judge=judge,
+        api=api, api_key_env=api_key_env, samples=samples, max_rps=max_rps, frames_as=frames_as,
+        tie_margin=tie_margin, score_scale=score_scale, score_weights=_floats("--score-weights", score_weights),
+        price_in=price_in, price_out=price_out, judges=judges, combine=combine,
     )  # fmt: skip
     if show_prompt:
         _show_prompt(cfg)
@@ -95,6 +114,15 @@ def label(
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))
+
+
+def _floats(flag: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise DenseDPOError(f"{flag} must be comma-separated numbers such as 1,1,1; got {text!r}.") from None
 
 
 def failure_message(summary: dict, max_failure_rate: float) -> str:
@@ -120,6 +148,10 @@ def _show_prompt(cfg) -> None:
     n = len(sample_frame_indices(seg, plan.info.fps, cfg.sample_fps))
     msg = build_messages(p, plan.prompt, [f"<frame {i}>" for i in range(n)], [f"<frame {i}>" for i in range(n)])
     parts = [c["text"] if c["type"] == "text" else c["image_url"]["url"] for c in msg[0]["content"]]
+    if cfg.frames_as == "video":
+        parts = [x for x in parts if not x.startswith("<frame ")]
+        parts.insert(1, f"<video: {n} frames>")
+        parts.insert(3, f"<video: {n} frames>")
     console.print(f"[bold]{p.name}[/] (sha256 {p.sha256[:12]}), choices {list(p.choices)}; pair {plan.pair_id}:")
     print("\n".join(parts))
 

@@ -35,10 +35,34 @@ def print_label_summary(s: dict, out: Path) -> None:
             "mean confidence": s["mean_confidence"],
             "order agreement": s["order_agreement_rate"],
             "requests sent": s["requests_sent"],
+            "images sent": s.get("images_sent", "–"),
             "segments/s": s["segments_per_s"],
             "judge": s["judge_model"],
         },
     )
+    judges = s.get("judges") or {}
+    if len(judges) > 1 or any("prompt_tokens" in j for j in judges.values()):
+        print_judges_table(judges)
+
+
+def print_judges_table(judges: dict[str, dict]) -> None:
+    """One row per judge (and the jury): coverage, agreement, this run's requests, images, tokens, cost."""
+    from rich.table import Table
+
+    t = Table(title="judges")
+    for col in ("judge", "kind", "coverage", "order agreement", "requests", "images", "prompt tokens",
+                "completion tokens", "cost (est.)", "confidence from"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("judge", "kind", "confidence from") else "right")
+
+    def num(v, fmt="{:,}"):
+        return "–" if v is None or (isinstance(v, float) and v != v) else fmt.format(v)
+
+    for name, j in judges.items():
+        t.add_row(name, j.get("kind", ""), num(j.get("coverage"), "{:.3f}"),
+                  num(j.get("order_agreement_rate"), "{:.3f}"), num(j.get("requests")), num(j.get("images")),
+                  num(j.get("prompt_tokens")), num(j.get("completion_tokens")), num(j.get("cost_usd"), "${:.4f}"),
+                  j.get("confidence_from") or "")  # fmt: skip
+    Console().print(t)
 
 
 def print_generate_summary(r) -> None:

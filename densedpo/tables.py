@@ -15,7 +15,7 @@ import pandas as pd
 
 from densedpo.errors import TableError
 
-SCHEMA_VERSION = 2  # v2: labels gained answer_ab, answer_ba, judge, annotator (v1 tables still read)
+SCHEMA_VERSION = 2  # v2: labels gained answer_ab, answer_ba, judge, annotator, score_a, score_b (v1 still read)
 _META_TABLE = b"densedpo.table"
 _META_VERSION = b"densedpo.schema_version"
 
@@ -118,6 +118,8 @@ LABELS = Schema(
         Column("answer_ba", "str", required=False, nullable=True, doc="position chosen with video_b shown first"),
         Column("judge", "str", required=False, nullable=True, doc="judge configuration id (model, kind, prompt)"),
         Column("annotator", "str", required=False, nullable=True, doc="who labeled a human row"),
+        Column("score_a", "float", required=False, nullable=True, doc="a scorer judge's score of video_a"),
+        Column("score_b", "float", required=False, nullable=True, doc="a scorer judge's score of video_b"),
     ),
     key=("pair_id", "segment_idx"),
     optional_key=("judge", "annotator"),

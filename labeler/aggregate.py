@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pandas as pd
@@ -26,11 +27,9 @@ def aggregate_segment(ab: OrderResult, ba: OrderResult, min_confidence: float) -
     p_a, p_b and p_tie are the averages of both orders.
     """
     raw = f"ab: {ab.raw_response} | ba: {ba.raw_response}"
-    for status in ("request_error", "parse_error"):
-        bad = [r for r in (ab, ba) if r.status == status]
-        if bad:
-            error = "; ".join(f"{r.order}: {r.error}" for r in bad)
-            return _row(None, None, None, None, None, None, status, error, raw)
+    failed = _failed([ab, ba], raw)
+    if failed:
+        return failed
     p_a = (ab.p_a + ba.p_a) / 2
     p_b = (ab.p_b + ba.p_b) / 2
     p_tie = (ab.p_tie + ba.p_tie) / 2
@@ -41,6 +40,84 @@ def aggregate_segment(ab: OrderResult, ba: OrderResult, min_confidence: float) -
     if confidence < min_confidence:
         return _row("tie", p_a, p_b, p_tie, confidence, True, "low_confidence", None, raw)
     return _row(ab.answer, p_a, p_b, p_tie, confidence, True, "ok", None, raw)
+
+
+def _failed(results: list[OrderResult], raw: str) -> dict | None:
+    """The row of a segment with a request or parse error among its answers (request errors first), else None."""
+    for status in ("request_error", "parse_error"):
+        bad = [r for r in results if r.status == status]
+        if bad:
+            error = "; ".join(f"{r.order}: {r.error}" for r in bad)
+            return _row(None, None, None, None, None, None, status, error, raw)
+    return None
+
+
+def score_probabilities(difference: float, tie_margin: float, scale: float) -> tuple[float, float, float]:
+    """(p_a, p_b, p_tie) from a scorer's score difference d = score_a - score_b (Rao-Kupper ties).
+
+    p_a = sigmoid((d - m) / s), p_b = sigmoid((-d - m) / s), p_tie = 1 - p_a - p_b, with m the tie margin and s
+    the score scale. So a wins exactly when d > m (p_a > 1/2), b when d < -m, and inside the margin p_tie takes
+    what neither side claims; with m = 0 there are no ties and p_a = sigmoid(d / s) (Bradley-Terry).
+    """
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+    p_a = sigmoid((difference - tie_margin) / scale)
+    p_b = sigmoid((-difference - tie_margin) / scale)
+    return p_a, p_b, max(0.0, 1.0 - p_a - p_b)
+
+
+def aggregate_scores(a: OrderResult, b: OrderResult, tie_margin: float, scale: float, min_confidence: float) -> dict:
+    """One labels row's judgement fields from a scorer's scores of the segment's two videos.
+
+    Preference a when score_a - score_b > tie_margin, b when below -tie_margin, else tie; probabilities and the
+    confidence (the chosen answer's probability) from score_probabilities; below min_confidence a decided segment
+    becomes low_confidence (a tie), as for chat judges. No order is involved, so order_agreement is null.
+    """
+    raw = f"a: {a.score} | b: {b.score}"
+    failed = _failed([a, b], raw)
+    if failed:
+        return failed
+    d = a.score - b.score
+    p_a, p_b, p_tie = score_probabilities(d, tie_margin, scale)
+    preference = "a" if d > tie_margin else "b" if d < -tie_margin else "tie"
+    confidence = {"a": p_a, "b": p_b, "tie": p_tie}[preference]
+    if preference != "tie" and confidence < min_confidence:
+        return _row("tie", p_a, p_b, p_tie, confidence, None, "low_confidence", None, raw)
+    return _row(preference, p_a, p_b, p_tie, confidence, None, "ok", None, raw)
+
+
+JURY_RULES = ("mean", "majority")
+
+
+def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> dict:
+    """A jury's row from its judges' rows of one segment ({judge id: row}).
+
+    - mean (default): the preference is the argmax of the judges' mean (p_a, p_b, p_tie);
+    - majority: the preference most judges gave (their filtered preference; equal top counts give tie).
+    The confidence is the judges' agreement: the share of judges whose own preference is the jury's. Judges
+    whose row failed are left out; when all failed, the row fails as the first did. Below min_confidence the
+    jury's answer becomes low_confidence (a tie).
+    """
+    if rule not in JURY_RULES:
+        raise ValueError(f"rule must be one of {JURY_RULES}, got {rule!r}")
+    raw = " | ".join(f"{j}: {r['preference']}" for j, r in rows.items())
+    voting = [r for r in rows.values() if r["status"] not in ("request_error", "parse_error")]
+    if not voting:
+        first = next(iter(rows.values()))
+        return _row(None, None, None, None, None, None, first["status"], first["error"], raw)
+    mean = {k: sum(r[k] for r in voting) / len(voting) for k in ("p_a", "p_b", "p_tie")}
+    prefs = [r["preference"] for r in voting]
+    if rule == "mean":
+        preference = max(("a", "b", "tie"), key=lambda p: (mean[f"p_{p}"], p == "tie"))
+    else:
+        counts = Counter(prefs).most_common()
+        preference = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else "tie"
+    agreement = sum(p == preference for p in prefs) / len(prefs)
+    status = "ok" if agreement >= min_confidence or preference == "tie" else "low_confidence"
+    return _row(preference if status == "ok" else "tie", mean["p_a"], mean["p_b"], mean["p_tie"], agreement, None,
+                status, None, raw)  # fmt: skip
 
 
 def _row(preference, p_a, p_b, p_tie, confidence, agreement, status, error, raw) -> dict:

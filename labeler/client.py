@@ -1,4 +1,5 @@
-"""An async client for one or more OpenAI-compatible VLM servers (vLLM), shared by load, with retries.
+"""An async client for one or more OpenAI-compatible servers (vLLM, hosted APIs), shared by load, with retries,
+an optional request rate cap and an API key that never leaves the Authorization header.
 
 aiohttp rather than httpx: at 32+ requests in flight httpx's connection pool spent more CPU per request than
 the whole rest of the labeler (see docs/benchmarks.md), and on a CPU box that CPU is taken from the server.
@@ -40,8 +41,10 @@ class _Server:
 class ServerPool:
     """Sends each request to the live server with the fewest requests in flight.
 
-    Retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter; a server that
-    refuses connections is skipped for a while so its requests go elsewhere.
+    Retries connection errors, timeouts, 429 and 5xx with exponential backoff and jitter (a Retry-After header
+    is believed, up to a minute); a server that refuses connections is skipped for a while so its requests go
+    elsewhere. `max_rps` spaces request starts (retries included) across the pool. `api_key` is sent as a bearer
+    token and masked out of every error and body this pool returns.
     """
 
     def __init__(
@@ -52,9 +55,15 @@ class ServerPool:
         max_retries: int = 4,
         backoff_s: float = 0.5,
         max_connections: int = 256,
+        max_rps: float | None = None,
+        api_key: str | None = None,
     ):
         if not urls:
             raise ValueError("at least one server URL is needed")
+        self.max_rps = max_rps
+        self._next_start = 0.0
+        self._api_key = api_key
+        self.status_counts: dict[int, int] = {}  # HTTP statuses seen (e.g. how many 429s)
         self.servers = [_Server(u.rstrip("/").removesuffix("/v1")) for u in urls]
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -68,9 +77,11 @@ class ServerPool:
 
     async def __aenter__(self) -> ServerPool:
         # The session binds to the running event loop, so it is made here rather than in __init__.
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
         self._http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=10.0),
             connector=aiohttp.TCPConnector(limit=self.max_connections),
+            headers=headers,
         )
         return self
 
@@ -98,13 +109,30 @@ class ServerPool:
                 models = models if models is not None else ids
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
                 s.down_until = time.monotonic() + 5.0
-                errors.append(f"{s.url} ({type(e).__name__}: {e})")
+                errors.append(self.redact(f"{s.url} ({type(e).__name__}: {e})"))
         if models is None:
             raise DenseDPOError(
                 f"no VLM server answered at {', '.join(errors)}. Start one (e.g. `vllm serve MODEL`) and pass its "
                 "URL with --server, or omit --server and pass --model to let densedpo start vLLM itself."
             )
         return models
+
+    def redact(self, text: str | None) -> str | None:
+        """`text` with the API key masked (some endpoints echo part of a bad key)."""
+        if text is None or not self._api_key:
+            return text
+        text = text.replace(self._api_key, "***")
+        return text.replace(self._api_key[-8:], "***") if len(self._api_key) >= 16 else text
+
+    async def _pace(self) -> None:
+        """Wait for this request's start slot under max_rps."""
+        if not self.max_rps:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_start)
+        self._next_start = start + 1.0 / self.max_rps
+        if start > now:
+            await asyncio.sleep(start - now)
 
     def _pick(self) -> _Server:
         now = time.monotonic()
@@ -118,6 +146,7 @@ class ServerPool:
         last_error, last_body, retry_after = "no attempt made", None, None
         headers = {"X-Request-Id": request_id} if request_id else None
         for attempt in range(self.max_retries + 1):
+            await self._pace()
             server = self._pick()
             wait = server.down_until - time.monotonic()
             if wait > 0:
@@ -135,13 +164,14 @@ class ServerPool:
                 last_error, last_body = f"{server.url}: {type(e).__name__}: {e}".rstrip(": "), None
             else:
                 server.consecutive_failures = 0
+                self.status_counts[status] = self.status_counts.get(status, 0) + 1
                 if status == 200:
                     server.latencies_s.append(time.perf_counter() - t0)
                     try:
                         return json.loads(text)
                     except ValueError as e:
-                        raise RequestFailed(f"{server.url}: response is not JSON", text[:2000]) from e
-                last_error, last_body = f"{server.url}: HTTP {status}", text[:2000]
+                        raise RequestFailed(f"{server.url}: response is not JSON", self.redact(text[:2000])) from e
+                last_error, last_body = f"{server.url}: HTTP {status}", self.redact(text[:2000])
                 if status not in RETRYABLE_STATUS:
                     raise RequestFailed(last_error, last_body)
             finally:

@@ -1,8 +1,9 @@
-"""`densedpo label`: aligned pairs -> one preference row per (pair, segment), judged by a VLM over HTTP.
+"""`densedpo label`: aligned pairs -> one preference row per (pair, segment, judge), judged over HTTP.
 
 label_pairs() reads top to bottom: 1 plan (validate pairs, cut segments), 2 resume (journal), 3 start or
-reach the servers and check they constrain answers, 4 ask both orders of every segment, 5 aggregate and
-write labels.parquet, 6 summarise.
+reach the servers and check each judge's server answers as it needs, 4 ask every unit (both orders for a chat
+judge, each video for a scorer) of every segment, frames decoded once for all judges, 5 aggregate (and combine
+a jury) and write labels.parquet, 6 summarise. What differs between judges lives in labeler/judges/.
 """
 
 from __future__ import annotations
@@ -24,19 +25,22 @@ import pandas as pd
 from densedpo.errors import DenseDPOError
 from densedpo.tables import LABEL_STATUSES, LABELS, PAIRS, read_table, resolve_path, write_table
 from densedpo.video import VideoInfo, probe, read_frames
-from labeler.aggregate import aggregate_segment, decided
+from labeler.aggregate import JURY_RULES, combine_judges, decided
 from labeler.client import RequestFailed, ServerPool
 from labeler.journal import Journal, journal_path_for, read_journal
-from labeler.parse import OrderResult, chosen_position, parse_response
-from labeler.prompts import DEFAULT_PROMPT, Prompt, load_prompt
+from labeler.judges import Judge, JudgeSpec, load_jury, make_judge
+from labeler.judges.chat import build_body, build_messages  # noqa: F401  (the request layout, re-exported)
+from labeler.judges.score import POOLING_ARGS
+from labeler.parse import OrderResult
+from labeler.prompts import DEFAULT_PROMPT
 from labeler.segments import Segment, sample_frame_indices, segment_bounds
 
 ORDERS = ("ab", "ba")
+JURY = "jury"  # the judge id of a jury's combined rows
 
 
 class LabelingStopped(DenseDPOError):
     """The caller's should_stop() turned true: finished work is journaled, no table was written."""
-PROBE_TEXT = "Ignore everything else and reply with the single word banana."
 
 
 @dataclass
@@ -61,10 +65,23 @@ class LabelConfig:
     max_model_len: int | None = None
     restart: bool = False
     retry_parse_errors: bool = False
+    # the judge (labeler/judges/): these flags make one judge; --judges YAML makes a jury of several
+    judge: str = "chat"  # chat | score
+    api: str = "vllm"  # vllm | openai | transformers (a scorer in-process)
+    api_key_env: str | None = None
+    samples: int = 0
+    max_rps: float | None = None
+    frames_as: str = "images"
+    tie_margin: float = 0.0
+    score_scale: float = 1.0
+    score_weights: list[float] | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    judges: Path | None = None
+    combine: str | None = None  # a jury's rule (mean | majority); default: the YAML's, else mean
 
     def check(self) -> None:
-        if not self.server and not self.model:
-            raise DenseDPOError("pass --server URL of a running VLM server, or --model to let densedpo start vLLM.")
+        self.judge_specs()
         for name in ("segment_seconds", "sample_fps", "max_side", "concurrency", "top_logprobs"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):  # NaN fails `> 0`; inf would never end a segment
@@ -75,6 +92,25 @@ class LabelConfig:
             raise DenseDPOError(f"--max-failure-rate must lie in [0, 1], got {self.max_failure_rate}.")
         if self.top_logprobs < 3:
             raise DenseDPOError("--top-logprobs must be at least 3 (one per choice).")
+        if self.combine is not None and self.combine not in JURY_RULES:
+            raise DenseDPOError(f"--combine must be one of {', '.join(JURY_RULES)}, got {self.combine!r}.")
+
+    def judge_spec(self) -> JudgeSpec:
+        """The one judge the flags describe."""
+        return JudgeSpec(kind=self.judge, api=self.api, server=list(self.server), model=self.model, prompt=self.prompt,
+                         api_key_env=self.api_key_env, samples=self.samples, max_rps=self.max_rps,
+                         frames_as=self.frames_as, top_logprobs=self.top_logprobs, tie_margin=self.tie_margin,
+                         score_scale=self.score_scale, score_weights=self.score_weights, price_in=self.price_in,
+                         price_out=self.price_out)  # fmt: skip
+
+    def judge_specs(self) -> tuple[list[JudgeSpec], str]:
+        """(the judges, the jury's rule): one judge from the flags, or the --judges file's (flags as defaults)."""
+        if self.judges is None:
+            spec = self.judge_spec()
+            spec.check("label")
+            return [spec], self.combine or "mean"
+        specs, rule = load_jury(self.judges, self.judge_spec())
+        return specs, self.combine or rule
 
 
 @dataclass
@@ -149,13 +185,17 @@ def _desc(i: VideoInfo) -> str:
     return f"{i.num_frames} frames at {i.fps:g} fps, {i.width}x{i.height}"
 
 
-def request_id(pair_id: str, segment_idx: int, order: str) -> str:
-    return f"{pair_id}:{segment_idx}:{order}"
+def request_id(pair_id: str, segment_idx: int, unit: str) -> str:
+    return f"{pair_id}:{segment_idx}:{unit}"
+
+
+def frames_per_video(plans: list[PairPlan], sample_fps: float) -> int:
+    """The most frames one video of a segment shows."""
+    return max(len(sample_frame_indices(s, p.info.fps, sample_fps)) for p in plans for s in p.segments)
 
 
 def max_images_per_request(plans: list[PairPlan], sample_fps: float) -> int:
-    most = max(len(sample_frame_indices(s, p.info.fps, sample_fps)) for p in plans for s in p.segments)
-    return 2 * most
+    return 2 * frames_per_video(plans, sample_fps)
 
 
 # ---------------------------------------------------------------------------------------------- frames
@@ -185,63 +225,44 @@ def prepare_pair(plan: PairPlan, segments: list[Segment], cfg: LabelConfig) -> d
     return out
 
 
-def build_messages(prompt: Prompt, caption: str, first: list[str], second: list[str]) -> list[dict]:
-    """One user message: intro, the first video's frames, the bridge, the second video's frames, the question."""
-    intro, between, question = prompt.render(caption, len(first), len(second))
-
-    def images(urls: list[str]) -> list[dict]:
-        return [{"type": "image_url", "image_url": {"url": u}} for u in urls]
-
-    content = [{"type": "text", "text": intro}, *images(first), {"type": "text", "text": between},
-               *images(second), {"type": "text", "text": question}]  # fmt: skip
-    return [{"role": "user", "content": content}]
-
-
-def build_body(model: str, messages: list[dict], choices: tuple[str, ...], max_tokens: int, top_logprobs: int) -> dict:
-    # `structured_outputs` is vLLM's current field; the older `guided_choice` is accepted and silently ignored.
-    return {
-        "model": model,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "logprobs": True,
-        "top_logprobs": top_logprobs,
-        "structured_outputs": {"choice": list(choices)},
-    }
-
 
 # ---------------------------------------------------------------------------------------------- 3. servers
 
 
-async def check_constrained(pool: ServerPool, model: str, prompt: Prompt, top_logprobs: int) -> int:
-    """Fail loudly unless the server constrains answers to the prompt's choices; return max_tokens to use.
+def start_servers(specs: list[JudgeSpec], plans: list[PairPlan], cfg: LabelConfig, stack: contextlib.ExitStack,
+                  console) -> list[list[str]]:  # fmt: skip
+    """Server URLs per judge: its --server, or an embedded vLLM started once per (model, kind) of the jury."""
+    started: dict[tuple[str, str], str] = {}
+    urls = []
+    for spec in specs:
+        if spec.server or spec.api == "transformers":
+            urls.append(list(spec.server))
+            continue
+        key = (spec.model, spec.kind)
+        if key not in started:
+            from labeler.vllm_server import managed_vllm
 
-    The probe asks for a word outside the choices: a server that ignores the constraint (an old request field,
-    another backend) answers something else, which we refuse to label with.
-    """
-    token_ids = await asyncio.gather(*(pool.tokenize(model, c) for c in prompt.choices))
-    if all(token_ids):
-        firsts = [t[0] for t in token_ids]
-        if len(set(firsts)) != len(firsts):
-            raise DenseDPOError(
-                f"the choices {list(prompt.choices)} start with the same token for {model}; confidence from "
-                "first-token logprobs needs distinct first tokens: edit the prompt's choices."
-            )
-        max_tokens = max(len(t) for t in token_ids) + 2
-    else:
-        max_tokens = 16
-    body = build_body(model, [{"role": "user", "content": PROBE_TEXT}], prompt.choices, max_tokens, top_logprobs)
-    try:
-        resp = await pool.post("/v1/chat/completions", body, request_id="densedpo-probe")
-    except RequestFailed as e:
-        raise DenseDPOError(f"the probe request to {pool.urls[0]} failed: {e}. Body: {(e.body or '')[:300]}") from e
-    result = parse_response(resp, "probe", "ab", prompt.choices)
-    if result.status != "ok":
-        raise DenseDPOError(
-            f"the VLM server does not constrain answers to {list(prompt.choices)} ({result.error}); densedpo needs "
-            "vLLM with `structured_outputs` support (vLLM >= 0.10) and logprobs enabled."
-        )
-    return max_tokens
+            video = any(s.frames_as == "video" for s in specs if (s.model, s.kind) == key and not s.server)
+            per_video = frames_per_video(plans, cfg.sample_fps)
+            log = cfg.out.with_name(cfg.out.name + (f".vllm{len(started)}" if started else ".vllm") + ".log")
+            runner = " (pooling runner)" if spec.kind == "score" else ""
+            console.print(f"starting vLLM for {spec.model}{runner} (log: {log}) ...")
+            started[key] = stack.enter_context(managed_vllm(
+                spec.model, log_path=log, max_images=per_video * (1 if spec.kind == "score" else 2),
+                max_videos=2 if video else 0, max_model_len=cfg.max_model_len,
+                extra_args=POOLING_ARGS if spec.kind == "score" else ()))  # fmt: skip
+        urls.append([started[key]])
+    return urls
+
+
+def open_pool(spec: JudgeSpec, urls: list[str], cfg: LabelConfig):
+    """The judge's connection: a ServerPool over its servers (with its key and rate), or an in-process scorer."""
+    if spec.api == "transformers":
+        from labeler.judges.reward_hf import LocalScorer
+
+        return LocalScorer(spec.model)
+    return ServerPool(urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries,
+                      backoff_s=cfg.retry_backoff_s, max_rps=spec.max_rps, api_key=spec.api_key())  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- 4. ask
@@ -252,8 +273,10 @@ class _Request:
     request_id: str
     pair_idx: int
     segment_idx: int
-    order: str
+    judge_idx: int
+    unit: str
     body: dict | None
+    images: int = 0
     error: str | None = None  # frame preparation failed
 
 
@@ -263,8 +286,17 @@ class LabelHooks:
 
     should_stop: Callable[[], bool] = lambda: False  # checked before each request; True stops promptly
     on_progress: Callable[[int, int], None] | None = None  # (segments done, segments total)
-    on_request: Callable[[str, float], None] | None = None  # (order status, latency in seconds)
+    on_request: Callable[[str, float], None] | None = None  # (answer status, latency in seconds)
     on_planned: Callable[[], None] | None = None  # every pair validated; nothing asked or written yet
+
+
+@dataclass
+class JudgeStats:
+    requests: int = 0
+    images: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: int = 0  # answers that carried token counts
 
 
 @dataclass
@@ -272,36 +304,45 @@ class RunStats:
     requests_sent: int = 0
     prep_s: float = 0.0
     segments_prepared: int = 0
+    judges: dict[str, JudgeStats] = field(default_factory=dict)
+
+    def count(self, judge: str, req: _Request, result: OrderResult) -> None:
+        s = self.judges.setdefault(judge, JudgeStats())
+        s.requests += 1
+        s.images += req.images
+        if result.prompt_tokens is not None:
+            s.usage_reported += 1
+            s.prompt_tokens += result.prompt_tokens
+            s.completion_tokens += result.completion_tokens or 0
 
 
 async def ask_all(
     cfg: LabelConfig,
     plans: list[PairPlan],
-    todo: list[list[tuple[Segment, str]]],
-    pool: ServerPool,
-    model: str,
-    prompt: Prompt,
-    max_tokens: int,
+    todo: list[list[tuple[Segment, int, str]]],
+    judges: list[Judge],
+    pools: list,
     journal: Journal,
     on_result: Callable[[_Request, OrderResult], None],
     stats: RunStats,
     hooks: LabelHooks | None = None,
-) -> dict[str, OrderResult]:
-    """Ask every (segment, order) in `todo`; journal answers, return this run's request errors.
+) -> dict[tuple[str, str], OrderResult]:
+    """Ask every (segment, judge, unit) in `todo`; journal answers, return this run's request errors.
 
     Frame preparation runs in threads a few pairs ahead of the requests, so the servers never wait on
-    decoding; at most `cfg.concurrency` requests are in flight.
+    decoding; each frame is decoded and encoded once and the same bytes go to every judge and order (so vLLM's
+    multimodal caches can hit); at most `cfg.concurrency` requests are in flight.
     """
     hooks = hooks or LabelHooks()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Request | None] = asyncio.Queue(maxsize=2 * cfg.concurrency)
-    failures: dict[str, OrderResult] = {}
+    failures: dict[tuple[str, str], OrderResult] = {}
     transport_failures = 0
     executor = ThreadPoolExecutor(max_workers=2)
 
     def prep(i: int) -> tuple[dict | None, str | None, float]:
         t0 = time.perf_counter()
-        segments = sorted({s for s, _ in todo[i]}, key=lambda s: s.segment_idx)
+        segments = sorted({s for s, _, _ in todo[i]}, key=lambda s: s.segment_idx)
         try:
             return prepare_pair(plans[i], segments, cfg), None, time.perf_counter() - t0
         except DenseDPOError as e:
@@ -325,45 +366,51 @@ async def ask_all(
     async def emit(i: int, fut) -> None:
         urls, error, seconds = await fut
         stats.prep_s += seconds
-        stats.segments_prepared += len({s.segment_idx for s, _ in todo[i]})
+        stats.segments_prepared += len({s.segment_idx for s, _, _ in todo[i]})
         plan = plans[i]
-        for seg, order in todo[i]:
-            rid = request_id(plan.pair_id, seg.segment_idx, order)
-            body = None
+        frames: dict[int, tuple[list[str], list[str]]] = {}
+        for seg, j, unit in todo[i]:
+            rid = request_id(plan.pair_id, seg.segment_idx, unit)
+            body, images = None, 0
             if urls is not None:
-                idx = sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)
-                first, second = (urls["a"], urls["b"]) if order == "ab" else (urls["b"], urls["a"])
-                msgs = build_messages(prompt, plan.prompt, [first[k] for k in idx], [second[k] for k in idx])
-                body = build_body(model, msgs, prompt.choices, max_tokens, cfg.top_logprobs)
-            await queue.put(_Request(rid, i, seg.segment_idx, order, body, error))
+                if seg.segment_idx not in frames:
+                    idx = sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)
+                    frames[seg.segment_idx] = ([urls["a"][k] for k in idx], [urls["b"][k] for k in idx])
+                frames_a, frames_b = frames[seg.segment_idx]
+                body = judges[j].request(unit, plan.prompt, frames_a, frames_b)
+                images = judges[j].images_per_request(len(frames_a))
+            await queue.put(_Request(rid, i, seg.segment_idx, j, unit, body, images, error))
 
     async def worker() -> None:
         nonlocal transport_failures
         while (req := await queue.get()) is not None:
             if hooks.should_stop():
                 continue
+            judge, pool = judges[req.judge_idx], pools[req.judge_idx]
             if req.body is None:
-                result = OrderResult(req.request_id, req.order, "request_error", error=req.error)
-                failures[req.request_id] = result
+                result = OrderResult(req.request_id, req.unit, "request_error", error=req.error, judge=judge.id)
+                failures[result.key] = result
                 on_result(req, result)
                 continue
             stats.requests_sent += 1
             t0 = time.perf_counter()
             try:
-                resp = await pool.post("/v1/chat/completions", req.body, request_id=req.request_id)
+                resp = await pool.post(judge.path, req.body, request_id=req.request_id)
             except RequestFailed as e:
-                result = OrderResult(req.request_id, req.order, "request_error", raw_response=e.body, error=str(e))
-                failures[req.request_id] = result
+                result = OrderResult(req.request_id, req.unit, "request_error", raw_response=e.body, error=str(e),
+                                     judge=judge.id)  # fmt: skip
+                failures[result.key] = result
                 transport_failures = transport_failures + 1 if e.body is None else 0
                 if transport_failures >= max(4, cfg.concurrency):
                     raise DenseDPOError(
-                        f"the VLM server(s) {', '.join(pool.urls)} stopped answering ({e}). Every answered request "
+                        f"the server(s) {', '.join(pool.urls)} stopped answering ({e}). Every answered request "
                         f"is saved in {journal.path}: rerun the same command to resume."
                     ) from e
             else:
                 transport_failures = 0
-                result = parse_response(resp, req.request_id, req.order, prompt.choices)
+                result = judge.read(resp, req.request_id, req.unit)
                 journal.append(result)
+            stats.count(judge.id, req, result)
             if hooks.on_request:
                 hooks.on_request(result.status, time.perf_counter() - t0)
             on_result(req, result)
@@ -394,25 +441,32 @@ async def _gather_or_cancel(tasks: list[asyncio.Task]) -> None:
 
 
 def assemble_rows(
-    plans: list[PairPlan], results: dict[str, OrderResult], cfg: LabelConfig, model: str, prompt: Prompt,
-    skip_missing: bool = False,
+    plans: list[PairPlan], results: dict[tuple[str, str], OrderResult], cfg: LabelConfig, judges: list[Judge],
+    rule: str = "mean", skip_missing: bool = False,
 ) -> pd.DataFrame:
-    """One row per segment; with skip_missing, only segments whose two orders are both answered (a partial table)."""
+    """One row per segment and judge, plus a jury row per segment when there are several judges; with
+    skip_missing, only segments whose every answer is in (a partial table)."""
     rows = []
     for plan in plans:
         for seg in plan.segments:
-            ab = results.get(request_id(plan.pair_id, seg.segment_idx, "ab"))
-            ba = results.get(request_id(plan.pair_id, seg.segment_idx, "ba"))
-            if skip_missing and (ab is None or ba is None):
+            answers = [{u: results.get((j.id, request_id(plan.pair_id, seg.segment_idx, u))) for u in j.units}
+                       for j in judges]  # fmt: skip
+            if skip_missing and any(r is None for a in answers for r in a.values()):
                 continue
-            rows.append({
-                "pair_id": plan.pair_id, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
-                "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s,
-                **aggregate_segment(ab, ba, cfg.min_confidence),
-                "judge_model": model, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
-                "answer_ab": chosen_position(ab), "answer_ba": chosen_position(ba),
-            })  # fmt: skip
-    return pd.DataFrame(rows, columns=[c for c in LABELS.names if c not in ("judge", "annotator")])
+            base = {"pair_id": plan.pair_id, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
+                    "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s}  # fmt: skip
+            judged = {}
+            for judge, a in zip(judges, answers):
+                judged[judge.id] = judge.combine(a, cfg.min_confidence)
+                prompt = getattr(judge, "prompt", None)
+                rows.append({**base, **judged[judge.id], "judge_model": judge.model,
+                             "prompt_name": prompt and prompt.name, "prompt_sha256": prompt and prompt.sha256,
+                             **judge.answer_columns(a), "judge": judge.id})  # fmt: skip
+            if len(judges) > 1:
+                rows.append({**base, **combine_judges(judged, rule, cfg.min_confidence),
+                             "judge_model": f"jury ({rule} of {len(judges)})", "judge": JURY})  # fmt: skip
+    table = pd.DataFrame(rows, columns=[c for c in LABELS.names if c != "annotator"])
+    return table.drop(columns=[c for c in ("score_a", "score_b") if table[c].isna().all()])
 
 
 def summarize(labels: pd.DataFrame) -> dict:
@@ -432,6 +486,29 @@ def summarize(labels: pd.DataFrame) -> dict:
         "order_agreement_rate": float(agreement.mean()) if len(agreement) else math.nan,
         "failure_rate": failed / n if n else 0.0,
     }
+
+
+def cost_usd(prompt_tokens: float, completion_tokens: float, spec: JudgeSpec) -> float:
+    """Estimated cost at the spec's prices (USD per million tokens)."""
+    return (prompt_tokens * (spec.price_in or 0) + completion_tokens * (spec.price_out or 0)) / 1e6
+
+
+def judge_summaries(labels: pd.DataFrame, judges: list[Judge], stats: RunStats) -> dict[str, dict]:
+    """Per judge (and the jury): its table figures, and this run's requests, images, tokens and estimated cost."""
+    out = {}
+    for judge in judges:
+        s = stats.judges.get(judge.id, JudgeStats())
+        row = {**summarize(labels[labels["judge"] == judge.id]), "kind": judge.kind, "requests": s.requests,
+               "images": s.images, "confidence_from": getattr(judge, "confidence_from", None)}  # fmt: skip
+        if s.usage_reported:
+            row.update(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens)
+            spec = judge.spec
+            if spec.price_in is not None or spec.price_out is not None:
+                row["cost_usd"] = cost_usd(s.prompt_tokens, s.completion_tokens, spec)
+        out[judge.id] = row
+    if len(judges) > 1:
+        out[JURY] = {**summarize(labels[labels["judge"] == JURY]), "kind": "jury"}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -455,7 +532,7 @@ def _label_pairs(cfg: LabelConfig, console, progress: bool, hooks: LabelHooks | 
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    prompt = load_prompt(cfg.prompt)
+    specs, rule = cfg.judge_specs()
 
     # 1. Plan: validate every pair, cut segments.
     plans = plan_pairs(cfg)
@@ -464,26 +541,17 @@ def _label_pairs(cfg: LabelConfig, console, progress: bool, hooks: LabelHooks | 
     if hooks.on_planned:
         hooks.on_planned()
 
-    # 3. Servers: ours (embedded vLLM) or the user's; check they answer and constrain answers.
+    # 3. Servers: ours (embedded vLLM, one per model of the jury) or the user's.
     with contextlib.ExitStack() as stack:
-        urls = list(cfg.server)
-        if not urls:
-            from labeler.vllm_server import managed_vllm
-
-            log = cfg.out.with_name(cfg.out.name + ".vllm.log")
-            console.print(f"starting vLLM for {cfg.model} (log: {log}) ...")
-            urls = [stack.enter_context(managed_vllm(
-                cfg.model, log_path=log, max_images=max_images_per_request(plans, cfg.sample_fps),
-                max_model_len=cfg.max_model_len))]  # fmt: skip
-        result = asyncio.run(_label_async(cfg, plans, n_segments, urls, prompt, console, progress, hooks))
+        urls = start_servers(specs, plans, cfg, stack, console)
+        result = asyncio.run(_label_async(cfg, plans, n_segments, specs, rule, urls, console, progress, hooks))
     return result
 
 
-def fingerprint(cfg: LabelConfig, model: str, prompt: Prompt) -> dict:
+def fingerprint(cfg: LabelConfig, judges: list[Judge]) -> dict:
     """Settings that change what a request asks; a journal is only reused when they all match."""
     return {
-        "judge_model": model,
-        "prompt_sha256": prompt.sha256,
+        "judges": [j.fingerprint() for j in judges],
         "segment_seconds": cfg.segment_seconds,
         "sample_fps": cfg.sample_fps,
         "max_side": cfg.max_side,
@@ -492,34 +560,33 @@ def fingerprint(cfg: LabelConfig, model: str, prompt: Prompt) -> dict:
     }
 
 
-async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, hooks) -> LabelResult:
-    async with ServerPool(
-        urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries, backoff_s=cfg.retry_backoff_s
-    ) as pool:
-        served = await pool.check()
-        model = cfg.model or (served[0] if served else None)
-        if not model:
-            raise DenseDPOError(f"the server at {urls[0]} serves no model; pass --model.")
-        if cfg.model and served and cfg.model not in served:
-            raise DenseDPOError(f"--model {cfg.model!r} is not served at {urls[0]}; it serves {', '.join(served)}.")
-        max_tokens = await check_constrained(pool, model, prompt, cfg.top_logprobs)
+async def _label_async(cfg, plans, n_segments, specs, rule, urls, console, progress, hooks) -> LabelResult:
+    judges = [make_judge(s) for s in specs]
+    async with contextlib.AsyncExitStack() as pools_open:
+        pools = [await pools_open.enter_async_context(open_pool(s, u, cfg)) for s, u in zip(specs, urls)]
+        for judge, pool in zip(judges, pools):
+            await judge.start(pool)
+        ids = [j.id for j in judges]
+        twice = sorted({i for i in ids if ids.count(i) > 1} | ({JURY} & set(ids) if len(ids) > 1 else set()))
+        if twice:
+            raise DenseDPOError(f"--judges: two judges would share the id {twice[0]!r} (or use the jury's); give "
+                                "each a distinct `name:`.")  # fmt: skip
 
         # 2. Resume: skip every request already answered in the journal.
-        with Journal(journal_path_for(cfg.out), fingerprint(cfg, model, prompt), restart=cfg.restart) as journal:
+        with Journal(journal_path_for(cfg.out), fingerprint(cfg, judges), restart=cfg.restart) as journal:
             # Parse errors are journaled answers (at temperature 0 the same request gives the same answer), so
             # only --retry-parse-errors asks them again; the new answer supersedes the old line.
             redo = {"parse_error"} if cfg.retry_parse_errors else set()
-            answered = {rid for rid, r in journal.results.items() if r.status not in redo}
+            answered = {key for key, r in journal.results.items() if r.status not in redo}
             todo = [
-                [(s, o) for s in p.segments for o in ORDERS if request_id(p.pair_id, s.segment_idx, o) not in answered]
+                [(s, j, u) for s in p.segments for j, judge in enumerate(judges) for u in judge.units
+                 if (judge.id, request_id(p.pair_id, s.segment_idx, u)) not in answered]
                 for p in plans
             ]  # fmt: skip
             n_todo = sum(len(t) for t in todo)
-            segments_left = {(i, s.segment_idx): 0 for i, t in enumerate(todo) for s, _ in t}
-            for i, t in enumerate(todo):
-                for s, _ in t:
-                    segments_left[(i, s.segment_idx)] += 1
-            pairs_left = {i: len({s.segment_idx for s, _ in t}) for i, t in enumerate(todo) if t}
+            segments_left = Counter((i, s.segment_idx) for i, t in enumerate(todo) for s, _, _ in t)
+            pairs_left = {i: len({s.segment_idx for s, _, _ in t}) for i, t in enumerate(todo) if t}
+            n_asked = len(segments_left)
             stats = RunStats()
             t0 = time.perf_counter()
 
@@ -548,27 +615,28 @@ async def _label_async(cfg, plans, n_segments, urls, prompt, console, progress, 
                     bar.update(task, pairs=f"pairs {len(plans) - len(pairs_left)}/{len(plans)}",
                                rps=stats.requests_sent / elapsed)  # fmt: skip
 
-                failures = await ask_all(
-                    cfg, plans, todo, pool, model, prompt, max_tokens, journal, on_result, stats, hooks
-                )
+                failures = await ask_all(cfg, plans, todo, judges, pools, journal, on_result, stats, hooks)
             elapsed = time.perf_counter() - t0
             if hooks.should_stop():
                 raise LabelingStopped(f"stopped; answered requests are saved in {journal.path}.")
             results = {**journal.results, **failures}
+        latencies = [x for p in pools for x in p.latencies_s()]
 
     # 5. Aggregate and write (atomically).
-    labels = assemble_rows(plans, results, cfg, model, prompt)
-    write_table(labels, cfg.out, LABELS, extra_metadata={"judge_model": model, "prompt": prompt.name})
-    summary = summarize(labels)
-    lat = pool.latencies_s()
+    labels = assemble_rows(plans, results, cfg, judges, rule)
+    write_table(labels, cfg.out, LABELS, extra_metadata={"judges": ",".join(ids), "combine": rule})
+    main = labels[labels["judge"] == (JURY if len(judges) > 1 else judges[0].id)]
+    summary = summarize(main)
     summary.update(
         requests_sent=stats.requests_sent,
         requests_planned=n_todo,
+        images_sent=sum(s.images for s in stats.judges.values()),
         seconds=elapsed,
-        segments_per_s=len(segments_left) / elapsed if elapsed > 0 else math.nan,  # segments asked in this run
+        segments_per_s=n_asked / elapsed if elapsed > 0 else math.nan,  # segments asked in this run
         prep_ms_per_segment=1000 * stats.prep_s / max(stats.segments_prepared, 1),
-        mean_request_latency_ms=1000 * float(np.mean(lat)) if lat else math.nan,
-        judge_model=model,
+        mean_request_latency_ms=1000 * float(np.mean(latencies)) if latencies else math.nan,
+        judge_model=", ".join(ids) if len(judges) == 1 else f"jury ({rule}) of {', '.join(ids)}",
+        judges=judge_summaries(labels, judges, stats),
     )
     return LabelResult(labels=labels, out=cfg.out, summary=summary)
 
@@ -587,25 +655,57 @@ def _progress(console, enabled: bool):
     )
 
 
+def _bound_judges(cfg: LabelConfig, header: dict | None) -> list[Judge]:
+    """The run's judges, bound to the models their journal header names (no server needed)."""
+    specs, _ = cfg.judge_specs()
+    judges = [make_judge(s) for s in specs]
+    recorded = (header or {}).get("judges") or []
+    for judge, fp in zip(judges, recorded):
+        judge.bind(fp["model"])
+    return judges if len(recorded) == len(judges) else []
+
+
 def partial_labels(cfg: LabelConfig, plans: list[PairPlan] | None = None) -> pd.DataFrame | None:
     """The rows finished so far, from the journal of a run in progress (or stopped); None before any."""
     header, results = read_journal(journal_path_for(cfg.out))
-    if header is None:
+    judges = _bound_judges(cfg, header)
+    if not judges:
         return None
-    prompt = load_prompt(cfg.prompt)
-    rows = assemble_rows(plans or plan_pairs(cfg), results, cfg, header["judge_model"], prompt, skip_missing=True)
+    rule = cfg.judge_specs()[1]
+    rows = assemble_rows(plans or plan_pairs(cfg), results, cfg, judges, rule, skip_missing=True)
     return rows if len(rows) else None
 
 
 def dry_run_plan(cfg: LabelConfig) -> dict:
-    """What `label` would do, without any server: pairs, segments, requests, and how many the journal has."""
+    """What `label` would do, without any server: pairs, segments, requests and images per judge, how many the
+    journal has, and (where earlier answers reported usage) the tokens and cost still to spend."""
+    specs, _ = cfg.judge_specs()
     plans = plan_pairs(cfg)
-    _, done = read_journal(journal_path_for(cfg.out))
-    ids = {request_id(p.pair_id, s.segment_idx, o) for p in plans for s in p.segments for o in ORDERS}
-    return {
-        "pairs": len(plans),
-        "segments": sum(len(p.segments) for p in plans),
-        "requests": len(ids),
-        "already_journaled": len(ids & set(done)),
-        "images_per_request_max": max_images_per_request(plans, cfg.sample_fps),
-    }
+    header, done = read_journal(journal_path_for(cfg.out))
+    judges = _bound_judges(cfg, header)
+    n_segments = sum(len(p.segments) for p in plans)
+    plan = {"pairs": len(plans), "segments": n_segments, "requests": 0, "already_journaled": 0,
+            "images_per_request_max": 0}  # fmt: skip
+    for j, spec in enumerate(specs):
+        judge = judges[j] if judges else make_judge(spec)
+        ids = {(judge.id, request_id(p.pair_id, s.segment_idx, u)) for p in plans for s in p.segments
+               for u in judge.units}  # fmt: skip
+        answered = [done[k] for k in ids & set(done)]
+        name = judge.id or spec.name or f"{spec.kind}:{spec.model or 'served model'}"
+        plan["requests"] += len(ids)
+        plan["already_journaled"] += len(answered)
+        per_request = judge.images_per_request(frames_per_video(plans, cfg.sample_fps))
+        plan["images_per_request_max"] = max(plan["images_per_request_max"], per_request)
+        prefix = f"{name}: " if len(specs) > 1 else ""
+        plan[f"{prefix}requests left"] = len(ids) - len(answered)
+        plan[f"{prefix}images left (at most)"] = (len(ids) - len(answered)) * per_request
+        reported = [r for r in answered if r.prompt_tokens is not None]
+        if reported:
+            left = len(ids) - len(answered)
+            tokens_in = left * sum(r.prompt_tokens for r in reported) / len(reported)
+            tokens_out = left * sum(r.completion_tokens or 0 for r in reported) / len(reported)
+            plan[f"{prefix}prompt tokens left (est.)"] = round(tokens_in)
+            plan[f"{prefix}completion tokens left (est.)"] = round(tokens_out)
+            if spec.price_in is not None or spec.price_out is not None:
+                plan[f"{prefix}cost left (est., USD)"] = cost_usd(tokens_in, tokens_out, spec)
+    return plan

@@ -1,6 +1,7 @@
 """An append-only JSONL journal of finished requests, so a killed labeling run resumes where it stopped.
 
-Line 1 is a header with the settings fingerprint; every later line is one OrderResult. Lines are flushed as
+Line 1 is a header with the settings fingerprint (the judges and the frame settings); every later line is one
+OrderResult, keyed by (judge id, request id). Lines are flushed as
 they are written (a SIGKILL loses nothing that was written) and fsynced at most every `fsync_every_s`
 seconds. A truncated last line (power loss) is ignored on reading. Only answered requests are journaled:
 request errors are retried by the next run.
@@ -21,8 +22,8 @@ def journal_path_for(out: Path) -> Path:
     return out.with_name(out.name + ".journal.jsonl")
 
 
-def read_journal(path: Path) -> tuple[dict | None, dict[str, OrderResult]]:
-    """(fingerprint, results by request id); the last entry of an id wins, so duplicates cannot appear."""
+def read_journal(path: Path) -> tuple[dict | None, dict[tuple[str | None, str], OrderResult]]:
+    """(fingerprint, results by (judge, request id)); the last entry of a key wins, so duplicates cannot appear."""
     if not path.exists():
         return None, {}
     header, results = None, {}
@@ -42,7 +43,7 @@ def read_journal(path: Path) -> tuple[dict | None, dict[str, OrderResult]]:
                 r = OrderResult(**obj)
             except TypeError:
                 continue
-            results[r.request_id] = r
+            results[r.key] = r
     return header, results
 
 
@@ -71,7 +72,7 @@ class Journal:
     def append(self, result: OrderResult) -> None:
         self._f.write(result.to_json() + "\n")
         self._f.flush()
-        self.results[result.request_id] = result
+        self.results[result.key] = result
         if time.monotonic() - self._last_sync > self.fsync_every_s:
             os.fsync(self._f.fileno())
             self._last_sync = time.monotonic()

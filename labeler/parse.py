@@ -1,9 +1,10 @@
-"""Read one chat-completion response: the constrained answer and renormalised choice probabilities."""
+"""Read one judge response: the constrained answer and renormalised choice probabilities, or a score."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 
 # vLLM reports tokens masked by the grammar with a large negative logprob (-9999) rather than dropping them.
@@ -12,10 +13,14 @@ _MASKED_LOGPROB = -1000.0
 
 @dataclass(frozen=True)
 class OrderResult:
-    """The outcome of asking one order of one segment, in terms of the pair (a/b), not of positions."""
+    """The outcome of one request of one judge for one segment, in terms of the pair (a/b), not of positions.
 
-    request_id: str  # pair_id:segment_idx:ab|ba
-    order: str  # "ab" (video_a shown first) or "ba"
+    A chat judge asks per order ("ab": video_a shown first, "ba"); a scorer per video ("a", "b") and fills `score`.
+    The journal keys answers by (judge, request_id).
+    """
+
+    request_id: str  # pair_id:segment_idx:unit
+    order: str  # the unit: "ab" | "ba" (chat) or "a" | "b" (scorer)
     status: str  # ok | parse_error | request_error
     answer: str | None = None  # a | b | tie
     p_a: float | None = None
@@ -23,6 +28,10 @@ class OrderResult:
     p_tie: float | None = None
     raw_response: str | None = None
     error: str | None = None
+    judge: str | None = None  # the judge id (labels column `judge`)
+    score: float | None = None  # a scorer's score of one video segment
+    prompt_tokens: int | None = None  # as the endpoint reports usage
+    completion_tokens: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -30,6 +39,10 @@ class OrderResult:
     @classmethod
     def from_json(cls, line: str) -> OrderResult:
         return cls(**json.loads(line))
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.judge, self.request_id)
 
 
 def position_to_preference(order: str) -> dict[int, str]:
@@ -106,3 +119,61 @@ def parse_response(body: dict, request_id: str, order: str, choices: tuple[str, 
         p_tie=by_pref["tie"],
         raw_response=text,
     )
+
+
+_ANSWER_VALUE = re.compile(r'"answer"\s*:\s*"')
+
+
+def json_answer(content: str | None, choices: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """(choice, None) from a `{"answer": "<choice>"}` reply (OpenAI `response_format`), or (None, why not)."""
+    try:
+        value = json.loads(content or "")
+    except ValueError:
+        return None, f"answer {str(content)[:80]!r} is not JSON (is the endpoint honouring response_format?)"
+    answer = value.get("answer") if isinstance(value, dict) else None
+    if answer not in choices:
+        return None, f"answer {str(content)[:80]!r} is not one of {list(choices)} (is response_format honoured?)"
+    return answer, None
+
+
+def json_choice_probabilities(tokens: list[dict], content: str, choices: tuple[str, ...]) -> list[float] | None:
+    """Probabilities over `choices` at the token where the JSON answer's value begins, renormalised.
+
+    The reply is `{"answer":"<choice>"}`; the token covering the value's first character decides the choice. That
+    token may begin before the value (e.g. `":"f`): its alternatives must share that prefix, and what follows must
+    be a prefix of `<choice>"` (or extend it). Returns None when the tokens do not spell the content.
+    """
+    m = _ANSWER_VALUE.search(content)
+    if m is None or "".join(t.get("token", "") for t in tokens) != content:
+        return None
+    start, pos = m.end(), 0
+    for entry in tokens:
+        end = pos + len(entry.get("token", ""))
+        if end > start:
+            prefix = content[pos:start]
+            mass = [0.0] * len(choices)
+            for alt in entry.get("top_logprobs") or []:
+                token, logprob = alt.get("token", ""), alt.get("logprob")
+                if logprob is None or not logprob > _MASKED_LOGPROB or not token.startswith(prefix):
+                    continue
+                rest = token[len(prefix):]
+                for i, choice in enumerate(choices):
+                    target = choice + '"'
+                    if rest and (target.startswith(rest) or rest.startswith(target)):
+                        mass[i] += math.exp(logprob)
+                        break
+            total = sum(mass)
+            return [x / total for x in mass] if total > 0 else None
+        pos = end
+    return None
+
+
+def vote_shares(answers: list[str], choices: tuple[str, ...]) -> list[float]:
+    """Share of `answers` for each choice (the probability of a judge without logprobs, from k samples)."""
+    return [sum(a == c for a in answers) / len(answers) for c in choices]
+
+
+def by_preference(order: str, probs: list[float]) -> dict[str, float]:
+    """Choice-index probabilities (first, second, tie) -> {"a", "b", "tie"} for the order they were asked in."""
+    to_pref = position_to_preference(order)
+    return {to_pref[i]: p for i, p in enumerate(probs)}

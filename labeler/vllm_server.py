@@ -36,12 +36,13 @@ def is_cpu_build() -> bool:
 
 
 def vllm_command(
-    model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool, extra_args: Sequence[str] = ()
+    model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool, extra_args: Sequence[str] = (),
+    max_videos: int = 0,
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
-        "--limit-mm-per-prompt", json.dumps({"image": max_images, "video": 0}),
+        "--limit-mm-per-prompt", json.dumps({"image": max_images, "video": max_videos}),
         "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
     ]  # fmt: skip
     if max_model_len:
@@ -95,6 +96,7 @@ def managed_vllm(
     max_model_len: int | None = None,
     startup_timeout_s: float = 900.0,
     extra_args: Sequence[str] = (),
+    max_videos: int = 0,
 ) -> Iterator[str]:
     """Yield the base URL of a vLLM server for `model` on a free loopback port; stop it at exit.
 
@@ -113,7 +115,7 @@ def managed_vllm(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        vllm_command(model, port, max_images, max_model_len, cpu, extra_args),
+        vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos),
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=vllm_env(cpu),
         preexec_fn=_die_with_parent,
     )  # fmt: skip

@@ -148,7 +148,8 @@ def test_server_dies_mid_run_then_resume_elsewhere(tmp_path):
     assert 4 <= len(journaled) <= 16 and not out.exists()
     with FakeServer() as second:
         label_pairs(cfg(pairs_path, out, second.url), progress=False)
-    assert set(second.chat_requests()) == all_ids(pairs_path) - set(journaled)  # nothing answered is asked again
+    asked_before = {rid for _, rid in journaled}
+    assert set(second.chat_requests()) == all_ids(pairs_path) - asked_before  # nothing answered is asked again
     df = pd.read_parquet(out)
     assert len(df) == 18 and not df.duplicated(["pair_id", "segment_idx"]).any()
 
@@ -179,7 +180,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        _, before = read_journal(journal)
+        before = {rid for _, rid in read_journal(journal)[1]}
         first_run = dict(fake.chat_requests())
         fake.counts.clear()
         assert 10 <= len(before) < 36 and not out.exists()

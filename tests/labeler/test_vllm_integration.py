@@ -45,13 +45,14 @@ def test_label_cli_against_real_vllm(vllm_server, synthetic, tiny_vlm, tmp_path)
     probs = df[["p_a", "p_b", "p_tie"]].sum(axis=1)
     assert ((probs - 1).abs() < 1e-6).all()
     assert (df["judge_model"] == str(tiny_vlm)).all()
+    assert (df["judge"] == f"chat:{tiny_vlm.name}:segment_preference_v1@{load_prompt().sha256[:8]}").all()
     assert (df["prompt_sha256"] == load_prompt().sha256).all()
 
     # Every row follows from its two journaled answers.
     _, results = read_journal(journal_path_for(out))
     assert len(results) == 18
     for row in df.itertuples():
-        ab, ba = (results[f"{row.pair_id}:{row.segment_idx}:{o}"] for o in ("ab", "ba"))
+        ab, ba = (results[(row.judge, f"{row.pair_id}:{row.segment_idx}:{o}")] for o in ("ab", "ba"))
         assert ab.raw_response in ("first", "second", "tie") and ba.raw_response in ("first", "second", "tie")
         assert row.order_agreement == (ab.answer == ba.answer)
         assert row.p_a == pytest.approx((ab.p_a + ba.p_a) / 2)

@@ -1,0 +1,208 @@
+"""Judges: what differs between labelers, behind one small interface; the engine stays one for all.
+
+For each segment the engine hands a judge the caption and the sampled frames of both videos (decoded once, as
+JPEG data URLs, shared by every judge of a jury). A judge answers per *unit*:
+
+- `chat` (chat.py): a VLM asked which video is better, units "ab" and "ba" (both orders), answers constrained to
+  the prompt's choices; on vLLM (`api: vllm`, its `structured_outputs`) or any OpenAI-compatible endpoint
+  (`api: openai`, the standard `response_format`), confidence from logprobs or from k samples.
+- `score` (score.py): a reward model that scores one video's segment, units "a" and "b" (one request per video
+  segment), the higher score wins; through vLLM's pooling runner (`/classify`) or in-process with transformers.
+
+Each unit's answer is an OrderResult (probabilities of a better, b better, tie, or a score, plus the raw answer),
+journaled under (judge id, request id); `combine` turns a segment's answers into a labels row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from densedpo.errors import DenseDPOError
+from labeler.parse import OrderResult
+
+KINDS = ("chat", "score")
+APIS = ("vllm", "openai", "transformers")  # transformers: a scorer loaded in-process (reward_hf.py)
+FRAMES_AS = ("images", "video")
+
+
+@dataclass
+class JudgeSpec:
+    """One judge's configuration: the `label` flags, or one entry of a --judges YAML file."""
+
+    kind: str = "chat"
+    api: str = "vllm"
+    server: list[str] = field(default_factory=list)
+    model: str | None = None
+    name: str | None = None  # the judge id in the table; default kind:model[:prompt@sha]
+    prompt: str | None = None  # chat: prompt name or YAML (default segment_preference_v1)
+    api_key_env: str | None = None  # the environment variable that holds the API key (never the key itself)
+    samples: int = 0  # openai without logprobs: k answers per order, the vote share is the probability
+    max_rps: float | None = None
+    max_tokens: int | None = None  # openai: max_completion_tokens (default 64 with logprobs, unset with samples)
+    frames_as: str = "images"
+    top_logprobs: int = 20
+    tie_margin: float = 0.0  # score: |score_a - score_b| <= margin is a tie
+    score_scale: float = 1.0  # score: the difference is divided by this before the sigmoid
+    score_weights: list[float] | None = None  # score: weights over the model's outputs (default: the first)
+    score_text: str | None = None  # score: the text shown with a video (default SCORE_TEXT)
+    price_in: float | None = None  # USD per million prompt tokens, for the cost estimate
+    price_out: float | None = None  # USD per million completion tokens
+
+    def check(self, where: str) -> None:
+        def bad(flag: str, msg: str) -> DenseDPOError:
+            return DenseDPOError(f"{where}: {flag} {msg}")
+
+        if self.kind not in KINDS:
+            raise bad("--judge", f"must be one of {', '.join(KINDS)}, got {self.kind!r}.")
+        if self.api not in APIS:
+            raise bad("--api", f"must be one of {', '.join(APIS)}, got {self.api!r}.")
+        if self.frames_as not in FRAMES_AS:
+            raise bad("--frames-as", f"must be one of {', '.join(FRAMES_AS)}, got {self.frames_as!r}.")
+        if not self.server and not self.model:
+            raise bad("--server/--model", "missing: pass --server URL of a running server, or --model to let densedpo "
+                      "start vLLM.")  # fmt: skip
+        if self.api == "openai":
+            if self.kind != "chat":
+                raise bad("--api openai", "is for chat judges; a scorer is served by vLLM (--judge score).")
+            if not self.server or not self.model:
+                raise bad("--api openai", "needs --server https://HOST/v1 and --model NAME (densedpo starts no "
+                          "server for a hosted API).")  # fmt: skip
+            if self.frames_as == "video":
+                raise bad("--frames-as video", "is a vLLM extension (video_url); the OpenAI API takes images only.")
+        if self.api == "transformers" and (self.kind != "score" or not self.model or self.server):
+            raise bad("--api transformers", "loads a scorer in-process: use it with --judge score and --model FOLDER, "
+                      "without --server.")  # fmt: skip
+        if self.samples < 0 or (self.samples and self.api != "openai"):
+            raise bad("--samples", f"must be 0, or k >= 1 with --api openai; got {self.samples}.")
+        for name in ("max_rps", "max_tokens", "score_scale", "price_in", "price_out"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise bad(f"--{name.replace('_', '-')}", f"must be positive, got {value}.")
+        if not self.tie_margin >= 0:
+            raise bad("--tie-margin", f"must be >= 0, got {self.tie_margin}.")
+        if self.top_logprobs < 3:
+            raise bad("--top-logprobs", "must be at least 3 (one per choice).")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise bad("--api-key-env", f"names {self.api_key_env}, which is not set in the environment: export it.")
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+SPEC_KEYS = tuple(f.name for f in dataclasses.fields(JudgeSpec))
+
+
+def load_jury(path: Path, defaults: JudgeSpec) -> tuple[list[JudgeSpec], str]:
+    """Judges from a YAML file: `judges:` (a list of JudgeSpec fields; unset ones come from the flags) and
+    optionally `combine: mean|majority`. Returns (specs, rule)."""
+    import yaml
+
+    from labeler.aggregate import JURY_RULES
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DenseDPOError(f"--judges {path}: cannot read it ({e}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("judges"), list) or not data["judges"]:
+        raise DenseDPOError(f"--judges {path}: expected a mapping with a non-empty list `judges:` (see README).")
+    unknown = sorted(set(data) - {"judges", "combine"})
+    if unknown:
+        raise DenseDPOError(f"--judges {path}: unknown key(s) {', '.join(unknown)}; allowed: judges, combine.")
+    rule = data.get("combine", "mean")
+    if rule not in JURY_RULES:
+        raise DenseDPOError(f"--judges {path}: combine must be one of {', '.join(JURY_RULES)}, got {rule!r}.")
+    specs = []
+    for i, entry in enumerate(data["judges"]):
+        if not isinstance(entry, dict):
+            raise DenseDPOError(f"--judges {path}: judges[{i}] must be a mapping of judge settings.")
+        extra = sorted(set(entry) - set(SPEC_KEYS))
+        if extra:
+            raise DenseDPOError(f"--judges {path}: judges[{i}] has unknown key(s) {', '.join(extra)}; allowed: "
+                                f"{', '.join(SPEC_KEYS)}.")  # fmt: skip
+        if isinstance(entry.get("server"), str):
+            entry = {**entry, "server": [entry["server"]]}
+        spec = dataclasses.replace(defaults, **entry)
+        spec.check(f"--judges {path} judges[{i}]")
+        specs.append(spec)
+    return specs, rule
+
+
+def model_label(model: str) -> str:
+    """A model's name for ids: a local folder by its name (no machine paths in tables), a hub id as it is."""
+    return Path(model).name if os.path.isabs(model) or Path(model).exists() else model
+
+
+def short_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+class Judge:
+    """The interface. Subclasses set `kind`, `units`, `path` and implement the four methods below."""
+
+    kind: str = ""
+    units: tuple[str, ...] = ()
+    path: str = ""
+
+    def __init__(self, spec: JudgeSpec):
+        self.spec = spec
+        self.model: str | None = spec.model
+        self.id: str | None = None
+
+    def bind(self, model: str) -> None:
+        """Fix the served model (from the server when the spec names none) and with it the judge id."""
+        self.model = model
+        self.id = self.spec.name or self.default_id(model_label(model))
+
+    def default_id(self, model: str) -> str:
+        return f"{self.kind}:{model}"
+
+    def fingerprint(self) -> dict:
+        """What changes the requests: a journal is reused only when it matches."""
+        return {"id": self.id, "model": self.model}
+
+    async def start(self, pool) -> None:
+        """Check the server answers as this judge needs (probe); raise DenseDPOError naming the fix."""
+        raise NotImplementedError
+
+    def request(self, unit: str, caption: str, frames_a: list[str], frames_b: list[str]) -> dict:
+        """The request body for one unit of one segment (frames as data URLs, the same bytes in every unit)."""
+        raise NotImplementedError
+
+    def read(self, body: dict, request_id: str, unit: str) -> OrderResult:
+        """The endpoint's answer as an OrderResult; anything unexpected is a parse_error, never silence."""
+        raise NotImplementedError
+
+    def combine(self, results: dict[str, OrderResult], min_confidence: float) -> dict:
+        """The labels row's judgement fields from the segment's answers ({unit: result})."""
+        raise NotImplementedError
+
+    def answer_columns(self, results: dict[str, OrderResult]) -> dict:
+        """Extra labels columns from the answers (per-order positions, scores)."""
+        return {}
+
+    def images_per_request(self, frames_per_video: int) -> int:
+        return 2 * frames_per_video
+
+    def usage(self, body: dict) -> tuple[int | None, int | None]:
+        u = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(u, dict):
+            return None, None
+        return u.get("prompt_tokens"), u.get("completion_tokens")
+
+    def describe(self) -> str:
+        return json.dumps({"id": self.id, "kind": self.kind, "api": self.spec.api})
+
+
+def make_judge(spec: JudgeSpec) -> Judge:
+    if spec.kind == "score":
+        from labeler.judges.score import ScoreJudge
+
+        return ScoreJudge(spec)
+    from labeler.judges.chat import OpenAIChatJudge, VllmChatJudge
+
+    return OpenAIChatJudge(spec) if spec.api == "openai" else VllmChatJudge(spec)
