@@ -62,7 +62,8 @@ def print_judges_table(judges: dict[str, dict]) -> None:
                   num(j.get("order_agreement_rate"), "{:.3f}"), num(j.get("requests")), num(j.get("images")),
                   num(j.get("prompt_tokens")), num(j.get("completion_tokens")), num(j.get("cost_usd"), "${:.4f}"),
                   j.get("confidence_from") or "")  # fmt: skip
-    Console().print(t)
+    console = Console()
+    Console(width=max(console.width, 180)).print(t)  # wide: judge ids are long, and logs are not terminals
 
 
 def print_generate_summary(r) -> None:

@@ -68,14 +68,31 @@ VLM_SIZES = {
 }
 
 
+def _add_score_head(out: Path, config, outputs: int, hidden: int, seed: int) -> None:
+    """Add a random reward head (vLLM names it `language_model.score`) to the weights, `num_labels` to the config."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = out / "model.safetensors"
+    weights = load_file(path)
+    generator = torch.Generator().manual_seed(seed + 1)
+    weights["language_model.score.weight"] = torch.randn(outputs, hidden, generator=generator)
+    save_file(weights, path, metadata={"format": "pt"})
+    config.num_labels = outputs
+    config.save_pretrained(out)
+
+
 def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_corpus: list[str] | None = None,
-                  vocab_size: int = 400) -> Path:
+                  vocab_size: int = 400, max_pixels: int = 112 * 112, score_outputs: int | None = None) -> Path:
     """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
 
     Sizes follow the limits of vLLM's CPU backend: head_dim 32 (2 heads over hidden 64), mrope sections
     summing to head_dim / 2. Images are processed at 56²…112² pixels, i.e. 4–16 tokens each.
     `size="judge"` builds the ≈600k-parameter variant that app/tiny_judge.py trains; `extra_corpus` (e.g. the
     prompt it will read) and a larger `vocab_size` make its tokenizer spend fewer tokens on that text.
+    `max_pixels` caps the image area the processor keeps (448*448 gives real Qwen2-VL token counts: 256 per image).
+    `score_outputs=k` makes a reward model: a random `score.weight` (k x hidden) head on the last token, which vLLM's
+    pooling runner (`--runner pooling --convert classify`) loads and serves on /classify.
     """
     import torch
     from transformers import (
@@ -134,8 +151,10 @@ def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_co
     model = Qwen2VLForConditionalGeneration(config).eval()
     model.save_pretrained(out)
 
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    if score_outputs:
+        _add_score_head(out, config, score_outputs, dims["hidden"], seed)
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
     processor = Qwen2VLProcessor(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
         chat_template=_CHAT_TEMPLATE,

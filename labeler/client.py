@@ -57,14 +57,18 @@ class ServerPool:
         max_connections: int = 256,
         max_rps: float | None = None,
         api_key: str | None = None,
+        openai_base: bool = False,
     ):
+        """vLLM URLs may end in /v1 or not (its routes are /v1/... and /tokenize, /classify); with openai_base the
+        URL is an OpenAI-style base URL as given (https://HOST/v1, .../v1beta/openai) and paths follow it."""
         if not urls:
             raise ValueError("at least one server URL is needed")
         self.max_rps = max_rps
         self._next_start = 0.0
         self._api_key = api_key
         self.status_counts: dict[int, int] = {}  # HTTP statuses seen (e.g. how many 429s)
-        self.servers = [_Server(u.rstrip("/").removesuffix("/v1")) for u in urls]
+        self.models_path = "/models" if openai_base else "/v1/models"
+        self.servers = [_Server(u.rstrip("/") if openai_base else u.rstrip("/").removesuffix("/v1")) for u in urls]
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -96,14 +100,15 @@ class ServerPool:
         return [x for s in self.servers for x in s.latencies_s]
 
     async def check(self) -> list[str]:
-        """GET /v1/models on every server; returns the model ids of the first that answers.
+        """GET /v1/models (or the OpenAI base's /models) on every server; returns the first answer's model ids.
 
         Raises a DenseDPOError naming every URL when none answers.
         """
         errors, models = [], None
         for s in self.servers:
             try:
-                async with self._http.get(f"{s.url}/v1/models", timeout=aiohttp.ClientTimeout(total=10.0)) as r:
+                models_url = f"{s.url}{self.models_path}"
+                async with self._http.get(models_url, timeout=aiohttp.ClientTimeout(total=10.0)) as r:
                     r.raise_for_status()
                     ids = [m["id"] for m in (await r.json()).get("data", [])]
                 models = models if models is not None else ids

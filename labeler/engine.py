@@ -262,7 +262,8 @@ def open_pool(spec: JudgeSpec, urls: list[str], cfg: LabelConfig):
 
         return LocalScorer(spec.model)
     return ServerPool(urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries,
-                      backoff_s=cfg.retry_backoff_s, max_rps=spec.max_rps, api_key=spec.api_key())  # fmt: skip
+                      backoff_s=cfg.retry_backoff_s, max_rps=spec.max_rps, api_key=spec.api_key(),
+                      openai_base=spec.api == "openai")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- 4. ask

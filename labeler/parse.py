@@ -144,7 +144,7 @@ def json_choice_probabilities(tokens: list[dict], content: str, choices: tuple[s
     be a prefix of `<choice>"` (or extend it). Returns None when the tokens do not spell the content.
     """
     m = _ANSWER_VALUE.search(content)
-    if m is None or "".join(t.get("token", "") for t in tokens) != content:
+    if m is None or not "".join(t.get("token", "") for t in tokens).startswith(content):  # (+ an end token)
         return None
     start, pos = m.end(), 0
     for entry in tokens:

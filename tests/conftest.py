@@ -26,7 +26,28 @@ def vllm_server(tiny_vlm, tmp_path_factory):
     from labeler.vllm_server import managed_vllm
 
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    with managed_vllm(str(tiny_vlm), log_path=log, max_images=40, max_model_len=2048) as url:
+    with managed_vllm(str(tiny_vlm), log_path=log, max_images=40, max_videos=2, max_model_len=2048) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-VL with a one-output reward head (densedpo.tiny, score_outputs=1)."""
+    from densedpo.tiny import make_tiny_vlm
+
+    return make_tiny_vlm(tmp_path_factory.mktemp("tiny-rm"), seed=3, score_outputs=1)
+
+
+@pytest.fixture(scope="session")
+def pooling_server(tiny_reward_model, tmp_path_factory):
+    """A real vLLM pooling server (`--runner pooling --convert classify`) for the tiny reward model."""
+    pytest.importorskip("vllm")
+    from labeler.judges.score import POOLING_ARGS
+    from labeler.vllm_server import managed_vllm
+
+    log = tmp_path_factory.mktemp("vllm-pooling") / "vllm.log"
+    with managed_vllm(str(tiny_reward_model), log_path=log, max_images=20, max_model_len=2048,
+                      extra_args=POOLING_ARGS) as url:  # fmt: skip
         yield url
 
 

@@ -180,6 +180,8 @@ class VllmChatJudge(Judge):
 class OpenAIChatJudge(VllmChatJudge):
     """Any OpenAI-compatible chat endpoint: only fields the OpenAI API defines are sent."""
 
+    path = "/chat/completions"  # relative to the base URL as given (https://HOST/v1)
+
     def default_id(self, model: str) -> str:
         samples = f":samples{self.spec.samples}" if self.spec.samples else ""
         return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{samples}"

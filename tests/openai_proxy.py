@@ -1,0 +1,135 @@
+"""A strict OpenAI chat-completions proxy in front of a real vLLM server, for `label --api openai` tests.
+
+It refuses (400, like the OpenAI API) any request field, message field, content part or response_format field
+the OpenAI API does not define, so a vLLM-only field (`structured_outputs`, `guided_choice`, `use_activation`,
+`video_url` parts, ...) fails the run. It checks the bearer key. With `logprobs=False` it behaves like a reasoning
+model: it refuses `logprobs`, `top_logprobs` and any `temperature` but 1, and never returns logprobs. With
+`rate_limit=k` the first k chat requests get 429 with `Retry-After: 0`. Everything else goes to vLLM unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from labeler.vllm_server import free_port
+
+# The request fields of POST /v1/chat/completions in the OpenAI API reference.
+CHAT_FIELDS = {
+    "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction",
+    "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier", "seed",
+    "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+    "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+}  # fmt: skip
+MESSAGE_FIELDS = {"role", "content", "name"}
+PART_FIELDS = {"text": {"type", "text"}, "image_url": {"type", "image_url"}}
+IMAGE_URL_FIELDS = {"url", "detail"}
+RESPONSE_FORMAT_TYPES = {"text", "json_object", "json_schema"}
+JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}
+
+
+def openai_problem(body, logprobs: bool) -> str | None:
+    """What the OpenAI API would refuse in this chat request, or None."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    unknown = sorted(set(body) - CHAT_FIELDS)
+    if unknown:
+        return f"Unrecognized request argument supplied: {', '.join(unknown)}"
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict) or set(m) - MESSAGE_FIELDS or m.get("role") not in ("system", "user", "developer"):
+            return f"Invalid message: {str(m)[:80]}"
+        if isinstance(m["content"], list):
+            for part in m["content"]:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind not in PART_FIELDS or set(part) != PART_FIELDS[kind]:
+                    return f"Invalid content part: {str(part)[:80]}"
+                image = part.get("image_url") or {}
+                bad_image = set(image) - IMAGE_URL_FIELDS or not str(image.get("url", "")).startswith("data:")
+                if kind == "image_url" and bad_image:
+                    return f"Invalid image_url: {str(part)[:80]}"
+    rf = body.get("response_format")
+    if rf is not None:
+        if not isinstance(rf, dict) or rf.get("type") not in RESPONSE_FORMAT_TYPES or set(rf) - {"type", "json_schema"}:
+            return f"Invalid response_format: {str(rf)[:80]}"
+        if rf["type"] == "json_schema" and (set(rf.get("json_schema") or {}) - JSON_SCHEMA_FIELDS
+                                            or "name" not in rf["json_schema"]):  # fmt: skip
+            return f"Invalid response_format.json_schema: {str(rf)[:80]}"
+    if "top_logprobs" in body and not (body.get("logprobs") is True and 0 <= body["top_logprobs"] <= 20):
+        return "top_logprobs must be in 0..20 and needs logprobs: true"
+    if not logprobs:
+        if "logprobs" in body or "top_logprobs" in body:
+            return "Unsupported parameter: 'logprobs' is not supported with this model."
+        if body.get("temperature", 1) != 1:
+            return "Unsupported value: 'temperature' does not support 0.0 with this model. Only 1 is supported."
+    return None
+
+
+@dataclass
+class OpenAIProxy:
+    upstream: str
+    api_key: str
+    logprobs: bool = True
+    rate_limit: int = 0
+    url: str = ""
+    refused: list = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # chat requests answered, by request id
+    images: dict = field(default_factory=dict)  # request id -> the image URLs it carried
+    limited: int = 0
+
+    async def chat(self, request: Request):
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return JSONResponse({"error": {"message": "Incorrect API key provided: sk-...xxxx"}}, 401)
+        rid = request.headers.get("x-request-id", "")
+        body = await request.json()
+        problem = openai_problem(body, self.logprobs)
+        if problem:
+            self.refused.append((rid, problem))
+            return JSONResponse({"error": {"message": problem, "type": "invalid_request_error"}}, 400)
+        if self.limited < self.rate_limit and rid != "densedpo-probe":
+            self.limited += 1
+            return JSONResponse({"error": {"message": "Rate limit reached"}}, 429, headers={"Retry-After": "0"})
+        self.counts[rid] += 1
+        self.images[rid] = [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
+                            for p in m["content"] if p["type"] == "image_url"]  # fmt: skip
+        async with httpx.AsyncClient(timeout=120) as client:
+            r = await client.post(f"{self.upstream}/v1/chat/completions", json=body)
+        if r.status_code != 200 or self.logprobs:
+            return Response(r.content, r.status_code, media_type="application/json")
+        out = r.json()
+        for choice in out["choices"]:
+            choice["logprobs"] = None
+        return JSONResponse(out)
+
+    async def models(self, request: Request):
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return JSONResponse({"error": {"message": "Incorrect API key provided"}}, 401)
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.get(f"{self.upstream}/v1/models")
+        return Response(r.content, r.status_code, media_type="application/json")
+
+    def __enter__(self):
+        app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                                Route("/v1/models", self.models)])  # fmt: skip
+        port = free_port()
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    def __exit__(self, *exc):
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
