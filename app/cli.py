@@ -69,7 +69,7 @@ def label(
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print the rendered prompt of the first segment and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     judge: Annotated[str | None, typer.Option(help="Judge kind: chat (a VLM asked both orders) or score (a reward model scoring each video) [default: chat].")] = None,
-    api: Annotated[str | None, typer.Option(help="vllm (its structured outputs), openai (any OpenAI-compatible endpoint: response_format only) or transformers (a scorer in-process) [default: vllm].")] = None,
+    api: Annotated[str | None, typer.Option(help="vllm (its structured outputs) or openai (any OpenAI-compatible endpoint: response_format only) [default: vllm].")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key (the key is never written anywhere).")] = None,
     samples: Annotated[int | None, typer.Option(help="--api openai without logprobs: k answers per order; the vote share is the probability.")] = None,
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second per judge (hosted rate limits).")] = None,
@@ -318,7 +318,7 @@ def train(
     if dry_run:
         from dpo.data import join_tables
 
-        _, _, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction)
+        _, _, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge)
         print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
         return
     _sigterm_as_interrupt()

@@ -51,6 +51,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, no on CPU
     min_non_tie_fraction: float = 0.2
+    judge: str | None = None  # a table of several judges: whose rows to train on (default: the jury's)
     val_fraction: float = 0.1
     eval_every: int = 50
     save_every: int = 250
@@ -183,7 +184,7 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     out = Path(cfg.out)
 
     # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
-    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction)
+    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge)
     if accel.is_main_process:
         load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)  # encodes what is missing, once
     accel.wait_for_everyone()

@@ -67,7 +67,7 @@ class LabelConfig:
     retry_parse_errors: bool = False
     # the judge (labeler/judges/): these flags make one judge; --judges YAML makes a jury of several
     judge: str = "chat"  # chat | score
-    api: str = "vllm"  # vllm | openai | transformers (a scorer in-process)
+    api: str = "vllm"  # vllm | openai
     api_key_env: str | None = None
     samples: int = 0
     max_rps: float | None = None
@@ -235,7 +235,7 @@ def start_servers(specs: list[JudgeSpec], plans: list[PairPlan], cfg: LabelConfi
     started: dict[tuple[str, str], str] = {}
     urls = []
     for spec in specs:
-        if spec.server or spec.api == "transformers":
+        if spec.server:
             urls.append(list(spec.server))
             continue
         key = (spec.model, spec.kind)
@@ -256,11 +256,7 @@ def start_servers(specs: list[JudgeSpec], plans: list[PairPlan], cfg: LabelConfi
 
 
 def open_pool(spec: JudgeSpec, urls: list[str], cfg: LabelConfig):
-    """The judge's connection: a ServerPool over its servers (with its key and rate), or an in-process scorer."""
-    if spec.api == "transformers":
-        from labeler.judges.reward_hf import LocalScorer
-
-        return LocalScorer(spec.model)
+    """The judge's connection: a ServerPool over its servers, with its key and rate."""
     return ServerPool(urls, timeout_s=cfg.request_timeout_s, max_retries=cfg.max_retries,
                       backoff_s=cfg.retry_backoff_s, max_rps=spec.max_rps, api_key=spec.api_key(),
                       openai_base=spec.api == "openai")  # fmt: skip

@@ -455,6 +455,34 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- the command
 
 
+def fit_tie_margin(labels: pd.DataFrame, reference: pd.DataFrame) -> dict | None:
+    """For a scorer's table (score_a, score_b): the --tie-margin that best reproduces the reference's a/b/tie.
+
+    Tries 0 and every midpoint between consecutive |score_a - score_b| of the shared segments; returns the one with
+    the highest 3-way agreement (the smallest margin among equals), its agreement, and the agreement at 0. None
+    when the table holds no scores.
+    """
+    if not {"score_a", "score_b"} <= set(labels.columns):
+        return None
+    shared = labels.merge(reference[KEY + ["preference"]].rename(columns={"preference": "_ref"}), on=KEY)
+    shared = shared[shared["score_a"].notna() & shared["score_b"].notna()]
+    if shared.empty:
+        return None
+    d = (shared["score_a"] - shared["score_b"]).to_numpy(float)
+    ref = shared["_ref"].to_numpy()
+    gaps = np.unique(np.abs(d))
+    candidates = np.concatenate([[0.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1e-9]])
+
+    def agreement(m: float) -> float:
+        pred = np.where(d > m, "a", np.where(d < -m, "b", "tie"))
+        return float((pred == ref).mean())
+
+    scores = [agreement(m) for m in candidates]
+    best = int(np.argmax(scores))
+    return {"value": float(candidates[best]), "agreement": scores[best], "agreement_at_zero": scores[0],
+            "segments": len(d)}  # fmt: skip
+
+
 def judges_in(path: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The judges of one labels table: one per `judge` value (schema v2 juries), else one per judge_model."""
     column = "judge" if "judge" in labels.columns and labels["judge"].notna().any() else "judge_model"
@@ -490,6 +518,9 @@ def evaluate_judges(label_paths: list[Path], reference_paths: list[Path], pairs:
                     "from the same pairs table with the same --segment-seconds?"
                 )
             per_judge[name] = judge_report(table, ref, motion, target_accuracy, n_boot, seed)
+            margin = fit_tie_margin(table, ref)
+            if margin is not None:
+                per_judge[name]["fitted_tie_margin"] = margin
         reports.append({"reference": str(ref_path), "reference_segments": len(ref),
                         "human_ceiling": human_ceiling(raw, n_boot, seed), "judges": per_judge})  # fmt: skip
     return {"target_accuracy": target_accuracy, "bootstrap_draws": n_boot, "confidence_level": 0.95,

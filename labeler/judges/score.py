@@ -4,8 +4,8 @@ One request per video segment (units "a" and "b"): no order is shown, so there i
 video segment is sent once instead of twice (half the images of a chat judge).
 Served by vLLM's pooling runner (`vllm serve MODEL --runner pooling --convert classify`): `POST /classify` with chat
 `messages` and `use_activation: false` answers the raw outputs `{"data": [{"probs": [...]}]}`; the score is
-`score_weights · outputs` (default: the first output). The same `/classify` shape is answered in-process by
-reward_hf.py for reward models vLLM cannot serve.
+`score_weights · outputs` (default: the first output). A reward model vLLM cannot serve can be put behind any
+server that answers this `/classify` shape (README: "Reward-model scorers").
 """
 
 from __future__ import annotations

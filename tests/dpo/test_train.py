@@ -206,3 +206,28 @@ def test_labels_with_several_annotators_per_segment_are_refused(tmp_path):
     path = write_table(two, tmp_path / "human.parquet", LABELS)
     with pytest.raises(DenseDPOError, match=r"row 3: .* has several labels .*annotator"):
         join_tables(pairs, path, 0.2)
+
+
+def test_a_jury_table_trains_on_the_jury_or_the_named_judge(tmp_path):
+    import pandas as pd
+
+    from densedpo.errors import DenseDPOError
+    from densedpo.synthetic import make_synthetic_pairs
+    from densedpo.tables import LABELS, read_table, write_table
+    from dpo.data import join_tables
+
+    pairs, truth = make_synthetic_pairs(tmp_path, num_pairs=2)
+    t = read_table(truth, LABELS)
+    flipped = t.assign(preference=t["preference"].map({"a": "b", "b": "a", "tie": "tie"}))
+    table = pd.concat([t.assign(judge="jury"), flipped.assign(judge="x")], ignore_index=True)
+    path = write_table(table, tmp_path / "jury.parquet", LABELS)
+    _, segs, _ = join_tables(pairs, path, 0.0)  # the jury's rows by default
+    _, segs_x, _ = join_tables(pairs, path, 0.0, judge="x")
+    pid = t["pair_id"].iloc[0]
+    assert [v for *_, v in segs[pid]] == [-v for *_, v in segs_x[pid]] != [0] * len(segs[pid])
+    with pytest.raises(DenseDPOError, match=r"-o judge=nobody: .* it has jury, x"):
+        join_tables(pairs, path, 0.0, judge="nobody")
+    two = write_table(table[table["judge"] == "x"].assign(judge="x").pipe(
+        lambda d: pd.concat([d, d.assign(judge="y")], ignore_index=True)), tmp_path / "two.parquet", LABELS)
+    with pytest.raises(DenseDPOError, match=r"several judges \(x, y\); pick one with -o judge=NAME"):
+        join_tables(pairs, two, 0.0)
