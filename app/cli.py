@@ -348,6 +348,20 @@ def _yaml_value(text: str):
         return text
 
 
+@app.command("serve-scorer", epilog="""Example:\n
+  densedpo serve-scorer --model checkpoints/VideoReward --port 8001\n
+  densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""")
+def serve_scorer(
+    model: Annotated[Path, typer.Option(help="A VideoReward checkpoint folder (model_config.json, checkpoint-N/model.pth).")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+) -> None:
+    """Serve a reward model vLLM cannot serve (VideoReward, with transformers) on POST /classify, answering as vLLM's pooling runner does."""
+    from scorers.server import serve
+
+    serve(str(model), host, port)
+
+
 @app.command(
     epilog="""Examples:\n
   densedpo serve --server http://127.0.0.1:8000 --data-root /data --token-file token.txt\n

@@ -67,7 +67,7 @@ class LabelConfig:
     retry_parse_errors: bool = False
     # the judge (labeler/judges/): these flags make one judge; --judges YAML makes a jury of several
     judge: str = "chat"  # chat | score
-    api: str = "vllm"  # vllm | openai
+    api: str = "vllm"  # vllm | openai | transformers (a scorer densedpo serves itself, scorers/)
     api_key_env: str | None = None
     samples: int = 0
     max_rps: float | None = None
@@ -238,11 +238,17 @@ def start_servers(specs: list[JudgeSpec], plans: list[PairPlan], cfg: LabelConfi
         if spec.server:
             urls.append(list(spec.server))
             continue
-        key = (spec.model, spec.kind)
+        key = (spec.model, spec.kind, spec.api)
+        if key not in started and spec.api == "transformers":
+            from labeler.vllm_server import managed_scorer
+
+            log = cfg.out.with_name(cfg.out.name + f".scorer{len(started)}.log")
+            console.print(f"starting the scorer for {spec.model} (transformers; log: {log}) ...")
+            started[key] = stack.enter_context(managed_scorer(spec.model, log_path=log))
         if key not in started:
             from labeler.vllm_server import managed_vllm
 
-            video = any(s.frames_as == "video" for s in specs if (s.model, s.kind) == key and not s.server)
+            video = any(s.frames_as == "video" for s in specs if (s.model, s.kind, s.api) == key and not s.server)
             per_video = frames_per_video(plans, cfg.sample_fps)
             log = cfg.out.with_name(cfg.out.name + (f".vllm{len(started)}" if started else ".vllm") + ".log")
             runner = " (pooling runner)" if spec.kind == "score" else ""

@@ -111,33 +111,51 @@ def managed_vllm(
     if cpu and max_model_len is None:
         max_model_len = 4096
     port = free_port()
+    cmd = vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos)
+    with managed_process(cmd, port, log_path, vllm_env(cpu), startup_timeout_s, "vLLM") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def managed_scorer(model: str, *, log_path: Path, startup_timeout_s: float = 600.0) -> Iterator[str]:
+    """Yield the URL of `densedpo serve-scorer` (scorers/server.py: a reward model with transformers) for `model`.
+
+    Its own process: the labeler never imports torch, and the scorer answers /classify as vLLM's pooling runner.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "scorers.server", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
+    with managed_process(cmd, port, log_path, dict(os.environ), startup_timeout_s, "the scorer") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def managed_process(cmd: list[str], port: int, log_path: Path, env: dict, startup_timeout_s: float,
+                    what: str) -> Iterator[str]:  # fmt: skip
+    """Start `cmd` (a server on `port` with GET /health), yield its URL once healthy, stop it on every exit."""
     url = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos),
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=vllm_env(cpu),
-        preexec_fn=_die_with_parent,
-    )  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            preexec_fn=_die_with_parent)  # fmt: skip
     try:
-        _wait_healthy(proc, url, log_path, startup_timeout_s)
+        _wait_healthy(proc, url, log_path, startup_timeout_s, what)
         yield url
     finally:
         stop_process_group(proc)
         log.close()
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> None:
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float, what: str = "vLLM") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise DenseDPOError(
-                f"vLLM exited with code {proc.returncode} while starting; last log lines ({log_path}): "
+                f"{what} exited with code {proc.returncode} while starting; last log lines ({log_path}): "
                 + " | ".join(tail)
             )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                 return
         time.sleep(0.5)
-    raise DenseDPOError(f"vLLM did not become healthy within {timeout_s:.0f} s; see its log at {log_path}.")
+    raise DenseDPOError(f"{what} did not become healthy within {timeout_s:.0f} s; see its log at {log_path}.")

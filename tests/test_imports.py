@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGES = ["densedpo", "labeler", "app"]
-STAGES = ["labeler", "generation", "dpo"]
+STAGES = ["labeler", "generation", "dpo", "scorers"]
 
 
 def modules():

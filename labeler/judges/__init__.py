@@ -7,7 +7,8 @@ JPEG data URLs, shared by every judge of a jury). A judge answers per *unit*:
   the prompt's choices; on vLLM (`api: vllm`, its `structured_outputs`) or any OpenAI-compatible endpoint
   (`api: openai`, the standard `response_format`), confidence from logprobs or from k samples.
 - `score` (score.py): a reward model that scores one video's segment, units "a" and "b" (one request per video
-  segment), the higher score wins; through vLLM's pooling runner (`/classify`).
+  segment), the higher score wins; through vLLM's pooling runner (`/classify`), or, for a reward model vLLM
+  cannot serve (VideoReward), densedpo's own scorer server (scorers/, `--api transformers`), which answers alike.
 
 Each unit's answer is an OrderResult (probabilities of a better, b better, tie, or a score, plus the raw answer),
 journaled under (judge id, request id); `combine` turns a segment's answers into a labels row.
@@ -26,7 +27,7 @@ from densedpo.errors import DenseDPOError
 from labeler.parse import OrderResult
 
 KINDS = ("chat", "score")
-APIS = ("vllm", "openai")
+APIS = ("vllm", "openai", "transformers")  # transformers: a scorer densedpo serves itself (scorers/)
 FRAMES_AS = ("images", "video")
 
 
@@ -74,6 +75,9 @@ class JudgeSpec:
                           "server for a hosted API).")  # fmt: skip
             if self.frames_as == "video":
                 raise bad("--frames-as video", "is a vLLM extension (video_url); the OpenAI API takes images only.")
+        if self.api == "transformers" and (self.kind != "score" or not self.model or self.server):
+            raise bad("--api transformers", "runs a reward model with transformers (a VideoReward checkpoint): use "
+                      "it with --judge score and --model FOLDER, without --server.")  # fmt: skip
         if self.samples < 0 or (self.samples and self.api != "openai"):
             raise bad("--samples", f"must be 0, or k >= 1 with --api openai; got {self.samples}.")
         for name in ("max_rps", "max_tokens", "score_scale", "price_in", "price_out"):

@@ -4,8 +4,8 @@ One request per video segment (units "a" and "b"): no order is shown, so there i
 video segment is sent once instead of twice (half the images of a chat judge).
 Served by vLLM's pooling runner (`vllm serve MODEL --runner pooling --convert classify`): `POST /classify` with chat
 `messages` and `use_activation: false` answers the raw outputs `{"data": [{"probs": [...]}]}`; the score is
-`score_weights · outputs` (default: the first output). A reward model vLLM cannot serve can be put behind any
-server that answers this `/classify` shape (README: "Reward-model scorers").
+`score_weights · outputs` (default: the first output). VideoReward, which vLLM cannot serve, runs in densedpo's own
+scorer server (scorers/server.py, `--api transformers`), which answers the same `/classify` shape.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from labeler.judges.chat import resolve_model
 from labeler.parse import OrderResult
 
 SCORE_TEXT = "A video generated for the caption: {caption}"
+VIDEOREWARD_TEXT = (  # the three reward tokens VideoReward reads (scorers/videoreward.py); not its training prompt
+    'Rate this generated video for the text prompt "{caption}" from 0 to 10.\n'
+    "Visual quality: <|VQ_reward|>\nMotion quality: <|MQ_reward|>\nText alignment: <|TA_reward|>"
+)
 POOLING_ARGS = ("--runner", "pooling", "--convert", "classify")
 
 
@@ -46,7 +50,7 @@ class ScoreJudge(Judge):
 
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
-        self.text = spec.score_text or SCORE_TEXT
+        self.text = spec.score_text or (VIDEOREWARD_TEXT if spec.api == "transformers" else SCORE_TEXT)
         self.num_outputs: int | None = None
 
     def fingerprint(self) -> dict:
