@@ -77,6 +77,7 @@ def label(
     tie_margin: Annotated[float | None, typer.Option(help="--judge score: a score difference at most this is a tie (eval-labels fits it on a reference) [default: 0].")] = None,
     score_scale: Annotated[float | None, typer.Option(help="--judge score: the score difference is divided by this before the sigmoid [default: 1].")] = None,
     score_weights: Annotated[str | None, typer.Option(help="--judge score: comma-separated weights over the model's outputs, e.g. 1,1,1 [default: the first output].")] = None,
+    score_text: Annotated[str | None, typer.Option(help="--judge score: the text shown with each video, {caption} for the caption (VideoReward: must hold its three reward tokens).")] = None,
     price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")] = None,
     judges: Annotated[Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")] = None,
@@ -93,6 +94,7 @@ def label(
         max_failure_rate=max_failure_rate, restart=restart, retry_parse_errors=retry_parse_errors, judge=judge,
         api=api, api_key_env=api_key_env, samples=samples, max_rps=max_rps, frames_as=frames_as,
         tie_margin=tie_margin, score_scale=score_scale, score_weights=_floats("--score-weights", score_weights),
+        score_text=score_text,
         price_in=price_in, price_out=price_out, judges=judges, combine=combine,
     )  # fmt: skip
     if show_prompt:

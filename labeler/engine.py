@@ -75,6 +75,7 @@ class LabelConfig:
     tie_margin: float = 0.0
     score_scale: float = 1.0
     score_weights: list[float] | None = None
+    score_text: str | None = None
     price_in: float | None = None
     price_out: float | None = None
     judges: Path | None = None
@@ -100,7 +101,8 @@ class LabelConfig:
         return JudgeSpec(kind=self.judge, api=self.api, server=list(self.server), model=self.model, prompt=self.prompt,
                          api_key_env=self.api_key_env, samples=self.samples, max_rps=self.max_rps,
                          frames_as=self.frames_as, top_logprobs=self.top_logprobs, tie_margin=self.tie_margin,
-                         score_scale=self.score_scale, score_weights=self.score_weights, price_in=self.price_in,
+                         score_scale=self.score_scale, score_weights=self.score_weights,
+                         score_text=self.score_text, price_in=self.price_in,
                          price_out=self.price_out)  # fmt: skip
 
     def judge_specs(self) -> tuple[list[JudgeSpec], str]:

@@ -88,6 +88,12 @@ class JudgeSpec:
             raise bad("--tie-margin", f"must be >= 0, got {self.tie_margin}.")
         if self.top_logprobs < 3:
             raise bad("--top-logprobs", "must be at least 3 (one per choice).")
+        if self.score_text is not None:
+            try:
+                self.score_text.format(caption="")
+            except (KeyError, IndexError, ValueError) as e:
+                msg = f"may hold only {{caption}} as a field (double other braces); {e!r}."
+                raise bad("--score-text", msg) from None
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise bad("--api-key-env", f"names {self.api_key_env}, which is not set in the environment: export it.")
 
