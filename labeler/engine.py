@@ -660,23 +660,25 @@ def _progress(console, enabled: bool):
     )
 
 
-def _bound_judges(cfg: LabelConfig, header: dict | None) -> list[Judge]:
-    """The run's judges, bound to the models their journal header names (no server needed)."""
-    specs, _ = cfg.judge_specs()
+def journal_judges(specs: list[JudgeSpec], header: dict | None) -> tuple[list[Judge], bool]:
+    """(the run's judges, whether they are bound): bound to the models the journal header names (no server
+    needed) when it records the same number of judges; unbound (no ids yet) otherwise."""
     judges = [make_judge(s) for s in specs]
     recorded = (header or {}).get("judges") or []
+    if len(recorded) != len(judges):
+        return judges, False
     for judge, fp in zip(judges, recorded):
         judge.bind(fp["model"])
-    return judges if len(recorded) == len(judges) else []
+    return judges, True
 
 
 def partial_labels(cfg: LabelConfig, plans: list[PairPlan] | None = None) -> pd.DataFrame | None:
     """The rows finished so far, from the journal of a run in progress (or stopped); None before any."""
     header, results = read_journal(journal_path_for(cfg.out))
-    judges = _bound_judges(cfg, header)
-    if not judges:
+    specs, rule = cfg.judge_specs()
+    judges, bound = journal_judges(specs, header)
+    if not bound:
         return None
-    rule = cfg.judge_specs()[1]
     rows = assemble_rows(plans or plan_pairs(cfg), results, cfg, judges, rule, skip_missing=True)
     return rows if len(rows) else None
 
@@ -687,12 +689,11 @@ def dry_run_plan(cfg: LabelConfig) -> dict:
     specs, _ = cfg.judge_specs()
     plans = plan_pairs(cfg)
     header, done = read_journal(journal_path_for(cfg.out))
-    judges = _bound_judges(cfg, header)
+    judges, _ = journal_judges(specs, header)
     n_segments = sum(len(p.segments) for p in plans)
     plan = {"pairs": len(plans), "segments": n_segments, "requests": 0, "already_journaled": 0,
             "images_per_request_max": 0}  # fmt: skip
-    for j, spec in enumerate(specs):
-        judge = judges[j] if judges else make_judge(spec)
+    for judge, spec in zip(judges, specs):
         ids = {(judge.id, request_id(p.pair_id, s.segment_idx, u)) for p in plans for s in p.segments
                for u in judge.units}  # fmt: skip
         answered = [done[k] for k in ids & set(done)]

@@ -83,6 +83,24 @@ def check_request(body) -> str | None:
     return None
 
 
+def serve_in_thread(chat, models) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """A uvicorn server for the two routes on a free loopback port, in a daemon thread: (server, thread, url)."""
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def stop_thread_server(server: uvicorn.Server, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
 @dataclass
 class FakeServer:
     """`script(request_id, n_seen)` returns (status, body) for a chat request; n_seen counts earlier tries.
@@ -130,21 +148,11 @@ class FakeServer:
         return JSONResponse({"data": [{"id": MODEL}]})
 
     def start(self):
-        app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                                Route("/v1/models", self.models)])  # fmt: skip
-        port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}"
+        self._server, self._thread, self.url = serve_in_thread(self.chat, self.models)
         return self
 
     def stop(self):
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        stop_thread_server(self._server, self._thread)
 
     def __enter__(self):
         return self.start()

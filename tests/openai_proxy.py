@@ -9,19 +9,14 @@ model: it refuses `logprobs`, `top_logprobs` and any `temperature` but 1, and ne
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from labeler.vllm_server import free_port
+from tests.fake_openai import serve_in_thread, stop_thread_server
 
 # The request fields of POST /v1/chat/completions in the OpenAI API reference.
 CHAT_FIELDS = {
@@ -118,18 +113,9 @@ class OpenAIProxy:
         return Response(r.content, r.status_code, media_type="application/json")
 
     def __enter__(self):
-        app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"]),
-                                Route("/v1/models", self.models)])  # fmt: skip
-        port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self._server, self._thread, url = serve_in_thread(self.chat, self.models)
+        self.url = url + "/v1"
         return self
 
     def __exit__(self, *exc):
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
+        stop_thread_server(self._server, self._thread)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,12 @@ class JudgeSpec:
         def bad(flag: str, msg: str) -> DenseDPOError:
             return DenseDPOError(f"{where}: {flag} {msg}")
 
+        if not (isinstance(self.server, list) and all(isinstance(u, str) for u in self.server)):
+            raise bad("--server", f"must be a URL or a list of URLs, got {self.server!r}.")
+        weights = self.score_weights
+        if weights is not None and not (isinstance(weights, list) and weights
+                                        and all(isinstance(w, (int, float)) for w in weights)):  # fmt: skip
+            raise bad("--score-weights", f"must be a list of numbers (YAML: [1, 1, 1]), got {weights!r}.")
         if self.kind not in KINDS:
             raise bad("--judge", f"must be one of {', '.join(KINDS)}, got {self.kind!r}.")
         if self.api not in APIS:
@@ -200,9 +205,6 @@ class Judge:
         if not isinstance(u, dict):
             return None, None
         return u.get("prompt_tokens"), u.get("completion_tokens")
-
-    def describe(self) -> str:
-        return json.dumps({"id": self.id, "kind": self.kind, "api": self.spec.api})
 
 
 def make_judge(spec: JudgeSpec) -> Judge:

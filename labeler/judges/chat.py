@@ -168,7 +168,7 @@ class VllmChatJudge(Judge):
     def read(self, body: dict, request_id: str, unit: str) -> OrderResult:
         r = parse_response(body, request_id, unit, self.prompt.choices)
         prompt_tokens, completion_tokens = self.usage(body)
-        return _with(r, judge=self.id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return dataclasses.replace(r, judge=self.id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def combine(self, results: dict[str, OrderResult], min_confidence: float) -> dict:
         return aggregate_segment(results["ab"], results["ba"], min_confidence)
@@ -260,7 +260,3 @@ class OpenAIChatJudge(VllmChatJudge):
         return OrderResult(request_id, unit, "ok", position_to_preference(unit)[chosen], pref["a"], pref["b"],
                            pref["tie"], raw_response=raw, judge=self.id, prompt_tokens=prompt_tokens,
                            completion_tokens=completion_tokens)  # fmt: skip
-
-
-def _with(r: OrderResult, **changes) -> OrderResult:
-    return dataclasses.replace(r, **changes)

@@ -51,7 +51,6 @@ class ScoreJudge(Judge):
     def __init__(self, spec: JudgeSpec):
         super().__init__(spec)
         self.text = spec.score_text or (VIDEOREWARD_TEXT if spec.api == "transformers" else SCORE_TEXT)
-        self.num_outputs: int | None = None
 
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "text_sha": short_sha(self.text), "score_weights": self.spec.score_weights}
@@ -70,7 +69,6 @@ class ScoreJudge(Judge):
         if outputs is None:
             raise DenseDPOError(f"the scorer at {pool.urls[0]} answered /classify without data[0].probs: "
                                 f"{json.dumps(resp)[:300]}")  # fmt: skip
-        self.num_outputs = len(outputs)
         weights = self.spec.score_weights
         if weights is not None and len(weights) != len(outputs):
             raise DenseDPOError(f"--score-weights has {len(weights)} weights but {self.model} has {len(outputs)} "

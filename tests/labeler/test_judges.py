@@ -4,6 +4,7 @@ scorer on the pooling runner, a two-judge jury, and video input."""
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import pandas as pd
@@ -113,7 +114,7 @@ def test_scorer_on_the_vllm_pooling_runner(pooling_server, tiny_reward_model, sy
     assert df["answer_ab"].isna().all() and df["order_agreement"].isna().all()
     d = df["score_a"] - df["score_b"]
     assert (df["preference"] == d.map(lambda x: "a" if x > 0 else "b" if x < 0 else "tie")).all()
-    assert (df["p_a"] - 1 / (1 + (-d).map(__import__("math").exp))).abs().max() < 1e-9  # Bradley-Terry at margin 0
+    assert (df["p_a"] - 1 / (1 + (-d).map(math.exp))).abs().max() < 1e-9  # Bradley-Terry at margin 0
 
     # The journaled score is what the model gives those frames: ask /classify directly for one video segment.
     cfg = LabelConfig(pairs=pairs, server=[pooling_server])
@@ -197,6 +198,11 @@ def test_jury_file_errors_name_the_entry(synthetic, tmp_path):
     bad.write_text("judges:\n  - {kind: chat, api: openai, server: http://x/v1, model: m, frames_as: video}\n")
     r = run_cli("label", "--pairs", pairs, "--judges", bad, "--dry-run")
     assert r.returncode == 2 and "judges[0]" in r.stderr and "--frames-as video" in r.stderr
+    for entry, flag in (("{kind: chat, server: 8000}", "--server"), ("{kind: score, server: http://x, "
+                                                                     "score_weights: '1,1'}", "--score-weights")):
+        bad.write_text(f"judges:\n  - {entry}\n")
+        r = run_cli("label", "--pairs", pairs, "--judges", bad, "--dry-run")
+        assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_request_ids_are_per_unit():
