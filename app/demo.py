@@ -18,8 +18,9 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from densedpo.tiny import make_tiny_wan
     from dpo.train import TrainConfig, train
     from generation.engine import GenerateConfig, generate_pairs
-    from labeler.engine import LabelConfig, label_pairs
-    from labeler.evaluate import evaluate_judges
+    from labeler.config import LabelConfig
+    from labeler.engine import label_pairs
+    from review.judge_report import evaluate_judges
 
     console = console or Console(stderr=True)
     out = Path(out)

@@ -3,8 +3,9 @@
 The random tiny VLM answers the same position whatever it sees, so every segment it labels is
 order_inconsistent and nothing downstream means anything. This judge is the same architecture, a little wider
 (densedpo.tiny.VLM_SIZES["judge"]), trained with transformers on requests built exactly as `densedpo label`
-builds them (labeler.engine: the prompt file, frames sampled at --sample-fps, JPEG data URLs, both orders) to
-answer first / second / tie for `densedpo.synthetic` pairs (an artifact in one video of a segment, or none).
+builds them (labeler.plan and labeler.frames: the prompt file, frames sampled at --sample-fps, JPEG data URLs,
+both orders) to answer first / second / tie for `densedpo.synthetic` pairs (an artifact in one video of a
+segment, or none).
 It is saved as a plain Hugging Face folder that vLLM serves unchanged.
 
 It lives in the app because it stands on the labeler (the request layout) and on torch (the training).
@@ -45,7 +46,7 @@ class JudgeRecipe:
     weight_decay: float = 0.01
     seed: int = 0
     vocab_size: int = 1024  # its tokenizer also learns the prompt's words: ~4x fewer text tokens to attend over
-    # the request layout (must match what `label` sends: see labeler.engine.LabelConfig)
+    # the request layout (must match what `label` sends: see labeler.config.LabelConfig)
     prompt: str = "segment_preference_v1"
     segment_seconds: float = 1.0
     sample_fps: float = 8.0
@@ -100,7 +101,10 @@ class Example:
 def build_examples(pairs_path: Path, truth_path: Path, recipe: JudgeRecipe) -> list[Example]:
     """Both orders of every segment, as `label` would send them, with the truth as the positional answer."""
     from densedpo.tables import LABELS, read_table
-    from labeler.engine import LabelConfig, build_messages, plan_pairs, prepare_pair
+    from labeler.config import LabelConfig
+    from labeler.frames import prepare_pair
+    from labeler.judges.chat import build_messages
+    from labeler.plan import plan_pairs
     from labeler.prompts import load_prompt
     from labeler.segments import sample_frame_indices
 

@@ -28,7 +28,9 @@ from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
 from densedpo.tiny import make_tiny_vlm  # noqa: E402
-from labeler.engine import LabelConfig, label_pairs, max_images_per_request, plan_pairs  # noqa: E402
+from labeler.config import LabelConfig  # noqa: E402
+from labeler.engine import label_pairs  # noqa: E402
+from labeler.plan import max_images_per_request, plan_pairs  # noqa: E402
 
 
 def prompt_tokens(url: str) -> float:
@@ -43,7 +45,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/judge_tokens.json"))
     args = ap.parse_args()
 
-    from labeler.vllm_server import managed_vllm
+    from labeler.servers import managed_vllm
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -29,18 +29,13 @@ import aiohttp  # noqa: E402
 from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
-from labeler.engine import (  # noqa: E402
-    ORDERS,
-    LabelConfig,
-    build_body,
-    build_messages,
-    label_pairs,
-    max_images_per_request,
-    plan_pairs,
-    prepare_pair,
-    sample_frame_indices,
-)
+from labeler.config import LabelConfig  # noqa: E402
+from labeler.engine import label_pairs  # noqa: E402
+from labeler.frames import prepare_pair  # noqa: E402
+from labeler.judges.chat import build_body, build_messages  # noqa: E402
+from labeler.plan import REQUEST_ORDERS, max_images_per_request, plan_pairs  # noqa: E402
 from labeler.prompts import load_prompt  # noqa: E402
+from labeler.segments import sample_frame_indices  # noqa: E402
 
 
 def build_all(cfg: LabelConfig, model: str) -> tuple[list[dict], int]:
@@ -51,7 +46,7 @@ def build_all(cfg: LabelConfig, model: str) -> tuple[list[dict], int]:
         for seg in plan.segments:
             n_segments += 1
             idx = sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)
-            for order in ORDERS:
+            for order in REQUEST_ORDERS:
                 first, second = (urls["a"], urls["b"]) if order == "ab" else (urls["b"], urls["a"])
                 msgs = build_messages(prompt, plan.prompt, [first[k] for k in idx], [second[k] for k in idx])
                 bodies.append(build_body(model, msgs, prompt.choices, 16, cfg.top_logprobs))
@@ -97,7 +92,7 @@ def main() -> None:
         url, model, pin = args.server, args.model, False
         if not url:
             from densedpo.tiny import make_tiny_vlm
-            from labeler.vllm_server import managed_vllm
+            from labeler.servers import managed_vllm
 
             model = str(make_tiny_vlm(work / "tiny-vlm"))
             cpus = sorted(os.sched_getaffinity(0))

@@ -28,8 +28,10 @@ from _report import report  # noqa: E402
 
 from densedpo.synthetic import make_synthetic_pairs  # noqa: E402
 from densedpo.tiny import make_tiny_vlm  # noqa: E402
-from labeler.engine import LabelConfig, label_pairs, max_images_per_request, plan_pairs  # noqa: E402
-from labeler.vllm_server import free_port, managed_vllm  # noqa: E402
+from labeler.config import LabelConfig  # noqa: E402
+from labeler.engine import label_pairs  # noqa: E402
+from labeler.plan import max_images_per_request, plan_pairs  # noqa: E402
+from labeler.servers import free_port, managed_vllm  # noqa: E402
 
 
 def main() -> None:

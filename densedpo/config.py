@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -105,5 +106,6 @@ def write_run_file(path: Path, command: str, cfg: Any, packages: tuple[str, ...]
     body = to_plain(cfg)
     header = f"# densedpo {command}: resolved config; re-run with `densedpo {command} --config {path.name}`\n"
     meta = yaml.safe_dump({"versions": versions(*packages)}, sort_keys=True)
-    path.write_text(header + yaml.safe_dump(body, sort_keys=False) + "".join(f"# {ln}\n" for ln in meta.splitlines()))
+    comments = "".join(f"# {ln}\n" for ln in meta.splitlines())
+    atomic_write_text(path, header + yaml.safe_dump(body, sort_keys=False) + comments)
     return path

@@ -7,13 +7,13 @@ Paths inside a table are relative to the table's own folder; absolute paths are 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from densedpo.errors import TableError
+from densedpo.files import atomic_path
 
 SCHEMA_VERSION = 2  # v2: labels gained answer_ab, answer_ba, judge, annotator, score_a, score_b (v1 still read)
 _META_TABLE = b"densedpo.table"
@@ -125,7 +125,6 @@ LABELS = Schema(
     optional_key=("judge", "annotator"),
 )
 
-SCHEMAS = {s.name: s for s in (SOURCES, PAIRS, LABELS)}
 
 
 def _row_label(df: pd.DataFrame, i: int) -> str:
@@ -264,10 +263,6 @@ def write_table(df: pd.DataFrame, path: str | Path, schema: Schema, extra_metada
     if extra_metadata:
         meta[b"densedpo.extra"] = json.dumps(extra_metadata, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path

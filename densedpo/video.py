@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18)
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -139,5 +138,24 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18)
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
     return path
+
+
+def resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> (height, width, 3): area filter when shrinking (no aliasing), cubic when enlarging."""
+    cv2 = _cv2()
+
+    h, w = frame.shape[:2]
+    if (h, w) == (height, width):
+        return frame
+    shrink = width * height < w * h
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def resize_to_fit(frame: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale so the longer side is at most `max_side`, keeping the aspect ratio; never enlarges."""
+    h, w = frame.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return frame
+    return resize(frame, max(1, round(w * scale)), max(1, round(h * scale)))

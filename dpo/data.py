@@ -152,25 +152,22 @@ def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str)
     from diffusers import DiffusionPipeline
     from safetensors.torch import save_file
 
+    from densedpo.files import atomic_path
+    from densedpo.latents import LatentCodec
     from densedpo.video import read_frames
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = DiffusionPipeline.from_pretrained(model, transformer=None, dtype=torch.float32).to(device)
-    zdim = pipe.vae.config.z_dim
-    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, zdim, 1, 1, 1).to(device)
-    std = torch.tensor(pipe.vae.config.latents_std).view(1, zdim, 1, 1, 1).to(device)
+    codec = LatentCodec(pipe.vae, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         for r in rows:
             out = {}
             for side in ("a", "b"):
                 frames = read_frames(resolve_path(pairs_path, getattr(r, f"video_{side}")))
-                x = torch.from_numpy(frames).to(device, torch.float32).permute(3, 0, 1, 2)[None] / 127.5 - 1
-                z = pipe.vae.encode(x).latent_dist.mode()
-                out[f"latents_{side}"] = ((z - mean) / std)[0].cpu().contiguous()
+                out[f"latents_{side}"] = codec.encode(frames)[0].cpu().contiguous()
             emb, _ = pipe.encode_prompt(prompt=r.prompt, do_classifier_free_guidance=False, device=device)
             out["prompt_embeds"] = emb[0].cpu().contiguous()
-            tmp = cache_dir / f".{r.pair_id}.tmp"
-            save_file(out, str(tmp))
-            tmp.replace(cache_dir / f"{r.pair_id}.safetensors")
+            with atomic_path(cache_dir / f"{r.pair_id}.safetensors") as tmp:
+                save_file(out, str(tmp))
     del pipe

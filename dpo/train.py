@@ -11,6 +11,7 @@ exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -21,10 +22,13 @@ from pathlib import Path
 import torch
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_write_text
+from densedpo.progress import progress_bar
 from dpo.data import Example, join_tables, load_examples, split_val
 from dpo.loss import FORMS, clip_labels, dense_dpo_loss, per_frame_error
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+PROGRESS_UNIT = "steps · loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.2f}"
 
 
 @dataclass
@@ -201,7 +205,7 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     if cfg.full_finetune:
         reference = copy.deepcopy(transformer).requires_grad_(False).eval()
         transformer.requires_grad_(True)
-        ref_ctx = _nullcontext
+        ref_ctx = contextlib.nullcontext
     else:
         from peft import LoraConfig
 
@@ -235,7 +239,7 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     # 5. Loop.
     val_acc = None
     t_start = time.perf_counter()
-    with _progress(console, progress and accel.is_main_process) as bar:
+    with progress_bar(console, PROGRESS_UNIT, progress and accel.is_main_process) as bar:
         task = bar.add_task("training", total=cfg.max_steps, completed=step, loss=math.nan, acc=math.nan)
         grad_norm = torch.tensor(0.0)
         while step < cfg.max_steps:
@@ -321,14 +325,6 @@ def _load_transformer(model: str):
         raise DenseDPOError(f"cannot load the transformer of --model {model!r}: {e}") from None
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 class _adapters_disabled:
     def __init__(self, model):
         self.model = model
@@ -371,8 +367,8 @@ def _save(path: Path, cfg, accel, policy, opt, sched, step: int, best: float, ba
         model.save_pretrained(path / "transformer")
     else:
         _save_lora(model, cfg.model, path)
-    (path / "trainer_state.json").write_text(json.dumps({"step": step, "best_val_accuracy": best,
-                                                         "bad_evals": bad_evals}))  # fmt: skip
+    state = {"step": step, "best_val_accuracy": best, "bad_evals": bad_evals}
+    atomic_write_text(path / "trainer_state.json", json.dumps(state))  # last: a checkpoint without it is unfinished
 
 
 def _save_lora(model, model_id: str, path: Path) -> None:
@@ -437,11 +433,3 @@ class _Logger:
             self.f.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def _progress(console, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-                    TextColumn("loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.2f}"), TimeElapsedColumn(),
-                    console=console, disable=not enabled)  # fmt: skip

@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_path, atomic_write_text
+from densedpo.latents import LatentCodec
+from densedpo.progress import progress_bar
 from densedpo.tables import PAIRS, SOURCES, read_table, resolve_path, write_table
 from generation.sdedit import (
     make_pair_id,
@@ -136,9 +139,7 @@ def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
 
     Returns uint8 (T, H, W, 3). Raises SourceUnusable with the reason when the clip is unusable.
     """
-    import cv2
-
-    from densedpo.video import probe, read_frames
+    from densedpo.video import probe, read_frames, resize
 
     try:
         info = probe(path)
@@ -152,7 +153,7 @@ def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
     y0, x0 = (rh - cfg.height) // 2, (rw - cfg.width) // 2
     out = np.empty((len(frames), cfg.height, cfg.width, 3), np.uint8)
     for k, f in enumerate(frames):
-        r = cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        r = resize(f, rw, rh)
         out[k] = r[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
     return out
 
@@ -194,9 +195,7 @@ class Sampler:
         self.pipe, self.cfg, self.dtype = pipe, cfg, dtype
         self.temporal = int(getattr(pipe, "vae_scale_factor_temporal", 4))
         self.spatial = int(getattr(pipe, "vae_scale_factor_spatial", 8))
-        zdim = pipe.vae.config.z_dim
-        self.latents_mean = torch.tensor(pipe.vae.config.latents_mean).view(1, zdim, 1, 1, 1).to(self.device)
-        self.latents_std = torch.tensor(pipe.vae.config.latents_std).view(1, zdim, 1, 1, 1).to(self.device)
+        self.codec = LatentCodec(pipe.vae, self.device)
 
     def schedule(self) -> tuple[list[float], object]:
         """Per-step σ (without the final 0) and timesteps for cfg.steps, under the model's own flow shift."""
@@ -216,20 +215,11 @@ class Sampler:
 
     def encode_video(self, frames: np.ndarray):
         """uint8 (T, H, W, 3) -> normalised latents (1, C, T', H/8, W/8), the space the transformer works in."""
-        torch = self.torch
-        x = torch.from_numpy(frames).to(self.device, torch.float32).permute(3, 0, 1, 2)[None] / 127.5 - 1.0
-        with torch.no_grad():
-            z = self.pipe.vae.encode(x).latent_dist.mode()  # (1, C, T', h, w)
-        return (z - self.latents_mean) / self.latents_std
+        return self.codec.encode(frames)
 
     def decode(self, latents) -> np.ndarray:
         """(B, C, T', h, w) normalised latents -> uint8 (B, T, H, W, 3)."""
-        torch = self.torch
-        with torch.no_grad():
-            z = latents.to(torch.float32) * self.latents_std + self.latents_mean
-            video = self.pipe.vae.decode(z, return_dict=False)[0]  # (B, 3, T, H, W) in [-1, 1]
-        video = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return video.permute(0, 2, 3, 4, 1).cpu().numpy()
+        return self.codec.decode(latents)
 
     def noise(self, seeds: list[int], shape: tuple[int, ...]):
         """One Gaussian draw per seed, made on the CPU so a seed gives the same noise on every device."""
@@ -316,19 +306,13 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
 def _save_tensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def _write_row(out: Path, row: dict) -> None:
     """The row goes last, atomically: a pair without its row file is unfinished and is redone."""
-    path = out / "rows" / f"{row['pair_id']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(row))
-    os.replace(tmp, path)
+    atomic_write_text(out / "rows" / f"{row['pair_id']}.json", json.dumps(row))
 
 
 def merge_rows(out: Path) -> Path | None:
@@ -383,7 +367,7 @@ def _generate_pairs(cfg: GenerateConfig, console, progress: bool) -> GenerateRes
     # 3. One pair per source: files first, row last.
     skipped: dict[str, str] = {}
     made, t_pairs = 0, 0.0
-    with _progress(console, progress and rank == 0) as bar:
+    with progress_bar(console, "pairs", progress and rank == 0) as bar:
         task_id = bar.add_task("generating", total=len(tasks))
         for task in tasks:
             t0 = time.perf_counter()
@@ -413,13 +397,6 @@ def _distributed(cfg: GenerateConfig):
         return state.process_index, state.num_processes, state
     rank, world = parse_shard(cfg.shard)
     return rank, world, None
-
-
-def _progress(console, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"),
-                    TimeElapsedColumn(), console=console, disable=not enabled)  # fmt: skip
 
 
 def dry_run_plan(cfg: GenerateConfig) -> dict:

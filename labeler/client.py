@@ -66,7 +66,6 @@ class ServerPool:
         self.max_rps = max_rps
         self._next_start = 0.0
         self._api_key = api_key
-        self.status_counts: dict[int, int] = {}  # HTTP statuses seen (e.g. how many 429s)
         self.models_path = "/models" if openai_base else "/v1/models"
         self.servers = [_Server(u.rstrip("/") if openai_base else u.rstrip("/").removesuffix("/v1")) for u in urls]
         self.timeout_s = timeout_s
@@ -169,7 +168,6 @@ class ServerPool:
                 last_error, last_body = f"{server.url}: {type(e).__name__}: {e}".rstrip(": "), None
             else:
                 server.consecutive_failures = 0
-                self.status_counts[status] = self.status_counts.get(status, 0) + 1
                 if status == 200:
                     server.latencies_s.append(time.perf_counter() - t0)
                     try:

@@ -23,7 +23,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
 def vllm_server(tiny_vlm, tmp_path_factory):
     """A real vLLM OpenAI-compatible server for the tiny VLM, started once per test session."""
     pytest.importorskip("vllm")
-    from labeler.vllm_server import managed_vllm
+    from labeler.servers import managed_vllm
 
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
     with managed_vllm(str(tiny_vlm), log_path=log, max_images=40, max_videos=2, max_model_len=2048) as url:
@@ -43,7 +43,7 @@ def pooling_server(tiny_reward_model, tmp_path_factory):
     """A real vLLM pooling server (`--runner pooling --convert classify`) for the tiny reward model."""
     pytest.importorskip("vllm")
     from labeler.judges.score import POOLING_ARGS
-    from labeler.vllm_server import managed_vllm
+    from labeler.servers import managed_vllm
 
     log = tmp_path_factory.mktemp("vllm-pooling") / "vllm.log"
     with managed_vllm(str(tiny_reward_model), log_path=log, max_images=20, max_model_len=2048,

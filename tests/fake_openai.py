@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from labeler.vllm_server import free_port
+from labeler.servers import free_port
 
 
 def completion(content: str, top: dict[str, float] | None = None) -> dict:

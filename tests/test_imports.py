@@ -1,4 +1,5 @@
-"""Every module imports, stages do not import each other, and `densedpo --help` loads no heavy package."""
+"""Every module imports, the floors read bottom-up (foundation -> stages -> rooms -> app), stages do not import
+or start each other, and `densedpo --help` loads no heavy package."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import pytest
 
 from tests.conftest import REPO
 
-PACKAGES = ["densedpo", "labeler", "app"]
+FOUNDATION = "densedpo"
 STAGES = ["labeler", "generation", "dpo", "scorers"]
+ROOMS = ["service", "review"]  # floor 3: apps built on a stage (evaluation/ and sources/ join them)
+APP = "app"
+PACKAGES = [FOUNDATION, *STAGES, *ROOMS, APP]
 
 
 def modules():
     for pkg in PACKAGES:
         yield pkg
-        for m in pkgutil.iter_modules([str(REPO / pkg)]):
-            yield f"{pkg}.{m.name}"
+        for m in pkgutil.walk_packages([str(REPO / pkg)], prefix=f"{pkg}."):
+            yield m.name
+
+
+def _imports(path, name: str) -> bool:
+    return bool(re.search(rf"^\s*(import|from)\s+{name}\b", path.read_text(), re.M))
 
 
 @pytest.mark.parametrize("name", list(modules()))
@@ -28,31 +36,39 @@ def test_module_imports(name):
     importlib.import_module(name)
 
 
+def test_every_package_is_checked():
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
+    assert packages == set(PACKAGES), packages ^ set(PACKAGES)
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_stages_do_not_import_each_other(stage):
-    folder = REPO / stage
-    if not folder.exists():
-        pytest.skip(f"{stage}/ not built yet")
+def test_stages_do_not_import_or_start_each_other(stage):
     others = [s for s in STAGES if s != stage]
-    for path in folder.rglob("*.py"):
+    for path in (REPO / stage).rglob("*.py"):
         text = path.read_text()
         for other in others:
-            assert not re.search(rf"^\s*(import|from)\s+{other}\b", text, re.M), (path, other)
+            assert not _imports(path, other), (path, other)
+            # a stage may not start another stage's module either (`python -m scorers.server`): the app names it
+            assert not re.search(rf"""["']-m["'],\s*["']{other}[.\w]*["']""", text), (path, other)
 
 
 def test_floors_read_bottom_up():
-    """Foundation -> stages -> app: the foundation imports no stage and no app; only the app imports the app."""
-    upper = {"densedpo": STAGES + ["app"], **{stage: ["app"] for stage in STAGES}}
-    for floor, forbidden in upper.items():
+    """The foundation imports no stage, room or app; stages import no room or app; rooms no app, nor each other."""
+    above = {
+        FOUNDATION: STAGES + ROOMS + [APP],
+        **{stage: ROOMS + [APP] for stage in STAGES},
+        **{room: [APP] + [r for r in ROOMS if r != room] for room in ROOMS},
+    }
+    for floor, forbidden in above.items():
         for path in (REPO / floor).rglob("*.py"):
-            text = path.read_text()
             for name in forbidden:
-                assert not re.search(rf"^\s*(import|from)\s+{name}\b", text, re.M), (path, name)
+                assert not _imports(path, name), (path, name)
 
 
-def test_labeler_never_imports_torch_or_diffusers():
+@pytest.mark.parametrize("folder", ["labeler", "service", "review"])
+def test_labeling_side_never_imports_torch_or_diffusers(folder):
     pattern = re.compile(r"^\s*(import|from)\s+(torch|diffusers|transformers)\b", re.M)
-    for path in (REPO / "labeler").rglob("*.py"):
+    for path in (REPO / folder).rglob("*.py"):
         assert not pattern.search(path.read_text()), path
 
 

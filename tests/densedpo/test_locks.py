@@ -124,7 +124,7 @@ def test_parent_death_kills_a_child_that_ignores_sigterm(tmp_path):
     pid_file = tmp_path / "child.pid"
     parent = textwrap.dedent(f"""
         import subprocess, sys, time
-        from labeler.vllm_server import _die_with_parent
+        from labeler.servers import _die_with_parent
         child = subprocess.Popen([sys.executable, "-c",
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
             preexec_fn=_die_with_parent)

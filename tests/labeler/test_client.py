@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from labeler.engine import LabelConfig, label_pairs
+from labeler.config import LabelConfig
+from labeler.engine import label_pairs
 from tests.conftest import run_cli
 from tests.fake_openai import FakeServer, completion, position_answer
 

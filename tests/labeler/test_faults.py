@@ -13,7 +13,8 @@ import pytest
 
 from densedpo.errors import DenseDPOError
 from densedpo.synthetic import make_synthetic_pairs
-from labeler.engine import LabelConfig, label_pairs
+from labeler.config import LabelConfig
+from labeler.engine import label_pairs
 from labeler.journal import journal_path_for, read_journal
 from tests.conftest import REPO, run_cli
 from tests.fake_openai import FakeServer, completion, position_answer

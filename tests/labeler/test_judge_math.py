@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from labeler.aggregate import aggregate_scores, combine_judges, score_probabilities
-from labeler.evaluate import fit_tie_margin
 from labeler.parse import OrderResult, json_answer, json_choice_probabilities, vote_shares
+from review.judge_report import fit_tie_margin
 
 CHOICES = ("first", "second", "tie")
 

@@ -10,9 +10,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from labeler.engine import LabelConfig, plan_pairs, prepare_pair, request_id
+from labeler.config import LabelConfig
+from labeler.frames import prepare_pair
 from labeler.journal import journal_path_for, read_journal
 from labeler.judges.score import SCORE_TEXT, score_messages
+from labeler.plan import plan_pairs, request_id
 from labeler.segments import sample_frame_indices
 from tests.conftest import run_cli
 from tests.openai_proxy import OpenAIProxy

@@ -9,7 +9,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from labeler.engine import LabelConfig, label_pairs
+from labeler.config import LabelConfig
+from labeler.engine import label_pairs
 from labeler.journal import journal_path_for, read_journal
 from labeler.prompts import load_prompt
 from tests.conftest import run_cli
@@ -106,7 +107,7 @@ class TcpRelay:
     """Forwards a loopback port to a server byte for byte, counting HTTP requests that pass through it."""
 
     def __init__(self, target_url: str):
-        from labeler.vllm_server import free_port
+        from labeler.servers import free_port
 
         host, port = target_url.removeprefix("http://").split(":")
         self.target = (host, int(port))

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labeler.engine import LabelConfig, plan_pairs, prepare_pair
+from labeler.config import LabelConfig
+from labeler.frames import prepare_pair
 from labeler.journal import journal_path_for, read_journal
 from labeler.judges.score import VIDEOREWARD_TEXT
+from labeler.plan import plan_pairs
 from labeler.segments import sample_frame_indices
 from scorers.server import parse_request
 from scorers.videoreward import REWARD_TOKENS, VideoReward, convert_state_dict, decode_data_url, make_tiny_videoreward

@@ -31,18 +31,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_write_text
 from densedpo.tables import LABELS, PAIRS, read_table, validate
-from labeler.engine import (
-    LabelConfig,
-    LabelHooks,
-    LabelingStopped,
-    label_pairs,
-    max_images_per_request,
-    partial_labels,
-    plan_pairs,
-)
-from labeler.jobs import JobStore
+from labeler.config import LabelConfig
+from labeler.engine import LabelHooks, LabelingStopped, label_pairs
+from labeler.plan import max_images_per_request, plan_pairs
 from labeler.prompts import DEFAULT_PROMPT, available_prompts
+from labeler.rows import partial_labels
+from service.jobs import JobStore
 
 log = logging.getLogger("densedpo.serve")
 SETTINGS = ("segment_seconds", "sample_fps", "min_confidence", "prompt")
@@ -112,10 +108,8 @@ def load_token(cfg: ServiceConfig) -> str:
     if token:
         return token
     path = cfg.db.with_name(cfg.db.name + ".token")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
+    if not path.exists():  # created 0600: no moment in which another user could read it
+        atomic_write_text(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
     log.warning("no --token-file or DENSEDPO_TOKEN: using the token in %s", path)
     return path.read_text().strip()
 

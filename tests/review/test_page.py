@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from labeler.review import left_side, queue_order, to_preference
+from review.page import left_side, queue_order, to_preference
 from tests.conftest import run_cli
 
 

@@ -1,4 +1,5 @@
-"""Start vLLM's OpenAI-compatible server as a managed child process, and stop it on every exit path."""
+"""Managed servers: vLLM's OpenAI-compatible server, or any command serving /health (a reward-model scorer),
+started as a child process on a free loopback port and stopped on every exit path."""
 
 from __future__ import annotations
 
@@ -117,13 +118,16 @@ def managed_vllm(
 
 
 @contextlib.contextmanager
-def managed_scorer(model: str, *, log_path: Path, startup_timeout_s: float = 600.0) -> Iterator[str]:
-    """Yield the URL of `densedpo serve-scorer` (scorers/server.py: a reward model with transformers) for `model`.
+def managed_scorer(
+    command: Sequence[str], model: str, *, log_path: Path, startup_timeout_s: float = 600.0
+) -> Iterator[str]:
+    """Yield the URL of a scorer server for `model`, started by `command` + `--model M --host H --port P`.
 
-    Its own process: the labeler never imports torch, and the scorer answers /classify as vLLM's pooling runner.
+    The app gives the command (`densedpo serve-scorer`: a reward model with transformers, in its own process, so
+    the labeler never imports torch); it answers /classify as vLLM's pooling runner does.
     """
     port = free_port()
-    cmd = [sys.executable, "-m", "scorers.server", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*command, "--model", model, "--host", "127.0.0.1", "--port", str(port)]
     with managed_process(cmd, port, log_path, dict(os.environ), startup_timeout_s, "the scorer") as url:
         yield url
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from densedpo.synthetic import make_synthetic_pairs
-from labeler.vllm_server import free_port
+from labeler.servers import free_port
 from tests.conftest import REPO, run_cli
 from tests.labeler.test_vllm_integration import vllm_requests
 
@@ -302,8 +302,8 @@ def test_idempotency_key_reused_for_another_payload_and_no_orphans(service, root
 
 def test_cancel_is_one_transition_even_when_the_job_was_just_claimed(tmp_path):
     """The race of the old cancel: the scheduler claims the job between the state read and the transition."""
-    from labeler.jobs import JobStore
-    from labeler.service import Metrics, Scheduler, ServiceConfig
+    from service.app import Metrics, Scheduler, ServiceConfig
+    from service.jobs import JobStore
 
     store = JobStore(tmp_path / "jobs.sqlite")
     scheduler = Scheduler(ServiceConfig(db=tmp_path / "jobs.sqlite"), store, ["-"], Metrics(store))

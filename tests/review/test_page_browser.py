@@ -17,7 +17,7 @@ import pytest
 
 from densedpo.synthetic import make_synthetic_pairs
 from densedpo.tables import LABELS, read_table, write_table
-from labeler.vllm_server import free_port
+from labeler.servers import free_port
 from tests.conftest import REPO
 
 FPS = 16.0

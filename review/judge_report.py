@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_motion
 from densedpo.tables import POSITIONS
 from labeler.aggregate import clip_preference, decided
 
@@ -361,11 +362,10 @@ def human_ceiling(ref: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict 
 # ---------------------------------------------------------------------------------------------- motion
 
 
-def segment_motion(pairs_path: Path, segments: pd.DataFrame, sample_fps: float = 8.0, max_side: int = 160,
-                   ) -> pd.DataFrame:
-    """Mean optical-flow magnitude (OpenCV Farnebäck, pixels at `max_side`) of each video per labeled segment."""
-    import cv2
-
+def segment_motion(
+    pairs_path: Path, segments: pd.DataFrame, sample_fps: float = 8.0, max_side: int = FLOW_MAX_SIDE
+) -> pd.DataFrame:
+    """Mean optical-flow magnitude (densedpo.motion, pixels at `max_side`) of each video per labeled segment."""
     from densedpo.tables import PAIRS, read_table, resolve_path
     from densedpo.video import probe, read_frames
     from labeler.segments import Segment, sample_frame_indices
@@ -378,31 +378,21 @@ def segment_motion(pairs_path: Path, segments: pd.DataFrame, sample_fps: float =
         row = pairs.loc[pair_id]
         fps = row.get("fps")
         fps = float(fps) if pd.notna(fps) else probe(resolve_path(pairs_path, row["video_a"])).fps
-        segs = [Segment(int(r.segment_idx), int(r.frame_start), int(r.frame_end), float(r.t_start_s), float(r.t_end_s))
-                for r in g.itertuples()]  # fmt: skip
+        segs = [
+            Segment(int(r.segment_idx), int(r.frame_start), int(r.frame_end), float(r.t_start_s), float(r.t_end_s))
+            for r in g.itertuples()
+        ]
         idx = {s.segment_idx: sample_frame_indices(s, fps, sample_fps) for s in segs}
         needed = sorted({i for v in idx.values() for i in v})
         flows = {}
         for side in ("a", "b"):
             frames = read_frames(resolve_path(pairs_path, row[f"video_{side}"]), needed)
-            gray = {}
-            for i, f in zip(needed, frames):
-                h, w = f.shape[:2]
-                scale = min(1.0, max_side / max(h, w))
-                size = (max(1, round(w * scale)), max(1, round(h * scale)))
-                small = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-                gray[i] = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            gray = dict(zip(needed, gray_frames(frames, max_side)))
             for s in segs:
-                seq = idx[s.segment_idx]
-                mags = [
-                    float(np.linalg.norm(cv2.calcOpticalFlowFarneback(gray[p], gray[q], None, 0.5, 3, 15, 3, 5, 1.2, 0),
-                                         axis=-1).mean())
-                    for p, q in zip(seq, seq[1:])
-                ]  # fmt: skip
-                flows[(side, s.segment_idx)] = float(np.mean(mags)) if mags else 0.0
+                flows[(side, s.segment_idx)] = mean_motion([gray[i] for i in idx[s.segment_idx]])
         for s in segs:
-            rows.append({"pair_id": pair_id, "segment_idx": s.segment_idx, "motion_a": flows[("a", s.segment_idx)],
-                         "motion_b": flows[("b", s.segment_idx)]})  # fmt: skip
+            motion = {"motion_a": flows[("a", s.segment_idx)], "motion_b": flows[("b", s.segment_idx)]}
+            rows.append({"pair_id": pair_id, "segment_idx": s.segment_idx, **motion})
     return pd.DataFrame(rows, columns=KEY + ["motion_a", "motion_b"])
 
 

@@ -4,15 +4,13 @@ The server (FastAPI + uvicorn, like `densedpo serve`) holds the queue, serves th
 Range, so the players can seek) and saves every human label at once: a line in an append-only journal shared by
 all annotators of the file, then the whole human table rewritten atomically from the journal under a short
 lock. A killed server or a closed tab loses nothing; a restart resumes at the first pair this annotator has not
-finished. The page itself is static HTML/CSS/JS in labeler/static/review (no CDN, no build step).
+finished. The page itself is static HTML/CSS/JS in review/static (no CDN, no build step).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
-import os
 import random
 import time
 from contextlib import contextmanager
@@ -24,13 +22,14 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from densedpo.errors import DenseDPOError
+from densedpo.files import JsonlWriter, read_jsonl
 from densedpo.segments import segment_bounds
 from densedpo.tables import LABELS, PAIRS, read_table, resolve_path, write_table
 from densedpo.video import probe
 
-ORDERS = ("least-confident", "random", "table")
+QUEUE_ORDERS = ("least-confident", "random", "table")
 CHOICES = ("left", "right", "tie")
-STATIC = Path(__file__).parent / "static" / "review"
+STATIC = Path(__file__).parent / "static"
 JUDGE_FIELDS = ("preference", "status", "confidence", "p_a", "p_b", "p_tie", "order_agreement", "answer_ab",
                 "answer_ba", "raw_response", "judge_model")  # fmt: skip
 
@@ -47,8 +46,8 @@ class ReviewConfig:
     segment_seconds: float = 1.0
 
     def check(self) -> None:
-        if self.order not in ORDERS:
-            raise DenseDPOError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}.")
+        if self.order not in QUEUE_ORDERS:
+            raise DenseDPOError(f"--order must be one of {', '.join(QUEUE_ORDERS)}, got {self.order!r}.")
         if not (0 < self.segment_seconds < float("inf")):
             raise DenseDPOError(f"--segment-seconds must be a positive finite number, got {self.segment_seconds}.")
         if not self.annotator or not all(c.isalnum() or c in "-_.@" for c in self.annotator):
@@ -109,9 +108,9 @@ class HumanStore:
         if self.path.exists() and not self.journal.exists():  # a table made elsewhere: its rows stay
             with self._locked():
                 old = read_table(self.path, LABELS)
-                with open(self.journal, "a") as f:
+                with JsonlWriter(self.journal) as journal:
                     for row in old.to_dict("records"):
-                        f.write(json.dumps(_plain_row(row)) + "\n")
+                        journal.write(_plain_row(row))
 
     @contextmanager
     def _locked(self):
@@ -125,22 +124,14 @@ class HumanStore:
     def rows(self) -> dict[tuple[str, int, str], dict]:
         """The latest label per (pair, segment, annotator); a torn last line (killed mid-write) is skipped."""
         out = {}
-        if not self.journal.exists():
-            return out
-        for line in self.journal.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for row in read_jsonl(self.journal):
             out[(row["pair_id"], int(row["segment_idx"]), row.get("annotator") or "")] = row
         return out
 
     def save(self, row: dict) -> None:
         with self._locked():
-            with open(self.journal, "a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            with JsonlWriter(self.journal, fsync_every_s=0) as journal:
+                journal.write(row)
             rows = list(self.rows().values())
             write_table(pd.DataFrame(rows), self.path, LABELS, extra_metadata={"judge_model": "human"})
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labeler.evaluate import (
+from review.judge_report import (
     THRESHOLDS,
     agreed_answer,
     human_ceiling,
