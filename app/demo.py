@@ -39,18 +39,28 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     # 3. SDEdit pairs: each clip noised to eta ~ U(0.65, 0.8) and denoised with two seeds.
     console.rule("3. generate SDEdit pairs (tiny Wan 2.1)")
     gen = generate_pairs(
-        GenerateConfig(sources=sources, model=str(wan), out=out / "pairs", steps=10, guidance=5.0, num_frames=33,
-                       height=64, width=64),
+        GenerateConfig(
+            sources=sources,
+            model=str(wan),
+            out=out / "pairs",
+            steps=10,
+            guidance=5.0,
+            num_frames=33,
+            height=64,
+            width=64,
+        ),
         console=console,
-    )  # fmt: skip
+    )
     print_generate_summary(gen)
     # 4. Label. The random Wan's pairs are noise, so the judge labels pairs whose per-segment truth is known by
     #    construction (an artifact in one video of a segment, or none): held-out seeds, never seen in training.
     console.rule("4. label segments (embedded vLLM, the trained tiny judge, both orders)")
-    pairs, truth = make_synthetic_pairs(out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49,
-                                        height=64, width=64, seed=11)  # fmt: skip
-    cfg = LabelConfig(pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps,
-                      concurrency=16)  # fmt: skip
+    pairs, truth = make_synthetic_pairs(
+        out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
+    )
+    cfg = LabelConfig(
+        pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps, concurrency=16
+    )
     result = label_pairs(cfg, console=console)
     print_label_summary(result.summary, result.out)
     # 5. How good are these labels? The judge against the synthetic truth.
@@ -62,11 +72,23 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     #    once into a cache, as it would for human-labeled pairs brought from elsewhere).
     console.rule("6. train dense Flow-DPO on the judge's labels (LoRA on the tiny Wan transformer)")
     run = train(
-        TrainConfig(pairs=pairs, labels=result.out, model=str(wan), out=out / "run", max_steps=20, warmup_steps=5,
-                    lr=1e-3, lora_rank=8, batch_size=2, val_fraction=0.25, eval_every=10, save_every=20,
-                    log_every=5),
+        TrainConfig(
+            pairs=pairs,
+            labels=result.out,
+            model=str(wan),
+            out=out / "run",
+            max_steps=20,
+            warmup_steps=5,
+            lr=1e-3,
+            lora_rank=8,
+            batch_size=2,
+            val_fraction=0.25,
+            eval_every=10,
+            save_every=20,
+            log_every=5,
+        ),
         console=console,
-    )  # fmt: skip
+    )
     last = run.history[-1]
     console.print(
         f"trained {run.steps} steps: loss {last['loss']:.4f}, implicit accuracy {last['implicit_accuracy']:.2f}, "
@@ -80,9 +102,13 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
         "[yellow]The tiny models are stand-ins: the judge only knows synthetic artifacts and the Wan model is random. "
         "With real models (Wan 2.1, Qwen2.5-VL-7B on a GPU host) the same commands are the real thing.[/]"
     )
-    return {**result.summary, "segment_accuracy": figures["segment_accuracy"]["value"],
-            "position_consistency": figures["position_consistency"]["value"], "train_steps": run.steps,
-            "val_implicit_accuracy": run.val_accuracy}  # fmt: skip
+    return {
+        **result.summary,
+        "segment_accuracy": figures["segment_accuracy"]["value"],
+        "position_consistency": figures["position_consistency"]["value"],
+        "train_steps": run.steps,
+        "val_implicit_accuracy": run.val_accuracy,
+    }
 
 
 def _fmt(fig: dict) -> str:

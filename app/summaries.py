@@ -50,18 +50,36 @@ def print_judges_table(judges: dict[str, dict]) -> None:
     from rich.table import Table
 
     t = Table(title="judges")
-    for col in ("judge", "kind", "coverage", "order agreement", "requests", "images", "prompt tokens",
-                "completion tokens", "cost (est.)", "confidence from"):  # fmt: skip
+    for col in (
+        "judge",
+        "kind",
+        "coverage",
+        "order agreement",
+        "requests",
+        "images",
+        "prompt tokens",
+        "completion tokens",
+        "cost (est.)",
+        "confidence from",
+    ):
         t.add_column(col, justify="left" if col in ("judge", "kind", "confidence from") else "right")
 
     def num(v, fmt="{:,}"):
         return "–" if v is None or (isinstance(v, float) and v != v) else fmt.format(v)
 
     for name, j in judges.items():
-        t.add_row(name, j.get("kind", ""), num(j.get("coverage"), "{:.3f}"),
-                  num(j.get("order_agreement_rate"), "{:.3f}"), num(j.get("requests")), num(j.get("images")),
-                  num(j.get("prompt_tokens")), num(j.get("completion_tokens")), num(j.get("cost_usd"), "${:.4f}"),
-                  j.get("confidence_from") or "")  # fmt: skip
+        t.add_row(
+            name,
+            j.get("kind", ""),
+            num(j.get("coverage"), "{:.3f}"),
+            num(j.get("order_agreement_rate"), "{:.3f}"),
+            num(j.get("requests")),
+            num(j.get("images")),
+            num(j.get("prompt_tokens")),
+            num(j.get("completion_tokens")),
+            num(j.get("cost_usd"), "${:.4f}"),
+            j.get("confidence_from") or "",
+        )
     console = Console()
     Console(width=max(console.width, 180)).print(t)  # wide: judge ids are long, and logs are not terminals
 
@@ -71,9 +89,13 @@ def print_generate_summary(r) -> None:
 
     print_kv(
         f"pairs → {r.pairs_path}",
-        {"pairs made": r.made, "already finished": r.already_done, "skipped": len(r.skipped),
-         "seconds per pair": r.seconds_per_pair},
-    )  # fmt: skip
+        {
+            "pairs made": r.made,
+            "already finished": r.already_done,
+            "skipped": len(r.skipped),
+            "seconds per pair": r.seconds_per_pair,
+        },
+    )
     if r.skipped:
         t = Table(title="skipped sources")
         t.add_column("source_id")
@@ -110,30 +132,42 @@ def print_judge_report(report: dict) -> None:
     out = Console()
     for ref in report["references"]:
         judges = ref["judges"]
-        t = Table(title=f"judges vs {ref['reference']} ({ref['reference_segments']} segments; 95% bootstrap intervals "
-                        "over pairs)")  # fmt: skip
+        t = Table(
+            title=f"judges vs {ref['reference']} ({ref['reference_segments']} segments; 95% bootstrap intervals "
+            "over pairs)"
+        )
         t.add_column("figure")
         for name in judges:
             t.add_column(name, justify="right")
-        t.add_row("segments shared / decided in both",
-                  *[f"{r['segments_shared']} / {r['segments_both_decided']}" for r in judges.values()])  # fmt: skip
+        t.add_row(
+            "segments shared / decided in both",
+            *[f"{r['segments_shared']} / {r['segments_both_decided']}" for r in judges.values()],
+        )
         for key, label in JUDGE_ROWS:
             t.add_row(label, *[_ci(r[key]) for r in judges.values()])
         if any("motion_bias" in r for r in judges.values()):
-            t.add_row("judge prefers the less moving video",
-                      *[_ci(r.get("motion_bias", {}).get("judge_prefers_less_motion")) for r in judges.values()])
-            t.add_row("reference prefers the less moving video",
-                      *[_ci(r.get("motion_bias", {}).get("reference_prefers_less_motion")) for r in judges.values()])
+            t.add_row(
+                "judge prefers the less moving video",
+                *[_ci(r.get("motion_bias", {}).get("judge_prefers_less_motion")) for r in judges.values()],
+            )
+            t.add_row(
+                "reference prefers the less moving video",
+                *[_ci(r.get("motion_bias", {}).get("reference_prefers_less_motion")) for r in judges.values()],
+            )
         target = report["target_accuracy"]
-        t.add_row(f"lowest --min-confidence with accuracy ≥ {target:g}",
-                  *[str(r["min_confidence_for_target"] or "none") for r in judges.values()])  # fmt: skip
+        t.add_row(
+            f"lowest --min-confidence with accuracy ≥ {target:g}",
+            *[str(r["min_confidence_for_target"] or "none") for r in judges.values()],
+        )
         out.print(t)
         for name, r in judges.items():
             m = r.get("fitted_tie_margin")
             if m:
-                out.print(f"{name}: --tie-margin {m['value']:.4g} reproduces this reference best (3-way agreement "
-                          f"{m['agreement']:.3f} on {m['segments']} segments; {m['agreement_at_zero']:.3f} at 0); "
-                          "rerun label with it: the journal answers, nothing is asked again.")  # fmt: skip
+                out.print(
+                    f"{name}: --tie-margin {m['value']:.4g} reproduces this reference best (3-way agreement "
+                    f"{m['agreement']:.3f} on {m['segments']} segments; {m['agreement_at_zero']:.3f} at 0); "
+                    "rerun label with it: the journal answers, nothing is asked again."
+                )
         curve = Table(title="accuracy–coverage curve: segment accuracy / coverage at each --min-confidence")
         curve.add_column("--min-confidence", justify="right")
         for name in judges:

@@ -110,8 +110,14 @@ def build_examples(pairs_path: Path, truth_path: Path, recipe: JudgeRecipe) -> l
 
     prompt = load_prompt(recipe.prompt)
     first, second, tie = prompt.choices
-    cfg = LabelConfig(pairs=pairs_path, segment_seconds=recipe.segment_seconds, sample_fps=recipe.sample_fps,
-                      max_side=recipe.max_side, jpeg_quality=recipe.jpeg_quality, prompt=recipe.prompt)  # fmt: skip
+    cfg = LabelConfig(
+        pairs=pairs_path,
+        segment_seconds=recipe.segment_seconds,
+        sample_fps=recipe.sample_fps,
+        max_side=recipe.max_side,
+        jpeg_quality=recipe.jpeg_quality,
+        prompt=recipe.prompt,
+    )
     truth = read_table(truth_path, LABELS).set_index(["pair_id", "segment_idx"])["preference"]
     examples = []
     for plan in plan_pairs(cfg):
@@ -124,11 +130,13 @@ def build_examples(pairs_path: Path, truth_path: Path, recipe: JudgeRecipe) -> l
                 shown_first = [urls[one][k] for k in idx]
                 shown_second = [urls[two][k] for k in idx]
                 answer = tie if pref == "tie" else (first if pref == one else second)
-                examples.append(Example(
-                    images=[_image(u) for u in shown_first + shown_second],
-                    messages=build_messages(prompt, plan.prompt, shown_first, shown_second),
-                    answer=answer,
-                ))  # fmt: skip
+                examples.append(
+                    Example(
+                        images=[_image(u) for u in shown_first + shown_second],
+                        messages=build_messages(prompt, plan.prompt, shown_first, shown_second),
+                        answer=answer,
+                    )
+                )
     return examples
 
 
@@ -185,12 +193,19 @@ def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None)
     model = Qwen2VLForConditionalGeneration.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     with tempfile.TemporaryDirectory(prefix="densedpo-judge-data-") as tmp:
-        kw = dict(num_frames=recipe.num_frames, fps=recipe.fps, height=recipe.side, width=recipe.side,
-                  segment_seconds=recipe.segment_seconds)  # fmt: skip
-        train_set = build_examples(*make_synthetic_pairs(Path(tmp) / "train", recipe.train_pairs,
-                                                         seed=recipe.train_seed, **kw), recipe)  # fmt: skip
-        eval_set = build_examples(*make_synthetic_pairs(Path(tmp) / "eval", recipe.eval_pairs,
-                                                        seed=recipe.eval_seed, **kw), recipe)  # fmt: skip
+        kw = dict(
+            num_frames=recipe.num_frames,
+            fps=recipe.fps,
+            height=recipe.side,
+            width=recipe.side,
+            segment_seconds=recipe.segment_seconds,
+        )
+        train_set = build_examples(
+            *make_synthetic_pairs(Path(tmp) / "train", recipe.train_pairs, seed=recipe.train_seed, **kw), recipe
+        )
+        eval_set = build_examples(
+            *make_synthetic_pairs(Path(tmp) / "eval", recipe.eval_pairs, seed=recipe.eval_seed, **kw), recipe
+        )
     data_s = time.perf_counter() - t_start
 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -198,15 +213,21 @@ def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None)
     gen = torch.Generator().manual_seed(recipe.seed)
     history = []
     t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]training the tiny judge"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("steps · loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]training the tiny judge"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps · loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("train", total=recipe.steps, loss=math.nan)
         order = torch.randperm(len(train_set), generator=gen).tolist()
         cursor = 0
         for step in range(1, recipe.steps + 1):
             if cursor + recipe.batch_size > len(order):
                 order, cursor = torch.randperm(len(train_set), generator=gen).tolist(), 0
-            batch = collate(processor, [train_set[i] for i in order[cursor:cursor + recipe.batch_size]])
+            batch = collate(processor, [train_set[i] for i in order[cursor : cursor + recipe.batch_size]])
             cursor += recipe.batch_size
             model.train()
             loss = model(**batch).loss
@@ -218,8 +239,14 @@ def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None)
             bar.update(task, advance=1, loss=loss.item())
             if step % 40 == 0 or step == recipe.steps:
                 acc = answer_accuracy(model, processor, eval_set, choices)
-                history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), "loss": loss.item(),
-                                "heldout_accuracy": acc})  # fmt: skip
+                history.append(
+                    {
+                        "step": step,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "loss": loss.item(),
+                        "heldout_accuracy": acc,
+                    }
+                )
     train_s = time.perf_counter() - t0
     model.eval()
     model.save_pretrained(out)
@@ -267,9 +294,8 @@ def answer_accuracy(model, processor, examples: list[Example], choices: tuple[st
     model.eval()
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
+            chunk = examples[i : i + batch_size]
             logits = model(**collate(processor, chunk, with_answer=False)).logits[:, -1, :]
             picked = logits[:, ids].argmax(-1).tolist()
             hits += sum(answers[k] == ex.answer for k, ex in zip(picked, chunk))
     return hits / len(examples)
-

@@ -49,10 +49,20 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="densedpo-gen-bench-"))
     model = make_tiny_wan(work / "tiny-wan")
-    sources = make_synthetic_sources(work / "src", num_sources=1, num_frames=args.frames + 8, height=args.size,
-                                     width=args.size)  # fmt: skip
-    common = dict(sources=sources, model=str(model), steps=args.steps, num_frames=args.frames, height=args.size,
-                  width=args.size, guidance=8.0, eta_min=args.eta, eta_max=args.eta)  # fmt: skip
+    sources = make_synthetic_sources(
+        work / "src", num_sources=1, num_frames=args.frames + 8, height=args.size, width=args.size
+    )
+    common = dict(
+        sources=sources,
+        model=str(model),
+        steps=args.steps,
+        num_frames=args.frames,
+        height=args.size,
+        width=args.size,
+        guidance=8.0,
+        eta_min=args.eta,
+        eta_max=args.eta,
+    )
     sd_cfg = GenerateConfig(out=work / "sd", mode="sdedit", **common)
     van_cfg = GenerateConfig(out=work / "van", mode="vanilla", **common)
     video = sources.parent / "videos" / "source_0000.mp4"
@@ -108,6 +118,7 @@ def main() -> None:
     }
     raw = {"sdedit": sd, "vanilla": van, "batch": batch, "seq": seq, "full": full}
     report("generation cost (tiny random Wan 2.1)", figures, raw, args.json)
+
 
 if __name__ == "__main__":
     main()

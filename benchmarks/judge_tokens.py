@@ -50,24 +50,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = make_tiny_vlm(tmp / "vlm", max_pixels=args.size * args.size)
-        pairs, _ = make_synthetic_pairs(tmp / "pairs", num_pairs=args.pairs, num_frames=49, height=args.size,
-                                        width=args.size)  # fmt: skip
+        pairs, _ = make_synthetic_pairs(
+            tmp / "pairs", num_pairs=args.pairs, num_frames=49, height=args.size, width=args.size
+        )
         base = LabelConfig(pairs=pairs, max_side=args.size, min_confidence=0.0, concurrency=8)
         plans = plan_pairs(base)
         segments = sum(len(p.segments) for p in plans)
         figures, raw = {}, {"segments": segments, "pairs": args.pairs, "size": args.size}
-        with managed_vllm(str(model), log_path=tmp / "vllm.log", max_images=max_images_per_request(plans, 8.0),
-                          max_videos=2, max_model_len=4096) as url:  # fmt: skip
+        with managed_vllm(
+            str(model),
+            log_path=tmp / "vllm.log",
+            max_images=max_images_per_request(plans, 8.0),
+            max_videos=2,
+            max_model_len=4096,
+        ) as url:
             for frames_as in ("images", "video"):
-                cfg = LabelConfig(pairs=pairs, out=tmp / f"{frames_as}.parquet", server=[url], frames_as=frames_as,
-                                  max_side=args.size, min_confidence=0.0, concurrency=8)  # fmt: skip
+                cfg = LabelConfig(
+                    pairs=pairs,
+                    out=tmp / f"{frames_as}.parquet",
+                    server=[url],
+                    frames_as=frames_as,
+                    max_side=args.size,
+                    min_confidence=0.0,
+                    concurrency=8,
+                )
                 before = prompt_tokens(url)
                 t0 = time.perf_counter()
                 result = label_pairs(cfg, progress=False)
                 seconds = time.perf_counter() - t0
                 requests = result.summary["requests_sent"] + 1  # and the probe
-                raw[frames_as] = {"prompt_tokens": prompt_tokens(url) - before, "requests": requests,
-                                  "seconds": seconds}  # fmt: skip
+                raw[frames_as] = {
+                    "prompt_tokens": prompt_tokens(url) - before,
+                    "requests": requests,
+                    "seconds": seconds,
+                }
                 figures[f"{frames_as}: prompt tokens per request"] = raw[frames_as]["prompt_tokens"] / requests
                 figures[f"{frames_as}: segments/s"] = segments / seconds
         figures["tokens ratio video/images (target <= 0.6)"] = (

@@ -77,15 +77,24 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="synthetic video side in pixels")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--no-pin", action="store_true",
-                    help="do not pin the embedded server to CPU 0 and this client to the other CPUs")
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the embedded server to CPU 0 and this client to the other CPUs",
+    )
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/label_throughput.json"))
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="densedpo-bench-"))
     pairs_path, _ = make_synthetic_pairs(work / "data", num_pairs=args.pairs, height=args.size, width=args.size)
-    cfg = LabelConfig(pairs=pairs_path, out=work / "labels.parquet", server=["x"], model=args.model,
-                      concurrency=args.concurrency, min_confidence=0.0)  # fmt: skip
+    cfg = LabelConfig(
+        pairs=pairs_path,
+        out=work / "labels.parquet",
+        server=["x"],
+        model=args.model,
+        concurrency=args.concurrency,
+        min_confidence=0.0,
+    )
     import contextlib
 
     with contextlib.ExitStack() as stack:
@@ -102,8 +111,14 @@ def main() -> None:
                 os.sched_setaffinity(0, {cpus[0]})
             # Every repeat sends the same requests: without caches, each run costs the server what new data would.
             no_cache = ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
-            url = stack.enter_context(managed_vllm(model, log_path=work / "vllm.log", extra_args=no_cache,
-                                                   max_images=max_images_per_request(plan_pairs(cfg), 8.0)))
+            url = stack.enter_context(
+                managed_vllm(
+                    model,
+                    log_path=work / "vllm.log",
+                    extra_args=no_cache,
+                    max_images=max_images_per_request(plan_pairs(cfg), 8.0),
+                )
+            )
             if pin:
                 os.sched_setaffinity(0, set(cpus[1:]))
         cfg.server, cfg.model = [url], model
@@ -135,6 +150,7 @@ def main() -> None:
     }
     title = f"label throughput ({n_segments} segments, concurrency {args.concurrency})"
     report(title, figures, {"bare_runs": bare, "label_runs": label}, args.json)
+
 
 if __name__ == "__main__":
     main()

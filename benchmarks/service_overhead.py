@@ -46,8 +46,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="densedpo-svc-bench-"))
     pairs_path, _ = make_synthetic_pairs(work / "data", num_pairs=args.pairs, height=args.size, width=args.size)
     model = str(make_tiny_vlm(work / "tiny-vlm"))
-    cfg = LabelConfig(pairs=pairs_path, out=work / "direct.parquet", model=model, concurrency=args.concurrency,
-                      min_confidence=0.0, restart=True)  # fmt: skip
+    cfg = LabelConfig(
+        pairs=pairs_path,
+        out=work / "direct.parquet",
+        model=model,
+        concurrency=args.concurrency,
+        min_confidence=0.0,
+        restart=True,
+    )
     n_segments = sum(len(p.segments) for p in plan_pairs(cfg))
     cpus = sorted(os.sched_getaffinity(0))
     with contextlib.ExitStack() as stack:
@@ -55,19 +61,43 @@ def main() -> None:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(cpus[0])
             os.sched_setaffinity(0, {cpus[0]})
         no_cache = ["--no-enable-prefix-caching", "--mm-processor-cache-gb", "0"]
-        url = stack.enter_context(managed_vllm(model, log_path=work / "vllm.log", extra_args=no_cache,
-                                               max_images=max_images_per_request(plan_pairs(cfg), 8.0)))  # fmt: skip
+        url = stack.enter_context(
+            managed_vllm(
+                model,
+                log_path=work / "vllm.log",
+                extra_args=no_cache,
+                max_images=max_images_per_request(plan_pairs(cfg), 8.0),
+            )
+        )
         if len(cpus) >= 2:
             os.sched_setaffinity(0, set(cpus[1:]))
         cfg.server = [url]
         (work / "token").write_text("bench")
         port = free_port()
         svc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--server", url, "--data-root", str(work / "data"),
-             "--db", str(work / "jobs.sqlite"), "--token-file", str(work / "token"), "--port", str(port),
-             "--concurrency", str(args.concurrency), "--max-running-jobs", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--server",
+                url,
+                "--data-root",
+                str(work / "data"),
+                "--db",
+                str(work / "jobs.sqlite"),
+                "--token-file",
+                str(work / "token"),
+                "--port",
+                str(port),
+                "--concurrency",
+                str(args.concurrency),
+                "--max-running-jobs",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         stack.callback(svc.terminate)
         base = f"http://127.0.0.1:{port}"
         client = stack.enter_context(httpx.Client(base_url=base, headers={"Authorization": "Bearer bench"}))
@@ -104,6 +134,7 @@ def main() -> None:
         "ratio": statistics.median(s) / statistics.median(d),
     }
     report("service overhead (tiny random VLM, CPU)", figures, {"direct": d, "service": s}, args.json)
+
 
 if __name__ == "__main__":
     main()

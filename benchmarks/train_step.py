@@ -34,10 +34,19 @@ def build(layers: int, dim: int, heads: int):
 
     torch.manual_seed(0)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=dim // heads, in_channels=16,
-        out_channels=16, text_dim=64, freq_dim=256, ffn_dim=dim * 2, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=64,
-    )  # fmt: skip
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=dim // heads,
+        in_channels=16,
+        out_channels=16,
+        text_dim=64,
+        freq_dim=256,
+        ffn_dim=dim * 2,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=64,
+    )
 
 
 def batch(b: int, t: int, hw: int):
@@ -45,8 +54,12 @@ def batch(b: int, t: int, hw: int):
 
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(-1, 2, (b, t), generator=g)
-    return {"x0_a": torch.randn(b, 16, t, hw, hw, generator=g), "x0_b": torch.randn(b, 16, t, hw, hw, generator=g),
-            "emb": torch.randn(b, 16, 64, generator=g), "labels": labels}  # fmt: skip
+    return {
+        "x0_a": torch.randn(b, 16, t, hw, hw, generator=g),
+        "x0_b": torch.randn(b, 16, t, hw, hw, generator=g),
+        "emb": torch.randn(b, 16, 64, generator=g),
+        "labels": labels,
+    }
 
 
 def run_memory(args, reference: str) -> None:
@@ -134,8 +147,24 @@ def main() -> None:
         vanilla.append(step(vanilla_cfg, b_vanilla, s))
 
     # A wider model for memory, so the reference's weights stand out of the process's fixed ~1.5 GB.
-    child = [sys.executable, __file__, "--layers", str(args.mem_layers), "--dim", str(args.mem_dim), "--heads",
-             str(args.heads), "--rank", str(args.rank), "--batch", str(args.batch), "--frames", "5", "--hw", "8"]
+    child = [
+        sys.executable,
+        __file__,
+        "--layers",
+        str(args.mem_layers),
+        "--dim",
+        str(args.mem_dim),
+        "--heads",
+        str(args.heads),
+        "--rank",
+        str(args.rank),
+        "--batch",
+        str(args.batch),
+        "--frames",
+        "5",
+        "--hw",
+        "8",
+    ]
     mem_params = sum(p.numel() for p in build(args.mem_layers, args.mem_dim, args.heads).parameters())
     mem = {}
     for kind in ("disabled", "copy"):
@@ -156,6 +185,7 @@ def main() -> None:
     }
     title = "dense Flow-DPO step (CPU, random Wan transformer)"
     report(title, figures, {"dense": dense, "vanilla": vanilla}, args.json)
+
 
 if __name__ == "__main__":
     main()

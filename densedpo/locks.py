@@ -79,8 +79,12 @@ def exclusive(lock_file: Path, what: str, fix: str) -> Iterator[Path]:
             f"{what} is in use by another densedpo run ({who}, since {since}: {h.get('command', '?')}); wait for it "
             f"to finish or stop it, or {fix}."
         ) from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "command": " ".join(["densedpo", *sys.argv[1:]])[:300]}  # fmt: skip
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "command": " ".join(["densedpo", *sys.argv[1:]])[:300],
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     with _guard:

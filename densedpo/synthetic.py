@@ -19,8 +19,14 @@ from densedpo.tables import LABELS, PAIRS, SOURCES, write_table
 from densedpo.video import write_video
 
 ARTIFACTS = ("blur", "noise", "freeze", "flicker", "deform")
-_COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "yellow": (230, 210, 40), "white": (240, 240, 240),
-           "green": (40, 180, 70), "purple": (150, 60, 200)}  # fmt: skip
+_COLORS = {
+    "red": (220, 40, 40),
+    "blue": (40, 80, 220),
+    "yellow": (230, 210, 40),
+    "white": (240, 240, 240),
+    "green": (40, 180, 70),
+    "purple": (150, 60, 200),
+}
 _BACKGROUNDS = {"sandy": (190, 160, 110), "grey": (120, 120, 120), "dark blue": (30, 40, 90), "teal": (40, 120, 120)}
 
 
@@ -146,28 +152,59 @@ def make_synthetic_pairs(
                 b = inject_artifact(b, artifact, seg.frame_start, seg.frame_end, clip_seed + seg.segment_idx)
             elif pref == "b":
                 a = inject_artifact(a, artifact, seg.frame_start, seg.frame_end, clip_seed + seg.segment_idx)
-            truth.append({
-                "pair_id": pair_id, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
-                "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s,
-                "preference": str(pref), "p_a": float(pref == "a"), "p_b": float(pref == "b"),
-                "p_tie": float(pref == "tie"), "confidence": 1.0, "order_agreement": True, "status": "ok",
-                "error": None, "raw_response": None, "judge_model": "synthetic-truth", "prompt_name": None,
-                "prompt_sha256": None, "artifact": artifact,
-            })  # fmt: skip
+            truth.append(
+                {
+                    "pair_id": pair_id,
+                    "segment_idx": seg.segment_idx,
+                    "frame_start": seg.frame_start,
+                    "frame_end": seg.frame_end,
+                    "t_start_s": seg.t_start_s,
+                    "t_end_s": seg.t_end_s,
+                    "preference": str(pref),
+                    "p_a": float(pref == "a"),
+                    "p_b": float(pref == "b"),
+                    "p_tie": float(pref == "tie"),
+                    "confidence": 1.0,
+                    "order_agreement": True,
+                    "status": "ok",
+                    "error": None,
+                    "raw_response": None,
+                    "judge_model": "synthetic-truth",
+                    "prompt_name": None,
+                    "prompt_sha256": None,
+                    "artifact": artifact,
+                }
+            )
         va, vb = f"videos/{pair_id}_a.mp4", f"videos/{pair_id}_b.mp4"
         write_video(out_dir / va, a, fps, crf=crf)
         write_video(out_dir / vb, b, fps, crf=crf)
-        pairs.append({"pair_id": pair_id, "prompt": caption, "video_a": va, "video_b": vb, "source_id": f"src-{k:04d}",
-                      "num_frames": num_frames, "fps": fps, "height": height, "width": width})  # fmt: skip
+        pairs.append(
+            {
+                "pair_id": pair_id,
+                "prompt": caption,
+                "video_a": va,
+                "video_b": vb,
+                "source_id": f"src-{k:04d}",
+                "num_frames": num_frames,
+                "fps": fps,
+                "height": height,
+                "width": width,
+            }
+        )
     pairs_path = write_table(pd.DataFrame(pairs), out_dir / "pairs.parquet", PAIRS)
     truth_path = write_table(pd.DataFrame(truth), out_dir / "truth_labels.parquet", LABELS)
     return pairs_path, truth_path
 
 
 def make_synthetic_sources(
-    out_dir: str | Path, num_sources: int = 4, num_frames: int = 49, fps: float = 16.0, height: int = 64,
-    width: int = 64, seed: int = 0,
-) -> Path:  # fmt: skip
+    out_dir: str | Path,
+    num_sources: int = 4,
+    num_frames: int = 49,
+    fps: float = 16.0,
+    height: int = 64,
+    width: int = 64,
+    seed: int = 0,
+) -> Path:
     """Write clean rendered clips and sources.parquet (source_id, video, prompt) for `densedpo generate`."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)

@@ -126,7 +126,6 @@ LABELS = Schema(
 )
 
 
-
 def _row_label(df: pd.DataFrame, i: int) -> str:
     return f"row {i}" + (f" (pair_id={df['pair_id'].iloc[i]!r})" if "pair_id" in df.columns else "")
 

@@ -82,8 +82,15 @@ def _add_score_head(out: Path, config, outputs: int, hidden: int, seed: int) -> 
     config.save_pretrained(out)
 
 
-def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_corpus: list[str] | None = None,
-                  vocab_size: int = 400, max_pixels: int = 112 * 112, score_outputs: int | None = None) -> Path:
+def make_tiny_vlm(
+    out: str | Path,
+    seed: int = 0,
+    size: str = "random",
+    extra_corpus: list[str] | None = None,
+    vocab_size: int = 400,
+    max_pixels: int = 112 * 112,
+    score_outputs: int | None = None,
+) -> Path:
     """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
 
     Sizes follow the limits of vLLM's CPU backend: head_dim 32 (2 heads over hidden 64), mrope sections
@@ -135,8 +142,15 @@ def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_co
             eos_token_id=ids["<|im_end|>"],
         ),
         vision_config=dict(
-            depth=2, embed_dim=dims["vision_embed"], hidden_size=dims["hidden"], num_heads=dims["vision_heads"],
-            mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+            depth=2,
+            embed_dim=dims["vision_embed"],
+            hidden_size=dims["hidden"],
+            num_heads=dims["vision_heads"],
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            in_channels=3,
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -156,7 +170,9 @@ def make_tiny_vlm(out: str | Path, seed: int = 0, size: str = "random", extra_co
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
     processor = Qwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
         chat_template=_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
@@ -211,19 +227,36 @@ def make_tiny_wan(out: str | Path, seed: int = 0, scheduler: str = "unipc") -> P
     torch.manual_seed(seed)
     text_encoder = UMT5EncoderModel(
         UMT5Config(
-            vocab_size=raw.get_vocab_size(), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=0, eos_token_id=1,
+            vocab_size=raw.get_vocab_size(),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=16,
+            pad_token_id=0,
+            eos_token_id=1,
             decoder_start_token_id=0,
         )
-    ).eval()  # fmt: skip
+    ).eval()
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     ).eval()
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-    ).eval()  # fmt: skip
+    ).eval()
     if scheduler == "unipc":
         sched = UniPCMultistepScheduler(flow_shift=3.0, prediction_type="flow_prediction", use_flow_sigmas=True)
     else:

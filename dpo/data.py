@@ -38,16 +38,18 @@ def judge_rows(labels: pd.DataFrame, labels_path: Path, judge: str | None) -> pd
         if len(names) <= 1:
             return labels
         if "jury" not in names:
-            raise DenseDPOError(f"{labels_path} holds the labels of several judges ({', '.join(names)}); pick one with "
-                                "-o judge=NAME.")  # fmt: skip
+            raise DenseDPOError(
+                f"{labels_path} holds the labels of several judges ({', '.join(names)}); pick one with -o judge=NAME."
+            )
         judge = "jury"
     if judge not in names:
         raise DenseDPOError(f"-o judge={judge}: {labels_path} has no rows of that judge; it has {', '.join(names)}.")
     return labels[labels["judge"] == judge].reset_index(drop=True)
 
 
-def join_tables(pairs_path: Path, labels_path: Path, min_non_tie_fraction: float,
-                judge: str | None = None) -> tuple[pd.DataFrame, dict, dict]:  # fmt: skip
+def join_tables(
+    pairs_path: Path, labels_path: Path, min_non_tie_fraction: float, judge: str | None = None
+) -> tuple[pd.DataFrame, dict, dict]:
     """(kept pairs, segment labels per pair, counts). Non-ok rows are ties; keep pairs with > min share non-tie.
 
     A table of several judges trains on one of them: `judge`, by default the jury's combined rows."""
@@ -90,6 +92,7 @@ def split_val(pair_ids: list[str], val_fraction: float) -> tuple[list[int], list
     """Deterministic train/val split by a hash of the pair id (stable when pairs are added)."""
     if val_fraction <= 0:
         return list(range(len(pair_ids))), []
+
     def unit(p: str) -> float:
         return int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) / 16**8
 

@@ -23,9 +23,7 @@ def latent_frame_span(k: int, r: int, num_pixel_frames: int) -> range:
     return range(r * (k - 1) + 1, min(r * k, num_pixel_frames - 1) + 1)
 
 
-def latent_labels(
-    segments: Sequence[tuple[int, int, int]], num_pixel_frames: int, r: int
-) -> list[int]:
+def latent_labels(segments: Sequence[tuple[int, int, int]], num_pixel_frames: int, r: int) -> list[int]:
     """segments: (frame_start, frame_end, label) with half-open pixel ranges and label in {+1, −1, 0}.
 
     Returns one label per latent frame. Pixel frames outside every segment count for nobody; a latent frame

@@ -126,8 +126,12 @@ def pair_errors(model, batch: dict, t: torch.Tensor, noise: torch.Tensor, per_fr
     x_t = (1 - tt) * x0 + tt * eps  # rectified flow
     target = eps - x0  # the velocity
     emb = torch.cat([batch["emb"], batch["emb"]])
-    pred = model(hidden_states=x_t.to(_dtype(model)), timestep=torch.cat([t, t]) * 1000,
-                 encoder_hidden_states=emb.to(_dtype(model)), return_dict=False)[0]  # fmt: skip
+    pred = model(
+        hidden_states=x_t.to(_dtype(model)),
+        timestep=torch.cat([t, t]) * 1000,
+        encoder_hidden_states=emb.to(_dtype(model)),
+        return_dict=False,
+    )[0]
     err = per_frame_error(target, pred)  # (2B, C, T, h, w) -> (2B, T)
     if not per_frame:
         err = err.mean(dim=1, keepdim=True)  # vanilla Flow-DPO: one error per clip
@@ -166,8 +170,11 @@ def output_lock(cfg: TrainConfig):
     """One run per --out folder (each rank of a distributed run holds its own lock)."""
     from densedpo.locks import exclusive, rank_suffix
 
-    return exclusive(Path(cfg.out) / f".train{rank_suffix()}.lock", f"--out {cfg.out}",
-                     "choose another --out (or --resume a checkpoint of the finished run into a new one)")  # fmt: skip
+    return exclusive(
+        Path(cfg.out) / f".train{rank_suffix()}.lock",
+        f"--out {cfg.out}",
+        "choose another --out (or --resume a checkpoint of the finished run into a new one)",
+    )
 
 
 def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
@@ -211,8 +218,14 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
 
         transformer.requires_grad_(False)
         torch.manual_seed(cfg.seed)  # LoRA A is initialised from the global RNG
-        transformer.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank,
-                                           init_lora_weights=True, target_modules=LORA_TARGETS))  # fmt: skip
+        transformer.add_adapter(
+            LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha or cfg.lora_rank,
+                init_lora_weights=True,
+                target_modules=LORA_TARGETS,
+            )
+        )
         reference = transformer  # the same module: no second copy in memory
 
         def ref_ctx():
@@ -249,8 +262,9 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
                 batch = _to(collate([train_set[i] for i in idx], cfg.label_mode), accel.device)
                 gen = step_generator(cfg.seed, step, rank, micro)
                 with accel.accumulate(policy), accel.autocast():
-                    res = dpo_step(policy, reference if cfg.full_finetune else accel.unwrap_model(policy),
-                                   batch, gen, cfg, ref_ctx)  # fmt: skip
+                    res = dpo_step(
+                        policy, reference if cfg.full_finetune else accel.unwrap_model(policy), batch, gen, cfg, ref_ctx
+                    )
                     accel.backward(res.loss)
                     if accel.sync_gradients:
                         grad_norm = accel.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -342,14 +356,29 @@ def _to(batch: dict, device) -> dict:
 
 
 def _metrics(stats, accel, step: int, lr: float, grad_norm) -> dict:
-    vals = torch.tensor([[float(s.loss.detach()), float(s.implicit_accuracy) * float(s.num_decided),
-                          float(s.margin) * float(s.num_decided), float(s.num_decided)] for s in stats],
-                        device=accel.device).sum(0)  # fmt: skip
+    vals = torch.tensor(
+        [
+            [
+                float(s.loss.detach()),
+                float(s.implicit_accuracy) * float(s.num_decided),
+                float(s.margin) * float(s.num_decided),
+                float(s.num_decided),
+            ]
+            for s in stats
+        ],
+        device=accel.device,
+    ).sum(0)
     vals = accel.reduce(vals, reduction="sum")  # sync point: metrics over all processes
     n = max(float(vals[3]), 1.0)
-    return {"step": step, "loss": float(vals[0]) / (len(stats) * accel.num_processes),
-            "implicit_accuracy": float(vals[1]) / n, "margin": float(vals[2]) / n, "decided_frames": int(vals[3]),
-            "lr": lr, "grad_norm": float(grad_norm)}  # fmt: skip
+    return {
+        "step": step,
+        "loss": float(vals[0]) / (len(stats) * accel.num_processes),
+        "implicit_accuracy": float(vals[1]) / n,
+        "margin": float(vals[2]) / n,
+        "decided_frames": int(vals[3]),
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+    }
 
 
 def _save(path: Path, cfg, accel, policy, opt, sched, step: int, best: float, bad_evals: int) -> None:
@@ -393,8 +422,10 @@ def _load_checkpoint(path: Path, model, opt, sched) -> tuple[int, float, int]:
     missing = sorted(set(trainable) ^ {n for n, p in params.items() if p.requires_grad})
     missing += sorted(n for n, v in trainable.items() if n in params and v.shape != params[n].shape)
     if missing:
-        raise DenseDPOError(f"--resume {path} does not match this model/config (e.g. parameter {missing[0]}: "
-                            "another lora_rank, target module or model?).")  # fmt: skip
+        raise DenseDPOError(
+            f"--resume {path} does not match this model/config (e.g. parameter {missing[0]}: "
+            "another lora_rank, target module or model?)."
+        )
     with torch.no_grad():
         for n, v in trainable.items():
             params[n].copy_(v)

@@ -78,9 +78,16 @@ class GenerateConfig:
 
     def settings(self) -> dict:
         """What changes the videos of a pair besides source, model, mode, η and seeds (part of the pair id)."""
-        return {"steps": self.steps, "guidance": self.guidance, "num_frames": self.num_frames, "fps": self.fps,
-                "height": self.height, "width": self.width, "offset_s": self.offset_s,
-                "negative_prompt": self.negative_prompt}  # fmt: skip
+        return {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "height": self.height,
+            "width": self.width,
+            "offset_s": self.offset_s,
+            "negative_prompt": self.negative_prompt,
+        }
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -207,10 +214,13 @@ class Sampler:
         """(prompt_embeds, negative_prompt_embeds or None), each (1, L, D), encoded once per pair."""
         with self.torch.no_grad():
             pos, neg = self.pipe.encode_prompt(
-                prompt=prompt, negative_prompt=self.cfg.negative_prompt,
-                do_classifier_free_guidance=self.cfg.guidance > 1.0, num_videos_per_prompt=1,
-                max_sequence_length=self.cfg.max_sequence_length, device=self.device,
-            )  # fmt: skip
+                prompt=prompt,
+                negative_prompt=self.cfg.negative_prompt,
+                do_classifier_free_guidance=self.cfg.guidance > 1.0,
+                num_videos_per_prompt=1,
+                max_sequence_length=self.cfg.max_sequence_length,
+                device=self.device,
+            )
         return pos.to(self.dtype), (neg.to(self.dtype) if neg is not None else None)
 
     def encode_video(self, frames: np.ndarray):
@@ -243,9 +253,11 @@ class Sampler:
             inp = torch.cat([x, x]) if cfg_on else x
             with torch.no_grad():
                 v = self.pipe.transformer(
-                    hidden_states=inp.to(self.dtype), timestep=t.expand(inp.shape[0]), encoder_hidden_states=emb,
+                    hidden_states=inp.to(self.dtype),
+                    timestep=t.expand(inp.shape[0]),
+                    encoder_hidden_states=emb,
                     return_dict=False,
-                )[0].float()  # fmt: skip
+                )[0].float()
             if cfg_on:
                 cond, uncond = v.chunk(2)
                 v = uncond + self.cfg.guidance * (cond - uncond)
@@ -283,11 +295,13 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
 
     out, pid = cfg.out, task.pair_id
     rel = {
-        "video_a": f"videos/{pid}_a.mp4", "video_b": f"videos/{pid}_b.mp4",
-        "latents_a": f"latents/{pid}_a.safetensors", "latents_b": f"latents/{pid}_b.safetensors",
+        "video_a": f"videos/{pid}_a.mp4",
+        "video_b": f"videos/{pid}_b.mp4",
+        "latents_a": f"latents/{pid}_a.safetensors",
+        "latents_b": f"latents/{pid}_b.safetensors",
         "prompt_embeds": f"embeds/{pid}.safetensors",
         "source_video": f"sources/{pid}_source.mp4" if clip is not None else None,
-    }  # fmt: skip
+    }
     write_video(out / rel["video_a"], video_a, cfg.fps)
     write_video(out / rel["video_b"], video_b, cfg.fps)
     if clip is not None:
@@ -296,11 +310,23 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
     _save_tensors(out / rel["latents_b"], {"latents": latents[1]})
     _save_tensors(out / rel["prompt_embeds"], {"prompt_embeds": pos[0]})
     return {
-        "pair_id": pid, "source_id": task.source_id, "prompt": task.prompt, **rel,
-        "num_frames": cfg.num_frames, "fps": cfg.fps, "height": cfg.height, "width": cfg.width, "mode": cfg.mode,
-        "strength": task.eta, "start_sigma": start_sigma, "seed_a": task.seed_a, "seed_b": task.seed_b,
-        "num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, "model_id": cfg.model,
-    }  # fmt: skip
+        "pair_id": pid,
+        "source_id": task.source_id,
+        "prompt": task.prompt,
+        **rel,
+        "num_frames": cfg.num_frames,
+        "fps": cfg.fps,
+        "height": cfg.height,
+        "width": cfg.width,
+        "mode": cfg.mode,
+        "strength": task.eta,
+        "start_sigma": start_sigma,
+        "seed_a": task.seed_a,
+        "seed_b": task.seed_b,
+        "num_inference_steps": cfg.steps,
+        "guidance_scale": cfg.guidance,
+        "model_id": cfg.model,
+    }
 
 
 def _save_tensors(path: Path, tensors: dict) -> None:
@@ -342,8 +368,11 @@ def output_lock(cfg: GenerateConfig):
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, world = (int(os.environ.get("RANK", "0")), world) if world > 1 else parse_shard(cfg.shard)
-    return exclusive(cfg.out / f".generate-shard-{rank}-of-{world}.lock", f"--out {cfg.out} (shard {rank}/{world})",
-                     "choose another --out, or split the sources between runs with --shard i/n")  # fmt: skip
+    return exclusive(
+        cfg.out / f".generate-shard-{rank}-of-{world}.lock",
+        f"--out {cfg.out} (shard {rank}/{world})",
+        "choose another --out, or split the sources between runs with --shard i/n",
+    )
 
 
 def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True) -> GenerateResult:

@@ -47,8 +47,10 @@ def make_pair_id(
     source_id: str, model_id: str, mode: str, eta: float | None, seed_a: int, seed_b: int, **settings
 ) -> str:
     """Deterministic id from the source, the model, η, the seeds and every setting that changes the videos."""
-    key = "|".join([source_id, model_id, mode, f"{eta:.6f}" if eta is not None else "-", str(seed_a), str(seed_b)]
-                   + [f"{k}={settings[k]}" for k in sorted(settings)])  # fmt: skip
+    key = "|".join(
+        [source_id, model_id, mode, f"{eta:.6f}" if eta is not None else "-", str(seed_a), str(seed_b)]
+        + [f"{k}={settings[k]}" for k in sorted(settings)]
+    )
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in source_id)[:40]
     return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

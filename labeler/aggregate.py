@@ -116,8 +116,17 @@ def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> d
         preference = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else "tie"
     agreement = sum(p == preference for p in prefs) / len(prefs)
     status = "ok" if agreement >= min_confidence or preference == "tie" else "low_confidence"
-    return _row(preference if status == "ok" else "tie", mean["p_a"], mean["p_b"], mean["p_tie"], agreement, None,
-                status, None, raw)  # fmt: skip
+    return _row(
+        preference if status == "ok" else "tie",
+        mean["p_a"],
+        mean["p_b"],
+        mean["p_tie"],
+        agreement,
+        None,
+        status,
+        None,
+        raw,
+    )
 
 
 def _row(preference, p_a, p_b, p_tie, confidence, agreement, status, error, raw) -> dict:

@@ -69,12 +69,24 @@ class LabelConfig:
 
     def judge_spec(self) -> JudgeSpec:
         """The one judge the flags describe."""
-        return JudgeSpec(kind=self.judge, api=self.api, server=list(self.server), model=self.model, prompt=self.prompt,
-                         api_key_env=self.api_key_env, samples=self.samples, max_rps=self.max_rps,
-                         frames_as=self.frames_as, top_logprobs=self.top_logprobs, tie_margin=self.tie_margin,
-                         score_scale=self.score_scale, score_weights=self.score_weights,
-                         score_text=self.score_text, price_in=self.price_in,
-                         price_out=self.price_out)  # fmt: skip
+        return JudgeSpec(
+            kind=self.judge,
+            api=self.api,
+            server=list(self.server),
+            model=self.model,
+            prompt=self.prompt,
+            api_key_env=self.api_key_env,
+            samples=self.samples,
+            max_rps=self.max_rps,
+            frames_as=self.frames_as,
+            top_logprobs=self.top_logprobs,
+            tie_margin=self.tie_margin,
+            score_scale=self.score_scale,
+            score_weights=self.score_weights,
+            score_text=self.score_text,
+            price_in=self.price_in,
+            price_out=self.price_out,
+        )
 
     def judge_specs(self) -> tuple[list[JudgeSpec], str]:
         """(the judges, the jury's rule): one judge from the flags, or the --judges file's (flags as defaults)."""

@@ -84,8 +84,10 @@ def start_servers(
         key = (spec.model, spec.kind, spec.api)
         if key not in started and spec.api == "transformers":
             if not scorer_command:
-                raise DenseDPOError("--api transformers needs a scorer server: run it through `densedpo label` "
-                                    "(which starts `densedpo serve-scorer`), or pass --server URL.")
+                raise DenseDPOError(
+                    "--api transformers needs a scorer server: run it through `densedpo label` "
+                    "(which starts `densedpo serve-scorer`), or pass --server URL."
+                )
             log = cfg.out.with_name(cfg.out.name + f".scorer{len(started)}.log")
             console.print(f"starting the scorer for {spec.model} (transformers; log: {log}) ...")
             started[key] = stack.enter_context(managed_scorer(scorer_command, spec.model, log_path=log))

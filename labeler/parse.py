@@ -156,7 +156,7 @@ def json_choice_probabilities(tokens: list[dict], content: str, choices: tuple[s
                 token, logprob = alt.get("token", ""), alt.get("logprob")
                 if logprob is None or not logprob > _MASKED_LOGPROB or not token.startswith(prefix):
                     continue
-                rest = token[len(prefix):]
+                rest = token[len(prefix) :]
                 for i, choice in enumerate(choices):
                     target = choice + '"'
                     if rest and (target.startswith(rest) or rest.startswith(target)):

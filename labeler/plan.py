@@ -60,8 +60,9 @@ def plan_pairs(cfg: LabelConfig, pairs: pd.DataFrame | None = None) -> list[Pair
                 )
             n = min(ia.num_frames, ib.num_frames)
         info = VideoInfo(n, ia.fps, ia.height, ia.width)
-        return PairPlan(i, str(row["pair_id"]), str(row["prompt"]), pa, pb, info,
-                        segment_bounds(n, ia.fps, cfg.segment_seconds))  # fmt: skip
+        return PairPlan(
+            i, str(row["pair_id"]), str(row["prompt"]), pa, pb, info, segment_bounds(n, ia.fps, cfg.segment_seconds)
+        )
 
     with ThreadPoolExecutor(max_workers=4) as ex:
         futures = [ex.submit(one, i) for i in range(len(pairs))]
@@ -114,11 +115,17 @@ def dry_run_plan(cfg: LabelConfig) -> dict:
     header, done = read_journal(journal_path_for(cfg.out))
     judges, _ = journal_judges(specs, header)
     n_segments = sum(len(p.segments) for p in plans)
-    plan = {"pairs": len(plans), "segments": n_segments, "requests": 0, "already_journaled": 0,
-            "images_per_request_max": 0}  # fmt: skip
+    plan = {
+        "pairs": len(plans),
+        "segments": n_segments,
+        "requests": 0,
+        "already_journaled": 0,
+        "images_per_request_max": 0,
+    }
     for judge, spec in zip(judges, specs):
-        ids = {(judge.id, request_id(p.pair_id, s.segment_idx, u)) for p in plans for s in p.segments
-               for u in judge.units}  # fmt: skip
+        ids = {
+            (judge.id, request_id(p.pair_id, s.segment_idx, u)) for p in plans for s in p.segments for u in judge.units
+        }
         answered = [done[k] for k in ids & set(done)]
         name = judge.id or spec.name or f"{spec.kind}:{spec.model or 'served model'}"
         plan["requests"] += len(ids)

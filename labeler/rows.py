@@ -45,30 +45,55 @@ class RunStats:
 
 
 def assemble_rows(
-    plans: list[PairPlan], results: dict[tuple[str, str], OrderResult], cfg: LabelConfig, judges: list[Judge],
-    rule: str = "mean", skip_missing: bool = False,
+    plans: list[PairPlan],
+    results: dict[tuple[str, str], OrderResult],
+    cfg: LabelConfig,
+    judges: list[Judge],
+    rule: str = "mean",
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """One row per segment and judge, plus a jury row per segment when there are several judges; with
     skip_missing, only segments whose every answer is in (a partial table)."""
     rows = []
     for plan in plans:
         for seg in plan.segments:
-            answers = [{u: results.get((j.id, request_id(plan.pair_id, seg.segment_idx, u))) for u in j.units}
-                       for j in judges]  # fmt: skip
+            answers = [
+                {u: results.get((j.id, request_id(plan.pair_id, seg.segment_idx, u))) for u in j.units} for j in judges
+            ]
             if skip_missing and any(r is None for a in answers for r in a.values()):
                 continue
-            base = {"pair_id": plan.pair_id, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
-                    "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s}  # fmt: skip
+            base = {
+                "pair_id": plan.pair_id,
+                "segment_idx": seg.segment_idx,
+                "frame_start": seg.frame_start,
+                "frame_end": seg.frame_end,
+                "t_start_s": seg.t_start_s,
+                "t_end_s": seg.t_end_s,
+            }
             judged = {}
             for judge, a in zip(judges, answers):
                 judged[judge.id] = judge.combine(a, cfg.min_confidence)
                 prompt = getattr(judge, "prompt", None)
-                rows.append({**base, **judged[judge.id], "judge_model": judge.model,
-                             "prompt_name": prompt and prompt.name, "prompt_sha256": prompt and prompt.sha256,
-                             **judge.answer_columns(a), "judge": judge.id})  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        **judged[judge.id],
+                        "judge_model": judge.model,
+                        "prompt_name": prompt and prompt.name,
+                        "prompt_sha256": prompt and prompt.sha256,
+                        **judge.answer_columns(a),
+                        "judge": judge.id,
+                    }
+                )
             if len(judges) > 1:
-                rows.append({**base, **combine_judges(judged, rule, cfg.min_confidence),
-                             "judge_model": f"jury ({rule} of {len(judges)})", "judge": JURY})  # fmt: skip
+                rows.append(
+                    {
+                        **base,
+                        **combine_judges(judged, rule, cfg.min_confidence),
+                        "judge_model": f"jury ({rule} of {len(judges)})",
+                        "judge": JURY,
+                    }
+                )
     table = pd.DataFrame(rows, columns=[c for c in LABELS.names if c != "annotator"])
     return table.drop(columns=[c for c in ("score_a", "score_b") if table[c].isna().all()])
 
@@ -97,8 +122,13 @@ def judge_summaries(labels: pd.DataFrame, judges: list[Judge], stats: RunStats) 
     out = {}
     for judge in judges:
         s = stats.judges.get(judge.id, JudgeStats())
-        row = {**summarize(labels[labels["judge"] == judge.id]), "kind": judge.kind, "requests": s.requests,
-               "images": s.images, "confidence_from": getattr(judge, "confidence_from", None)}  # fmt: skip
+        row = {
+            **summarize(labels[labels["judge"] == judge.id]),
+            "kind": judge.kind,
+            "requests": s.requests,
+            "images": s.images,
+            "confidence_from": getattr(judge, "confidence_from", None),
+        }
         if s.usage_reported:
             row.update(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens)
             spec = judge.spec

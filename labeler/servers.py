@@ -37,9 +37,15 @@ def is_cpu_build() -> bool:
 
 
 def vllm_command(
-    model: str, port: int, max_images: int, max_model_len: int | None, cpu: bool, extra_args: Sequence[str] = (),
+    model: str,
+    port: int,
+    max_images: int,
+    max_model_len: int | None,
+    cpu: bool,
+    extra_args: Sequence[str] = (),
     max_videos: int = 0,
 ) -> list[str]:
+    # flag and value on one line each: this list is what a user copies to start the server by hand
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--host", "127.0.0.1", "--port", str(port),
@@ -133,14 +139,16 @@ def managed_scorer(
 
 
 @contextlib.contextmanager
-def managed_process(cmd: list[str], port: int, log_path: Path, env: dict, startup_timeout_s: float,
-                    what: str) -> Iterator[str]:  # fmt: skip
+def managed_process(
+    cmd: list[str], port: int, log_path: Path, env: dict, startup_timeout_s: float, what: str
+) -> Iterator[str]:
     """Start `cmd` (a server on `port` with GET /health), yield its URL once healthy, stop it on every exit."""
     url = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            preexec_fn=_die_with_parent)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent
+    )
     try:
         _wait_healthy(proc, url, log_path, startup_timeout_s, what)
         yield url

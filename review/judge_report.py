@@ -186,8 +186,9 @@ def _motion_counts(counts: Counts, labels: pd.DataFrame, reference: pd.DataFrame
         dec = decided(t) & (t["motion_a"] - t["motion_b"]).abs().gt(1e-9)
         slower = np.where(t["motion_a"] < t["motion_b"], "a", "b")
         counts.add(f"motion_{name}_decided", _per_pair(dec, t["pair_id"]))
-        counts.add(f"motion_{name}_slower", _per_pair(dec & t["preference"].eq(pd.Series(slower, index=t.index)),
-                                                      t["pair_id"]))  # fmt: skip
+        counts.add(
+            f"motion_{name}_slower", _per_pair(dec & t["preference"].eq(pd.Series(slower, index=t.index)), t["pair_id"])
+        )
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -243,7 +244,7 @@ def bootstrap(counts: Counts, figures: Callable[[dict], dict], n_boot: int = 100
     out = {}
     for name, value in point.items():
         d = draws[name][np.isfinite(draws[name])] if n_pairs else np.array([])
-        lo, hi = (np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan))
+        lo, hi = np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan)
         out[name] = {"value": _num(value[0]), "ci95": [_num(lo), _num(hi)]}
     return out
 
@@ -253,16 +254,25 @@ def _num(v) -> float | None:
     return None if math.isnan(v) else round(v, 6)
 
 
-def judge_report(labels: pd.DataFrame, reference: pd.DataFrame, motion: pd.DataFrame | None = None,
-                 target_accuracy: float = 0.8, n_boot: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+def judge_report(
+    labels: pd.DataFrame,
+    reference: pd.DataFrame,
+    motion: pd.DataFrame | None = None,
+    target_accuracy: float = 0.8,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Every figure of one judge against one reference (already reduced to one label per segment)."""
     counts = judge_counts(labels, reference, motion)
     figs = bootstrap(counts, judge_figures, n_boot, seed)
     curve = [
-        {"threshold": t, "coverage": figs.pop(f"curve_coverage_{t:.2f}"),
-         "segment_accuracy": figs.pop(f"curve_accuracy_{t:.2f}")}
+        {
+            "threshold": t,
+            "coverage": figs.pop(f"curve_coverage_{t:.2f}"),
+            "segment_accuracy": figs.pop(f"curve_accuracy_{t:.2f}"),
+        }
         for t in THRESHOLDS
-    ]  # fmt: skip
+    ]
     reaching = [c["threshold"] for c in curve if (c["segment_accuracy"]["value"] or 0) >= target_accuracy]
     report = {
         "segments_shared": int(len(labels.merge(reference[KEY], on=KEY))),
@@ -283,9 +293,14 @@ def reliability_bins(counts: Counts) -> list[dict]:
     out = []
     for b in range(ECE_BINS):
         n = counts.columns[f"ece_n_{b}"].sum()
-        out.append({"bin": [b / ECE_BINS, (b + 1) / ECE_BINS], "segments": int(n),
-                    "accuracy": _num(_ratio(counts.columns[f"ece_correct_{b}"].sum(), n)),
-                    "mean_confidence": _num(_ratio(counts.columns[f"ece_conf_{b}"].sum(), n))})  # fmt: skip
+        out.append(
+            {
+                "bin": [b / ECE_BINS, (b + 1) / ECE_BINS],
+                "segments": int(n),
+                "accuracy": _num(_ratio(counts.columns[f"ece_correct_{b}"].sum(), n)),
+                "mean_confidence": _num(_ratio(counts.columns[f"ece_conf_{b}"].sum(), n)),
+            }
+        )
     return out
 
 
@@ -342,8 +357,10 @@ def krippendorff_alpha(coincidence: np.ndarray) -> np.ndarray:
 
 def ceiling_figures(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     co = np.stack([np.stack([s[f"coincidence_{c}_{k}"] for k in CLASSES], -1) for c in CLASSES], -2)
-    out = {"pairwise_agreement": _ratio(s["annotator_pairs_agree"], s["annotator_pairs"]),
-           "krippendorff_alpha": krippendorff_alpha(co)}  # fmt: skip
+    out = {
+        "pairwise_agreement": _ratio(s["annotator_pairs_agree"], s["annotator_pairs"]),
+        "krippendorff_alpha": krippendorff_alpha(co),
+    }
     if "pair_confusion_a_a" in s:
         conf = np.stack([np.stack([s[f"pair_confusion_{c}_{k}"] for k in CLASSES], -1) for c in CLASSES], -2)
         out["cohen_kappa"] = kappa(conf)
@@ -412,11 +429,23 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     bins = [b for b in report["reliability"] if b["segments"]]
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
-    ax.bar([b["bin"][0] for b in report["reliability"]], [b["accuracy"] or 0 for b in report["reliability"]],
-           width=1 / ECE_BINS, align="edge", alpha=0.6, edgecolor="k", label="accuracy per bin")  # fmt: skip
+    ax.bar(
+        [b["bin"][0] for b in report["reliability"]],
+        [b["accuracy"] or 0 for b in report["reliability"]],
+        width=1 / ECE_BINS,
+        align="edge",
+        alpha=0.6,
+        edgecolor="k",
+        label="accuracy per bin",
+    )
     ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin means")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="judge confidence", ylabel="agreement with reference",
-           title=f"{name}\nECE {report['ece']['value'] if report['ece']['value'] is not None else float('nan'):.3f}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="judge confidence",
+        ylabel="agreement with reference",
+        title=f"{name}\nECE {report['ece']['value'] if report['ece']['value'] is not None else float('nan'):.3f}",
+    )
     ax.legend(loc="upper left", fontsize=8)
     paths.append(out_dir / f"{slug}_reliability.png")
     fig.tight_layout()
@@ -469,20 +498,32 @@ def fit_tie_margin(labels: pd.DataFrame, reference: pd.DataFrame) -> dict | None
 
     scores = [agreement(m) for m in candidates]
     best = int(np.argmax(scores))
-    return {"value": float(candidates[best]), "agreement": scores[best], "agreement_at_zero": scores[0],
-            "segments": len(d)}  # fmt: skip
+    return {
+        "value": float(candidates[best]),
+        "agreement": scores[best],
+        "agreement_at_zero": scores[0],
+        "segments": len(d),
+    }
 
 
 def judges_in(path: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The judges of one labels table: one per `judge` value (schema v2 juries), else one per judge_model."""
     column = "judge" if "judge" in labels.columns and labels["judge"].notna().any() else "judge_model"
     # a judge served from a local folder is named by the folder, not by this machine's path
-    return {(Path(n).name if str(n).startswith("/") else str(n)): g
-            for n, g in labels.groupby(labels[column].fillna("?"), sort=True)}  # fmt: skip
+    return {
+        (Path(n).name if str(n).startswith("/") else str(n)): g
+        for n, g in labels.groupby(labels[column].fillna("?"), sort=True)
+    }
 
 
-def evaluate_judges(label_paths: list[Path], reference_paths: list[Path], pairs: Path | None = None,
-                    target_accuracy: float = 0.8, n_boot: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+def evaluate_judges(
+    label_paths: list[Path],
+    reference_paths: list[Path],
+    pairs: Path | None = None,
+    target_accuracy: float = 0.8,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """The report of eval-labels: every judge of every labels table against every reference table."""
     from densedpo.errors import DenseDPOError
     from densedpo.tables import LABELS, read_table
@@ -511,7 +552,17 @@ def evaluate_judges(label_paths: list[Path], reference_paths: list[Path], pairs:
             margin = fit_tie_margin(table, ref)
             if margin is not None:
                 per_judge[name]["fitted_tie_margin"] = margin
-        reports.append({"reference": str(ref_path), "reference_segments": len(ref),
-                        "human_ceiling": human_ceiling(raw, n_boot, seed), "judges": per_judge})  # fmt: skip
-    return {"target_accuracy": target_accuracy, "bootstrap_draws": n_boot, "confidence_level": 0.95,
-            "references": reports}  # fmt: skip
+        reports.append(
+            {
+                "reference": str(ref_path),
+                "reference_segments": len(ref),
+                "human_ceiling": human_ceiling(raw, n_boot, seed),
+                "judges": per_judge,
+            }
+        )
+    return {
+        "target_accuracy": target_accuracy,
+        "bootstrap_draws": n_boot,
+        "confidence_level": 0.95,
+        "references": reports,
+    }

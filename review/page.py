@@ -30,8 +30,19 @@ from densedpo.video import probe
 QUEUE_ORDERS = ("least-confident", "random", "table")
 CHOICES = ("left", "right", "tie")
 STATIC = Path(__file__).parent / "static"
-JUDGE_FIELDS = ("preference", "status", "confidence", "p_a", "p_b", "p_tie", "order_agreement", "answer_ab",
-                "answer_ba", "raw_response", "judge_model")  # fmt: skip
+JUDGE_FIELDS = (
+    "preference",
+    "status",
+    "confidence",
+    "p_a",
+    "p_b",
+    "p_tie",
+    "order_agreement",
+    "answer_ab",
+    "answer_ba",
+    "raw_response",
+    "judge_model",
+)
 
 
 @dataclass
@@ -161,8 +172,10 @@ class ReviewSession:
         if self.labels is not None:
             unknown = sorted(set(self.labels["pair_id"]) - set(self.pairs["pair_id"]))
             if unknown:
-                raise DenseDPOError(f"--labels {cfg.labels} has pair_id {unknown[0]!r} that --pairs {cfg.pairs} lacks; "
-                                    "pass the pairs table the labels were made from.")  # fmt: skip
+                raise DenseDPOError(
+                    f"--labels {cfg.labels} has pair_id {unknown[0]!r} that --pairs {cfg.pairs} lacks; "
+                    "pass the pairs table the labels were made from."
+                )
         self.by_id = {str(r["pair_id"]): r for r in self.pairs.to_dict("records")}
         self.queue = queue_order(self.pairs, self.labels, cfg.order, cfg.seed)
         self.store = HumanStore(cfg.human)
@@ -180,9 +193,16 @@ class ReviewSession:
             segs = [_plain_row(r) for r in rows.to_dict("records")]
         else:
             info = probe(self.video_path(pair_id, "a"))
-            segs = [{"segment_idx": s.segment_idx, "frame_start": s.frame_start, "frame_end": s.frame_end,
-                     "t_start_s": s.t_start_s, "t_end_s": s.t_end_s}
-                    for s in segment_bounds(info.num_frames, info.fps, self.cfg.segment_seconds)]  # fmt: skip
+            segs = [
+                {
+                    "segment_idx": s.segment_idx,
+                    "frame_start": s.frame_start,
+                    "frame_end": s.frame_end,
+                    "t_start_s": s.t_start_s,
+                    "t_end_s": s.t_end_s,
+                }
+                for s in segment_bounds(info.num_frames, info.fps, self.cfg.segment_seconds)
+            ]
         self._segments[pair_id] = segs
         return segs
 
@@ -198,13 +218,20 @@ class ReviewSession:
     def session(self) -> dict:
         """The page's start: counts, and the first pair this annotator has not finished (a restart resumes there)."""
         done = self.store.rows()
-        finished = [all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p))
-                    for p in self.queue]  # fmt: skip
+        finished = [
+            all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p)) for p in self.queue
+        ]
         start = finished.index(False) if False in finished else 0
-        return {"annotator": self.cfg.annotator, "blind": self.cfg.blind, "order": self.cfg.order,
-                "pairs": len(self.queue), "finished_pairs": sum(finished), "start": start,
-                "has_judge": self.labels is not None and not self.cfg.blind,
-                "human_path": str(self.cfg.human)}  # fmt: skip
+        return {
+            "annotator": self.cfg.annotator,
+            "blind": self.cfg.blind,
+            "order": self.cfg.order,
+            "pairs": len(self.queue),
+            "finished_pairs": sum(finished),
+            "start": start,
+            "has_judge": self.labels is not None and not self.cfg.blind,
+            "human_path": str(self.cfg.human),
+        }
 
     def pair(self, index: int) -> dict:
         pair_id = self.queue[index]
@@ -219,9 +246,17 @@ class ReviewSession:
             segments.append(seg)
         row = self.by_id[pair_id]
         right = "b" if left == "a" else "a"
-        return {"index": index, "pair_id": pair_id, "prompt": row["prompt"], "fps": self.fps(pair_id),
-                "left": left, "right": right, "video_left": f"/media/{index}/{left}",
-                "video_right": f"/media/{index}/{right}", "segments": segments}  # fmt: skip
+        return {
+            "index": index,
+            "pair_id": pair_id,
+            "prompt": row["prompt"],
+            "fps": self.fps(pair_id),
+            "left": left,
+            "right": right,
+            "video_left": f"/media/{index}/{left}",
+            "video_right": f"/media/{index}/{right}",
+            "segments": segments,
+        }
 
     def label(self, index: int, segment_idx: int, choice: str) -> dict:
         pair_id = self.queue[index]
@@ -232,14 +267,32 @@ class ReviewSession:
         pref = to_preference(choice, left)
         s = segs[segment_idx]
         row = {
-            "pair_id": pair_id, "segment_idx": segment_idx, "frame_start": int(s["frame_start"]),
-            "frame_end": int(s["frame_end"]), "t_start_s": float(s["t_start_s"]), "t_end_s": float(s["t_end_s"]),
-            "preference": pref, "p_a": None, "p_b": None, "p_tie": None, "confidence": None,
-            "order_agreement": None, "status": "ok", "error": None, "raw_response": choice,
-            "judge_model": "human", "prompt_name": None, "prompt_sha256": None, "answer_ab": None, "answer_ba": None,
-            "judge": "human", "annotator": self.cfg.annotator, "blind": self.cfg.blind, "shown_left": left,
+            "pair_id": pair_id,
+            "segment_idx": segment_idx,
+            "frame_start": int(s["frame_start"]),
+            "frame_end": int(s["frame_end"]),
+            "t_start_s": float(s["t_start_s"]),
+            "t_end_s": float(s["t_end_s"]),
+            "preference": pref,
+            "p_a": None,
+            "p_b": None,
+            "p_tie": None,
+            "confidence": None,
+            "order_agreement": None,
+            "status": "ok",
+            "error": None,
+            "raw_response": choice,
+            "judge_model": "human",
+            "prompt_name": None,
+            "prompt_sha256": None,
+            "answer_ab": None,
+            "answer_ba": None,
+            "judge": "human",
+            "annotator": self.cfg.annotator,
+            "blind": self.cfg.blind,
+            "shown_left": left,
             "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }  # fmt: skip
+        }
         self.store.save(row)
         return {"pair_id": pair_id, "segment_idx": segment_idx, "human": pref}
 

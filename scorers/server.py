@@ -69,9 +69,14 @@ def create_app(model, model_id: str) -> Starlette:
             outputs, tokens = await run_in_threadpool(run, *parsed)
         except ValueError as e:  # an undecodable image, a prompt without the reward tokens
             return JSONResponse({"error": {"message": str(e), "code": 400}}, 400)
-        return JSONResponse({"object": "list", "model": model_id,
-                             "data": [{"index": 0, "probs": outputs, "num_classes": len(outputs)}],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+        return JSONResponse(
+            {
+                "object": "list",
+                "model": model_id,
+                "data": [{"index": 0, "probs": outputs, "num_classes": len(outputs)}],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def models(request: Request):
         return JSONResponse({"object": "list", "data": [{"id": model_id, "object": "model"}]})
@@ -79,8 +84,9 @@ def create_app(model, model_id: str) -> Starlette:
     async def health(request: Request):
         return JSONResponse({})
 
-    return Starlette(routes=[Route("/classify", classify, methods=["POST"]), Route("/v1/models", models),
-                             Route("/health", health)])  # fmt: skip
+    return Starlette(
+        routes=[Route("/classify", classify, methods=["POST"]), Route("/v1/models", models), Route("/health", health)]
+    )
 
 
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8001) -> None:

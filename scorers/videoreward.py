@@ -39,7 +39,7 @@ def convert_state_dict(state: dict) -> dict:
         if key.startswith("visual."):
             key = "model." + key
         elif key.startswith("model.") and not key.startswith(("model.visual.", "model.language_model.")):
-            key = "model.language_model." + key[len("model."):]
+            key = "model.language_model." + key[len("model.") :]
         out[key] = value
     return out
 
@@ -81,8 +81,11 @@ def latest_checkpoint(folder: Path) -> Path:
     found = sorted(folder.glob("checkpoint-*/model.pth"), key=lambda p: int(p.parent.name.split("-")[-1]))
     if not found:
         lora = sorted(folder.glob("checkpoint-*/adapter_model.safetensors"))
-        hint = (" It holds a LoRA checkpoint (adapter_model.safetensors): merge it into a full model.pth first."
-                if lora else "")  # fmt: skip
+        hint = (
+            " It holds a LoRA checkpoint (adapter_model.safetensors): merge it into a full model.pth first."
+            if lora
+            else ""
+        )
         raise DenseDPOError(f"--model {folder}: no checkpoint-N/model.pth (the VideoReward layout).{hint}")
     return found[-1]
 
@@ -97,8 +100,10 @@ class VideoReward:
         folder = Path(folder)
         config_path = folder / "model_config.json"
         if not config_path.exists():
-            raise DenseDPOError(f"--model {folder} has no model_config.json: --api transformers loads a VideoReward "
-                                "checkpoint folder (KwaiVGI/VideoReward).")  # fmt: skip
+            raise DenseDPOError(
+                f"--model {folder} has no model_config.json: --api transformers loads a VideoReward "
+                "checkpoint folder (KwaiVGI/VideoReward)."
+            )
         config = json.loads(config_path.read_text())
         model_config = config.get("model_config", {})
         base = base or model_config.get("model_name_or_path")
@@ -110,22 +115,26 @@ class VideoReward:
         special = self.processor.tokenizer.convert_tokens_to_ids(list(REWARD_TOKENS))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        model = reward_model_class().from_pretrained(base, output_dim=int(model_config.get("output_dim", 3)),
-                                                     special_token_ids=special, dtype=dtype)  # fmt: skip
+        model = reward_model_class().from_pretrained(
+            base, output_dim=int(model_config.get("output_dim", 3)), special_token_ids=special, dtype=dtype
+        )
         model.resize_token_embeddings(len(self.processor.tokenizer))
         state = torch.load(latest_checkpoint(folder), map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(convert_state_dict(state), strict=False)
         if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-            raise DenseDPOError(f"{folder}: the checkpoint does not match Qwen2VLRewardModelBT (missing "
-                                f"{missing[:3]}, unexpected {unexpected[:3]}).")  # fmt: skip
+            raise DenseDPOError(
+                f"{folder}: the checkpoint does not match Qwen2VLRewardModelBT (missing "
+                f"{missing[:3]}, unexpected {unexpected[:3]})."
+            )
         self.model = model.to(self.device).eval()
         self.name = folder.name
 
     def score(self, text: str, frames: list[np.ndarray]) -> tuple[list[float], int]:
         """([VQ, MQ, TA] normalised as the checkpoint says, prompt tokens) for one video segment."""
         content = ([{"type": "video"}] if frames else []) + [{"type": "text", "text": text}]
-        chat = self.processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)  # fmt: skip
+        chat = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
         kwargs = {"videos": [np.stack(frames)]} if frames else {}
         batch = self.processor(text=[chat], return_tensors="pt", **kwargs).to(self.device)
         raw = self.model.rewards(**batch)[0].tolist()
@@ -151,9 +160,9 @@ def to_videoalign_keys(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         if key.startswith("model.visual."):
-            key = key[len("model."):]
+            key = key[len("model.") :]
         elif key.startswith("model.language_model."):
-            key = "model." + key[len("model.language_model."):]
+            key = "model." + key[len("model.language_model.") :]
         out[key] = value
     return out
 
@@ -182,10 +191,19 @@ def make_tiny_videoreward(out: str | Path, seed: int = 0, norm: dict | None = No
     (out / "checkpoint-1").mkdir(parents=True, exist_ok=True)
     torch.save(to_videoalign_keys(model.state_dict()), out / "checkpoint-1" / "model.pth")
     norm = norm or {"VQ_mean": 1.0, "VQ_std": 2.0, "MQ_mean": -0.5, "MQ_std": 0.5, "TA_mean": 0.0, "TA_std": 4.0}
-    (out / "model_config.json").write_text(json.dumps({
-        "model_config": {"model_name_or_path": str(base), "output_dim": 3, "use_special_tokens": True,
-                         "reward_token": "special"},
-        "data_config": {"fps": 2, "eval_dim": ["VQ", "MQ", "TA"]},
-        "inference_config": norm,
-    }, indent=2))  # fmt: skip
+    (out / "model_config.json").write_text(
+        json.dumps(
+            {
+                "model_config": {
+                    "model_name_or_path": str(base),
+                    "output_dim": 3,
+                    "use_special_tokens": True,
+                    "reward_token": "special",
+                },
+                "data_config": {"fps": 2, "eval_dim": ["VQ", "MQ", "TA"]},
+                "inference_config": norm,
+            },
+            indent=2,
+        )
+    )
     return out

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Second command of the README: set up .venv on first use, lint, then run the whole test suite.
+# Second command of the README: set up .venv on first use, lint and format-check, then run the whole test suite.
+#   bash scripts/test.sh           everything (real vLLM, Chromium, schemathesis, training runs): what CI runs
+#   bash scripts/test.sh --fast    the edit-test loop: no vLLM, no browser, no training run (about a minute)
+# Further arguments go to pytest (e.g. -k journal, -x, -q).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  exec .venv/bin/python -m pytest -m "not vllm and not slow and not browser" "$@"
+fi
 exec .venv/bin/python -m pytest "$@"

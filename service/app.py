@@ -66,8 +66,7 @@ def db_lock(cfg: ServiceConfig):
     """One service per database: a second one would requeue the first's running jobs and run them twice."""
     from densedpo.locks import exclusive
 
-    return exclusive(cfg.db.with_name(cfg.db.name + ".lock"), f"--db {cfg.db}",
-                     "give this service its own --db")  # fmt: skip
+    return exclusive(cfg.db.with_name(cfg.db.name + ".lock"), f"--db {cfg.db}", "give this service its own --db")
 
 
 class Error(BaseModel):
@@ -91,9 +90,14 @@ class Job(BaseModel):
 
 
 def _errors(*codes: int) -> dict:
-    what = {400: "a path outside --data-root", 401: "missing or wrong bearer token", 404: "no such job",
-            409: "the job has no labels to give (yet)", 413: "upload larger than --max-upload-mb",
-            422: "invalid settings, form or table (the message names the field, row or column)"}  # fmt: skip
+    what = {
+        400: "a path outside --data-root",
+        401: "missing or wrong bearer token",
+        404: "no such job",
+        409: "the job has no labels to give (yet)",
+        413: "upload larger than --max-upload-mb",
+        422: "invalid settings, form or table (the message names the field, row or column)",
+    }
     return {c: {"model": Error, "description": what[c]} for c in codes}
 
 
@@ -136,10 +140,15 @@ class Metrics:
         self.store = store
         self.jobs = Gauge("densedpo_jobs", "Label jobs by state", ["state"], registry=self.registry)
         self.segments = Counter("densedpo_segments_labeled", "Segments labeled", registry=self.registry)
-        self.latency = Histogram("densedpo_vlm_request_seconds", "VLM request latency", registry=self.registry,
-                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))  # fmt: skip
-        self.errors = Counter("densedpo_vlm_request_errors", "VLM requests that failed", ["status"],
-                              registry=self.registry)  # fmt: skip
+        self.latency = Histogram(
+            "densedpo_vlm_request_seconds",
+            "VLM request latency",
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+        )
+        self.errors = Counter(
+            "densedpo_vlm_request_errors", "VLM requests that failed", ["status"], registry=self.registry
+        )
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -184,9 +193,14 @@ class Scheduler:
             self.stopping.wait(0.2)
 
     def label_config(self, job: dict) -> LabelConfig:
-        return LabelConfig(pairs=Path(job["pairs_path"]), out=Path(job["job_dir"]) / "labels.parquet",
-                           server=self.servers, concurrency=self.cfg.concurrency,
-                           max_failure_rate=self.cfg.max_failure_rate, **job["settings"])  # fmt: skip
+        return LabelConfig(
+            pairs=Path(job["pairs_path"]),
+            out=Path(job["job_dir"]) / "labels.parquet",
+            server=self.servers,
+            concurrency=self.cfg.concurrency,
+            max_failure_rate=self.cfg.max_failure_rate,
+            **job["settings"],
+        )
 
     def _run(self, job: dict) -> None:
         job_id = job["id"]
@@ -204,8 +218,11 @@ class Scheduler:
             if status != "ok":
                 self.metrics.errors.labels(status=status).inc()
 
-        hooks = LabelHooks(should_stop=lambda: self.stopping.is_set() or job_id in self.cancelled,
-                           on_progress=on_progress, on_request=on_request)  # fmt: skip
+        hooks = LabelHooks(
+            should_stop=lambda: self.stopping.is_set() or job_id in self.cancelled,
+            on_progress=on_progress,
+            on_request=on_request,
+        )
         try:
             result = label_pairs(cfg, progress=False, hooks=hooks)
         except LabelingStopped:
@@ -218,17 +235,24 @@ class Scheduler:
             return
         except Exception as e:  # a bug, not a user error: keep the job's record and the traceback in the log
             log.exception("job %s crashed", job_id)
-            self.store.transition(job_id, ("running",), "failed", finished_at=time.time(),
-                                  error=f"internal error: {type(e).__name__}: {e}")  # fmt: skip
+            self.store.transition(
+                job_id,
+                ("running",),
+                "failed",
+                finished_at=time.time(),
+                error=f"internal error: {type(e).__name__}: {e}",
+            )
             return
         s = result.summary
         error = None
         if s["failure_rate"] > cfg.max_failure_rate:
             error = f"{s['failure_rate']:.1%} of segments failed (request or parse errors); labels were written"
-        self.store.update(job_id, status_counts=s["status_counts"], segments_done=s["segments"],
-                          segments_total=s["segments"])  # fmt: skip
-        self.store.transition(job_id, ("running",), "failed" if error else "completed", finished_at=time.time(),
-                              error=error)  # fmt: skip
+        self.store.update(
+            job_id, status_counts=s["status_counts"], segments_done=s["segments"], segments_total=s["segments"]
+        )
+        self.store.transition(
+            job_id, ("running",), "failed" if error else "completed", finished_at=time.time(), error=error
+        )
 
     def cancel(self, job_id: str) -> dict | None:
         """One atomic transition from queued or running: a job claimed meanwhile is still cancelled.
@@ -277,9 +301,13 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
         scheduler.stop()
         store.close()
 
-    app = FastAPI(title="densedpo label service", version="1", lifespan=lifespan,
-                  description="Batch segment-level VLM preference labeling (DenseDPO). Every error answers "
-                              "`{\"detail\": \"one line\"}`.")  # fmt: skip
+    app = FastAPI(
+        title="densedpo label service",
+        version="1",
+        lifespan=lifespan,
+        description="Batch segment-level VLM preference labeling (DenseDPO). Every error answers "
+        '`{"detail": "one line"}`.',
+    )
 
     @app.exception_handler(RequestValidationError)
     async def one_line_422(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -293,8 +321,12 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
     async def errors_with_allow(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first route's methods; GET and DELETE share a path
-            allowed = {m for r in app.routes if hasattr(r, "methods") and r.matches(request.scope)[0] != Match.NONE
-                       for m in r.methods}  # fmt: skip
+            allowed = {
+                m
+                for r in app.routes
+                if hasattr(r, "methods") and r.matches(request.scope)[0] != Match.NONE
+                for m in r.methods
+            }
             headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers)
 
@@ -312,44 +344,80 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def public(job: dict) -> dict:
-        keys = ("id", "state", "created_at", "started_at", "finished_at", "segments_done", "segments_total",
-                "status_counts", "error", "settings")  # fmt: skip
+        keys = (
+            "id",
+            "state",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "segments_done",
+            "segments_total",
+            "status_counts",
+            "error",
+            "settings",
+        )
         return {k: job[k] for k in keys} | {"progress": job["segments_done"] / max(job["segments_total"], 1)}
 
     @app.get("/healthz")
     def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/metrics", dependencies=[Depends(auth)], response_class=Response, responses={
-        **_errors(401), 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"}})
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(auth)],
+        response_class=Response,
+        responses={
+            **_errors(401),
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus"},
+        },
+    )
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/label-jobs", dependencies=[Depends(auth)], status_code=201, response_model=Job,
-              responses={200: {"model": Job, "description": "the job an earlier request with this Idempotency-Key "
-                               "made"}, **_errors(400, 401, 413, 422)})  # fmt: skip
+    @app.post(
+        "/v1/label-jobs",
+        dependencies=[Depends(auth)],
+        status_code=201,
+        response_model=Job,
+        responses={
+            200: {"model": Job, "description": "the job an earlier request with this Idempotency-Key made"},
+            **_errors(400, 401, 413, 422),
+        },
+    )
     async def submit(
-        file: Annotated[UploadFile, File(description="A pairs table (parquet) to upload; its video paths "
-                                         "are relative to --data-root.")] = None,
-        path: Annotated[str | None, Form(description="Instead of `file`: a pairs table under --data-root.",
-                                         max_length=4096)] = None,
-        segment_seconds: Annotated[float | None, Form(gt=0, le=MAX_SEGMENT_SECONDS,
-                                                      description="Segment length in seconds [1.0].")] = None,
-        sample_fps: Annotated[float | None, Form(gt=0, le=MAX_SAMPLE_FPS,
-                                                 description="Frames per second shown to the VLM [8].")] = None,
-        min_confidence: Annotated[float | None, Form(ge=0, le=1, description="Below it a segment is a tie "
-                                                     "[0.5].")] = None,
-        prompt: Annotated[str | None, Form(pattern=PROMPT_NAME, description="A prompt name from the service's "
-                                           f"prompts/ [{DEFAULT_PROMPT}].")] = None,
-        idempotency_key: Annotated[str | None, Header(max_length=200, description="Retrying with the same key "
-                                                      "and payload returns the same job.")] = None,
+        file: Annotated[
+            UploadFile,
+            File(description="A pairs table (parquet) to upload; its video paths are relative to --data-root."),
+        ] = None,
+        path: Annotated[
+            str | None, Form(description="Instead of `file`: a pairs table under --data-root.", max_length=4096)
+        ] = None,
+        segment_seconds: Annotated[
+            float | None, Form(gt=0, le=MAX_SEGMENT_SECONDS, description="Segment length in seconds [1.0].")
+        ] = None,
+        sample_fps: Annotated[
+            float | None, Form(gt=0, le=MAX_SAMPLE_FPS, description="Frames per second shown to the VLM [8].")
+        ] = None,
+        min_confidence: Annotated[
+            float | None, Form(ge=0, le=1, description="Below it a segment is a tie [0.5].")
+        ] = None,
+        prompt: Annotated[
+            str | None,
+            Form(pattern=PROMPT_NAME, description=f"A prompt name from the service's prompts/ [{DEFAULT_PROMPT}]."),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(max_length=200, description="Retrying with the same key and payload returns the same job."),
+        ] = None,
     ):
-        given = dict(segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
-                     prompt=prompt)  # fmt: skip
+        given = dict(
+            segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence, prompt=prompt
+        )
         settings = {k: v for k, v in given.items() if v is not None}
         if prompt is not None and prompt not in available_prompts():
-            raise HTTPException(422, f"prompt {prompt!r} is not a prompt of this service; use one of "
-                                     f"{', '.join(available_prompts())}.")  # fmt: skip
+            raise HTTPException(
+                422, f"prompt {prompt!r} is not a prompt of this service; use one of {', '.join(available_prompts())}."
+            )
         upload = None
         if file is not None and file.filename:
             upload = await file.read(max_bytes + 1)
@@ -364,8 +432,11 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
             existing = store.by_idempotency_key(idempotency_key)
             if existing is not None:
                 if existing["request_sha256"] not in (None, digest.hexdigest()):
-                    raise HTTPException(422, f"Idempotency-Key {idempotency_key!r} was used for another payload "
-                                             f"(job {existing['id']}); use a new key for a new job.")  # fmt: skip
+                    raise HTTPException(
+                        422,
+                        f"Idempotency-Key {idempotency_key!r} was used for another payload "
+                        f"(job {existing['id']}); use a new key for a new job.",
+                    )
                 return JSONResponse(public(existing), status_code=200)
         job_id = secrets.token_hex(8)
         job_dir = jobs_root / job_id
@@ -396,8 +467,9 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
         if upload is not None:  # stored only once accepted: a refused or repeated upload leaves nothing behind
             job_dir.mkdir(parents=True, exist_ok=True)
             df.to_parquet(pairs_path, index=False)
-        job, created = store.create(str(pairs_path), jobs_root, settings, idempotency_key, job_id=job_id,
-                                    request_sha256=digest.hexdigest())  # fmt: skip
+        job, created = store.create(
+            str(pairs_path), jobs_root, settings, idempotency_key, job_id=job_id, request_sha256=digest.hexdigest()
+        )
         return JSONResponse(public(job), status_code=201 if created else 200)
 
     @app.get("/v1/label-jobs", dependencies=[Depends(auth)], response_model=list[Job], responses=_errors(401))
@@ -410,41 +482,65 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
             raise HTTPException(404, f"no job {job_id}")
         return job
 
-    @app.get("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)], response_model=Job,
-             responses=_errors(401, 404, 422))  # fmt: skip
+    @app.get(
+        "/v1/label-jobs/{job_id}", dependencies=[Depends(auth)], response_model=Job, responses=_errors(401, 404, 422)
+    )
     def status(job_id: str) -> dict:
         return public(get_or_404(job_id))
 
-    @app.post("/v1/label-jobs/{job_id}/cancel", dependencies=[Depends(auth)], response_model=Job,
-              responses=_errors(401, 404, 422))  # fmt: skip
+    @app.post(
+        "/v1/label-jobs/{job_id}/cancel",
+        dependencies=[Depends(auth)],
+        response_model=Job,
+        responses=_errors(401, 404, 422),
+    )
     def cancel(job_id: str) -> dict:
         """Cancel a queued or running job; its finished segments are kept. A finished job is left as it is."""
         get_or_404(job_id)
         return public(scheduler.cancel(job_id))
 
-    @app.delete("/v1/label-jobs/{job_id}", dependencies=[Depends(auth)], status_code=204, response_class=Response,
-                responses=_errors(401, 404, 409, 422))  # fmt: skip
+    @app.delete(
+        "/v1/label-jobs/{job_id}",
+        dependencies=[Depends(auth)],
+        status_code=204,
+        response_class=Response,
+        responses=_errors(401, 404, 409, 422),
+    )
     def delete(job_id: str) -> Response:
         """Forget a finished job and remove its folder (labels, journal, an uploaded table); 409 while it runs."""
         job = get_or_404(job_id)
         if not scheduler.forget(job):
-            raise HTTPException(409, f"job {job_id} is {job['state']}: cancel it first (POST "
-                                     f"/v1/label-jobs/{job_id}/cancel), then delete it once it has stopped.")
+            raise HTTPException(
+                409,
+                f"job {job_id} is {job['state']}: cancel it first (POST "
+                f"/v1/label-jobs/{job_id}/cancel), then delete it once it has stopped.",
+            )
         return Response(status_code=204)
 
     parquet = {"application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}}
-    partial_header = {"X-Densedpo-Partial": {"description": "true while the job is not completed: the rows so "
-                                             "far", "schema": {"type": "string", "enum": ["true", "false"]}}}
+    partial_header = {
+        "X-Densedpo-Partial": {
+            "description": "true while the job is not completed: the rows so far",
+            "schema": {"type": "string", "enum": ["true", "false"]},
+        }
+    }
 
-    @app.get("/v1/label-jobs/{job_id}/labels", dependencies=[Depends(auth)], response_class=Response,
-             responses={200: {"content": parquet, "headers": partial_header, "description": "labels.parquet"},
-                        **_errors(401, 404, 409, 422)})  # fmt: skip
+    @app.get(
+        "/v1/label-jobs/{job_id}/labels",
+        dependencies=[Depends(auth)],
+        response_class=Response,
+        responses={
+            200: {"content": parquet, "headers": partial_header, "description": "labels.parquet"},
+            **_errors(401, 404, 409, 422),
+        },
+    )
     def labels(job_id: str) -> Response:
         job = get_or_404(job_id)
         out = Path(job["job_dir"]) / "labels.parquet"
         if job["state"] == "completed" or (job["state"] == "failed" and out.exists()):
-            return Response(out.read_bytes(), media_type="application/vnd.apache.parquet",
-                            headers={"X-Densedpo-Partial": "false"})  # fmt: skip
+            return Response(
+                out.read_bytes(), media_type="application/vnd.apache.parquet", headers={"X-Densedpo-Partial": "false"}
+            )
         try:
             rows = scheduler.partial(job)
         except DenseDPOError as e:  # e.g. the videos of a failed job are gone: its segments cannot be rebuilt
@@ -453,8 +549,9 @@ def create_app(cfg: ServiceConfig, servers: list[str]):
             raise HTTPException(409, f"job {job_id} is {job['state']} and has no finished segment yet")
         buf = io.BytesIO()
         validate(rows, LABELS).to_parquet(buf, index=False)
-        return Response(buf.getvalue(), media_type="application/vnd.apache.parquet",
-                        headers={"X-Densedpo-Partial": "true"})  # fmt: skip
+        return Response(
+            buf.getvalue(), media_type="application/vnd.apache.parquet", headers={"X-Densedpo-Partial": "true"}
+        )
 
     app.state.scheduler = scheduler
     return app
@@ -484,5 +581,6 @@ def _confine_videos(df: pd.DataFrame, table_path: Path, data_root: Path) -> None
             try:
                 confined(data_root, str(p))
             except PathOutsideRoot:
-                raise PathOutsideRoot(f"row {i} (pair_id={row.pair_id!r}), column {col}: {getattr(row, col)!r} is "
-                                      "outside --data-root.") from None  # fmt: skip
+                raise PathOutsideRoot(
+                    f"row {i} (pair_id={row.pair_id!r}), column {col}: {getattr(row, col)!r} is outside --data-root."
+                ) from None

@@ -10,8 +10,22 @@ import uuid
 from pathlib import Path
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
-_COLUMNS = ("id", "idempotency_key", "state", "created_at", "started_at", "finished_at", "pairs_path", "job_dir",
-            "settings", "segments_done", "segments_total", "status_counts", "error", "request_sha256")  # fmt: skip
+_COLUMNS = (
+    "id",
+    "idempotency_key",
+    "state",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "pairs_path",
+    "job_dir",
+    "settings",
+    "segments_done",
+    "segments_total",
+    "status_counts",
+    "error",
+    "request_sha256",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,8 +74,15 @@ class JobStore:
         job["status_counts"] = json.loads(job["status_counts"]) if job["status_counts"] else {}
         return job
 
-    def create(self, pairs_path: str, job_dir_root: Path, settings: dict, idempotency_key: str | None,
-               job_id: str | None = None, request_sha256: str | None = None) -> tuple[dict, bool]:  # fmt: skip
+    def create(
+        self,
+        pairs_path: str,
+        job_dir_root: Path,
+        settings: dict,
+        idempotency_key: str | None,
+        job_id: str | None = None,
+        request_sha256: str | None = None,
+    ) -> tuple[dict, bool]:
         """(job, created). With an idempotency key already used, returns that job and created=False."""
         with self._lock:
             job_id = job_id or uuid.uuid4().hex[:16]
@@ -69,9 +90,16 @@ class JobStore:
                 self._db.execute(
                     "INSERT INTO jobs (id, idempotency_key, state, created_at, pairs_path, job_dir, settings, "
                     "request_sha256) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
-                    (job_id, idempotency_key, time.time(), pairs_path, str(job_dir_root / job_id), json.dumps(settings),
-                     request_sha256),
-                )  # fmt: skip
+                    (
+                        job_id,
+                        idempotency_key,
+                        time.time(),
+                        pairs_path,
+                        str(job_dir_root / job_id),
+                        json.dumps(settings),
+                        request_sha256,
+                    ),
+                )
             except sqlite3.IntegrityError:  # the key was taken between the caller's lookup and now
                 return self.by_idempotency_key(idempotency_key, locked=True), False
         return self.get(job_id), True
@@ -108,8 +136,10 @@ class JobStore:
         sets = ", ".join(["state=?"] + [f"{k}=?" for k in fields])
         marks = ",".join("?" * len(from_states))
         with self._lock:
-            cur = self._db.execute(f"UPDATE jobs SET {sets} WHERE id=? AND state IN ({marks})",
-                                   (to_state, *fields.values(), job_id, *from_states))  # fmt: skip
+            cur = self._db.execute(
+                f"UPDATE jobs SET {sets} WHERE id=? AND state IN ({marks})",
+                (to_state, *fields.values(), job_id, *from_states),
+            )
             return cur.rowcount == 1
 
     def delete(self, job_id: str, from_states: tuple[str, ...]) -> bool:
@@ -125,8 +155,9 @@ class JobStore:
             row = self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY created_at LIMIT 1").fetchone()
             if row is None:
                 return None
-            cur = self._db.execute("UPDATE jobs SET state='running', started_at=? WHERE id=? AND state='queued'",
-                                   (time.time(), row[0]))  # fmt: skip
+            cur = self._db.execute(
+                "UPDATE jobs SET state='running', started_at=? WHERE id=? AND state='queued'", (time.time(), row[0])
+            )
             if cur.rowcount != 1:
                 return None
         return self.get(row[0])

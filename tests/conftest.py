@@ -10,6 +10,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Markers follow what a test starts, so `-m "not vllm and not slow and not browser"` (the fast lane) is real.
+MARK_BY_FIXTURE = {"vllm_server": "vllm", "pooling_server": "vllm", "browser": "browser", "trained_judge": "slow"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, mark in MARK_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, mark))
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +55,9 @@ def pooling_server(tiny_reward_model, tmp_path_factory):
     from labeler.servers import managed_vllm
 
     log = tmp_path_factory.mktemp("vllm-pooling") / "vllm.log"
-    with managed_vllm(str(tiny_reward_model), log_path=log, max_images=20, max_model_len=2048,
-                      extra_args=POOLING_ARGS) as url:  # fmt: skip
+    with managed_vllm(
+        str(tiny_reward_model), log_path=log, max_images=20, max_model_len=2048, extra_args=POOLING_ARGS
+    ) as url:
         yield url
 
 
@@ -63,8 +73,12 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     """Run `densedpo ...` in a fresh interpreter, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session")

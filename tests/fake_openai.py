@@ -25,9 +25,14 @@ def completion(content: str, top: dict[str, float] | None = None) -> dict:
     return {
         "id": "x",
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": entries}]}}],
-    }  # fmt: skip
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": entries}]},
+            }
+        ],
+    }
 
 
 def position_answer(request_id: str) -> dict:
@@ -72,8 +77,9 @@ def check_request(body) -> str | None:
         return f"At most {MAX_IMAGES} image(s) may be provided in one prompt."
     if not (isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0):
         return "max_tokens must be a positive integer"
-    if body.get("logprobs") is not True or not (isinstance(body.get("top_logprobs"), int)
-                                                and 0 < body["top_logprobs"] <= MAX_LOGPROBS):  # fmt: skip
+    if body.get("logprobs") is not True or not (
+        isinstance(body.get("top_logprobs"), int) and 0 < body["top_logprobs"] <= MAX_LOGPROBS
+    ):
         return f"logprobs must be true and top_logprobs in 1..{MAX_LOGPROBS}"
     choice = (body.get("structured_outputs") or {}).get("choice")
     if not (isinstance(choice, list) and choice and all(isinstance(c, str) for c in choice)):

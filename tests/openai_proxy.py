@@ -20,12 +20,41 @@ from tests.fake_openai import serve_in_thread, stop_thread_server
 
 # The request fields of POST /v1/chat/completions in the OpenAI API reference.
 CHAT_FIELDS = {
-    "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction",
-    "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier", "seed",
-    "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
-    "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
-}  # fmt: skip
+    "model",
+    "messages",
+    "audio",
+    "frequency_penalty",
+    "function_call",
+    "functions",
+    "logit_bias",
+    "logprobs",
+    "max_completion_tokens",
+    "max_tokens",
+    "metadata",
+    "modalities",
+    "n",
+    "parallel_tool_calls",
+    "prediction",
+    "presence_penalty",
+    "prompt_cache_key",
+    "reasoning_effort",
+    "response_format",
+    "safety_identifier",
+    "seed",
+    "service_tier",
+    "stop",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "user",
+    "verbosity",
+    "web_search_options",
+}
 MESSAGE_FIELDS = {"role", "content", "name"}
 PART_FIELDS = {"text": {"type", "text"}, "image_url": {"type", "image_url"}}
 IMAGE_URL_FIELDS = {"url", "detail"}
@@ -56,8 +85,9 @@ def openai_problem(body, logprobs: bool) -> str | None:
     if rf is not None:
         if not isinstance(rf, dict) or rf.get("type") not in RESPONSE_FORMAT_TYPES or set(rf) - {"type", "json_schema"}:
             return f"Invalid response_format: {str(rf)[:80]}"
-        if rf["type"] == "json_schema" and (set(rf.get("json_schema") or {}) - JSON_SCHEMA_FIELDS
-                                            or "name" not in rf["json_schema"]):  # fmt: skip
+        if rf["type"] == "json_schema" and (
+            set(rf.get("json_schema") or {}) - JSON_SCHEMA_FIELDS or "name" not in rf["json_schema"]
+        ):
             return f"Invalid response_format.json_schema: {str(rf)[:80]}"
     if "top_logprobs" in body and not (body.get("logprobs") is True and 0 <= body["top_logprobs"] <= 20):
         return "top_logprobs must be in 0..20 and needs logprobs: true"
@@ -94,8 +124,13 @@ class OpenAIProxy:
             self.limited += 1
             return JSONResponse({"error": {"message": "Rate limit reached"}}, 429, headers={"Retry-After": "0"})
         self.counts[rid] += 1
-        self.images[rid] = [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list)
-                            for p in m["content"] if p["type"] == "image_url"]  # fmt: skip
+        self.images[rid] = [
+            p["image_url"]["url"]
+            for m in body["messages"]
+            if isinstance(m["content"], list)
+            for p in m["content"]
+            if p["type"] == "image_url"
+        ]
         async with httpx.AsyncClient(timeout=120) as client:
             r = await client.post(f"{self.upstream}/v1/chat/completions", json=body)
         if r.status_code != 200 or self.logprobs:

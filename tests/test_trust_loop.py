@@ -25,8 +25,21 @@ def labeled(trained_judge, tmp_path_factory):
     pairs, truth = make_synthetic_pairs(root, num_pairs=16, seed=42)  # a seed the judge never trained on
     recipe = json.loads((trained_judge / "training.json").read_text())["recipe"]
     out = root / "labels.parquet"
-    r = run_cli("label", "--pairs", pairs, "--out", out, "--model", trained_judge, "--sample-fps",
-                recipe["sample_fps"], "--min-confidence", "0", "--quiet", timeout=600)  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--model",
+        trained_judge,
+        "--sample-fps",
+        recipe["sample_fps"],
+        "--min-confidence",
+        "0",
+        "--quiet",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return root, pairs, truth, out
 
@@ -36,16 +49,39 @@ def test_a_judge_that_sees_the_frames_agrees_across_orders(labeled):
     labels = read_table(out, LABELS)
     assert labels["answer_ab"].notna().all() and labels["answer_ba"].notna().all()
     report_path = root / "report.json"
-    r = run_cli("eval-labels", "--labels", out, "--reference", truth, "--pairs", pairs, "--json", report_path,
-                "--plots", root / "plots", "--bootstrap", "200")  # fmt: skip
+    r = run_cli(
+        "eval-labels",
+        "--labels",
+        out,
+        "--reference",
+        truth,
+        "--pairs",
+        pairs,
+        "--json",
+        report_path,
+        "--plots",
+        root / "plots",
+        "--bootstrap",
+        "200",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(report_path.read_text())
     (judge,) = report["references"][0]["judges"].values()
-    for name in ("segment_accuracy", "segment_accuracy_ties_wrong", "coverage", "cohen_kappa", "clip_accuracy",
-                 "ece", "position_consistency", "first_position_rate"):  # fmt: skip
+    for name in (
+        "segment_accuracy",
+        "segment_accuracy_ties_wrong",
+        "coverage",
+        "cohen_kappa",
+        "clip_accuracy",
+        "ece",
+        "position_consistency",
+        "first_position_rate",
+    ):
         assert set(judge[name]) == {"value", "ci95"}, name
     assert len(judge["coverage_curve"]) == 10 and set(judge["motion_bias"]) == {
-        "judge_prefers_less_motion", "reference_prefers_less_motion"}
+        "judge_prefers_less_motion",
+        "reference_prefers_less_motion",
+    }
     # the judge sees the frames. Where it answers first/second, its two orders name opposite positions far more
     # often than not (a bug sending the same frames in both orders makes that share 0), and what it decides agrees
     # with the truth. (Measured: 8 of 13 such rows consistent, 6 of 6 decided right; docs/benchmarks.md.)

@@ -60,8 +60,9 @@ class JudgeSpec:
         if not (isinstance(self.server, list) and all(isinstance(u, str) for u in self.server)):
             raise bad("--server", f"must be a URL or a list of URLs, got {self.server!r}.")
         weights = self.score_weights
-        if weights is not None and not (isinstance(weights, list) and weights
-                                        and all(isinstance(w, (int, float)) for w in weights)):  # fmt: skip
+        if weights is not None and not (
+            isinstance(weights, list) and weights and all(isinstance(w, (int, float)) for w in weights)
+        ):
             raise bad("--score-weights", f"must be a list of numbers (YAML: [1, 1, 1]), got {weights!r}.")
         if self.kind not in KINDS:
             raise bad("--judge", f"must be one of {', '.join(KINDS)}, got {self.kind!r}.")
@@ -70,19 +71,26 @@ class JudgeSpec:
         if self.frames_as not in FRAMES_AS:
             raise bad("--frames-as", f"must be one of {', '.join(FRAMES_AS)}, got {self.frames_as!r}.")
         if not self.server and not self.model:
-            raise bad("--server/--model", "missing: pass --server URL of a running server, or --model to let densedpo "
-                      "start vLLM.")  # fmt: skip
+            raise bad(
+                "--server/--model",
+                "missing: pass --server URL of a running server, or --model to let densedpo start vLLM.",
+            )
         if self.api == "openai":
             if self.kind != "chat":
                 raise bad("--api openai", "is for chat judges; a scorer is served by vLLM (--judge score).")
             if not self.server or not self.model:
-                raise bad("--api openai", "needs --server https://HOST/v1 and --model NAME (densedpo starts no "
-                          "server for a hosted API).")  # fmt: skip
+                raise bad(
+                    "--api openai",
+                    "needs --server https://HOST/v1 and --model NAME (densedpo starts no server for a hosted API).",
+                )
             if self.frames_as == "video":
                 raise bad("--frames-as video", "is a vLLM extension (video_url); the OpenAI API takes images only.")
         if self.api == "transformers" and (self.kind != "score" or not self.model or self.server):
-            raise bad("--api transformers", "runs a reward model with transformers (a VideoReward checkpoint): use "
-                      "it with --judge score and --model FOLDER, without --server.")  # fmt: skip
+            raise bad(
+                "--api transformers",
+                "runs a reward model with transformers (a VideoReward checkpoint): use "
+                "it with --judge score and --model FOLDER, without --server.",
+            )
         if self.samples < 0 or (self.samples and self.api != "openai"):
             raise bad("--samples", f"must be 0, or k >= 1 with --api openai; got {self.samples}.")
         for name in ("max_rps", "max_tokens", "score_scale", "price_in", "price_out"):
@@ -134,8 +142,9 @@ def load_jury(path: Path, defaults: JudgeSpec) -> tuple[list[JudgeSpec], str]:
             raise DenseDPOError(f"--judges {path}: judges[{i}] must be a mapping of judge settings.")
         extra = sorted(set(entry) - set(SPEC_KEYS))
         if extra:
-            raise DenseDPOError(f"--judges {path}: judges[{i}] has unknown key(s) {', '.join(extra)}; allowed: "
-                                f"{', '.join(SPEC_KEYS)}.")  # fmt: skip
+            raise DenseDPOError(
+                f"--judges {path}: judges[{i}] has unknown key(s) {', '.join(extra)}; allowed: {', '.join(SPEC_KEYS)}."
+            )
         if isinstance(entry.get("server"), str):
             entry = {**entry, "server": [entry["server"]]}
         spec = dataclasses.replace(defaults, **entry)

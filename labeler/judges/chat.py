@@ -37,11 +37,12 @@ def video_url(image_urls: list[str]) -> str:
     prefix = "data:image/jpeg;base64,"
     if not all(u.startswith(prefix) for u in image_urls):
         raise ValueError("frames must be JPEG data URLs")
-    return "data:video/jpeg;base64," + ",".join(u[len(prefix):] for u in image_urls)
+    return "data:video/jpeg;base64," + ",".join(u[len(prefix) :] for u in image_urls)
 
 
-def build_messages(prompt: Prompt, caption: str, first: list[str], second: list[str],
-                   frames_as: str = "images") -> list[dict]:  # fmt: skip
+def build_messages(
+    prompt: Prompt, caption: str, first: list[str], second: list[str], frames_as: str = "images"
+) -> list[dict]:
     """One user message: intro, the first video's frames, the bridge, the second video's frames, the question.
 
     frames_as="video" sends each video's frames as one video item (Qwen2-VL merges two frames per temporal patch,
@@ -54,8 +55,13 @@ def build_messages(prompt: Prompt, caption: str, first: list[str], second: list[
             return [{"type": "video_url", "video_url": {"url": video_url(urls)}}]
         return [{"type": "image_url", "image_url": {"url": u}} for u in urls]
 
-    content = [{"type": "text", "text": intro}, *media(first), {"type": "text", "text": between},
-               *media(second), {"type": "text", "text": question}]  # fmt: skip
+    content = [
+        {"type": "text", "text": intro},
+        *media(first),
+        {"type": "text", "text": between},
+        *media(second),
+        {"type": "text", "text": question},
+    ]
     return [{"role": "user", "content": content}]
 
 
@@ -117,8 +123,13 @@ class VllmChatJudge(Judge):
         return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{video}"
 
     def fingerprint(self) -> dict:
-        return {**super().fingerprint(), "api": self.spec.api, "prompt_sha256": self.prompt.sha256,
-                "frames_as": self.spec.frames_as, "samples": self.spec.samples}  # fmt: skip
+        return {
+            **super().fingerprint(),
+            "api": self.spec.api,
+            "prompt_sha256": self.prompt.sha256,
+            "frames_as": self.spec.frames_as,
+            "samples": self.spec.samples,
+        }
 
     async def start(self, pool) -> None:
         self.bind(await resolve_model(pool, self.spec))
@@ -142,8 +153,9 @@ class VllmChatJudge(Judge):
             max_tokens = max(len(t) for t in token_ids) + 2
         else:
             max_tokens = 16
-        body = build_body(self.model, [{"role": "user", "content": PROBE_TEXT}], choices, max_tokens,
-                          self.spec.top_logprobs)  # fmt: skip
+        body = build_body(
+            self.model, [{"role": "user", "content": PROBE_TEXT}], choices, max_tokens, self.spec.top_logprobs
+        )
         try:
             resp = await pool.post(self.path, body, request_id="densedpo-probe")
         except RequestFailed as e:
@@ -197,21 +209,27 @@ class OpenAIChatJudge(VllmChatJudge):
             if self.spec.max_tokens:
                 body["max_completion_tokens"] = self.spec.max_tokens
         else:
-            body.update(temperature=0.0, logprobs=True, max_completion_tokens=self.spec.max_tokens or 64,
-                        top_logprobs=min(self.spec.top_logprobs, OPENAI_MAX_TOP_LOGPROBS))  # fmt: skip
+            body.update(
+                temperature=0.0,
+                logprobs=True,
+                max_completion_tokens=self.spec.max_tokens or 64,
+                top_logprobs=min(self.spec.top_logprobs, OPENAI_MAX_TOP_LOGPROBS),
+            )
         return body
 
     async def start(self, pool) -> None:
         self.bind(await resolve_model(pool, self.spec))
         try:
-            resp = await pool.post(self.path, self.body([{"role": "user", "content": PROBE_TEXT}]),
-                                   request_id="densedpo-probe")  # fmt: skip
+            resp = await pool.post(
+                self.path, self.body([{"role": "user", "content": PROBE_TEXT}]), request_id="densedpo-probe"
+            )
         except RequestFailed as e:
             hint = ""
             if not self.spec.samples and "logprob" in (e.body or "").lower():
                 hint = " The endpoint refuses logprobs (reasoning models do): pass --samples k."
-            raise DenseDPOError(f"the probe request to {pool.urls[0]} failed: {e}. Body: {(e.body or '')[:300]}.{hint}"
-                                ) from e  # fmt: skip
+            raise DenseDPOError(
+                f"the probe request to {pool.urls[0]} failed: {e}. Body: {(e.body or '')[:300]}.{hint}"
+            ) from e
         result = self.read(resp, "probe", "ab")
         if result.status != "ok":
             hint = ""
@@ -229,8 +247,16 @@ class OpenAIChatJudge(VllmChatJudge):
         prompt_tokens, completion_tokens = self.usage(body)
 
         def fail(msg: str, raw: str | None = None) -> OrderResult:
-            return OrderResult(request_id, unit, "parse_error", raw_response=raw, error=msg, judge=self.id,
-                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)  # fmt: skip
+            return OrderResult(
+                request_id,
+                unit,
+                "parse_error",
+                raw_response=raw,
+                error=msg,
+                judge=self.id,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
 
         try:
             replies = [c["message"]["content"] for c in body["choices"]]
@@ -257,6 +283,16 @@ class OpenAIChatJudge(VllmChatJudge):
                 return fail("no logprobs for the answer's token", replies[0])
             chosen, raw = choices.index(answer), answer
         pref = by_preference(unit, probs)
-        return OrderResult(request_id, unit, "ok", position_to_preference(unit)[chosen], pref["a"], pref["b"],
-                           pref["tie"], raw_response=raw, judge=self.id, prompt_tokens=prompt_tokens,
-                           completion_tokens=completion_tokens)  # fmt: skip
+        return OrderResult(
+            request_id,
+            unit,
+            "ok",
+            position_to_preference(unit)[chosen],
+            pref["a"],
+            pref["b"],
+            pref["tie"],
+            raw_response=raw,
+            judge=self.id,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )

@@ -67,12 +67,15 @@ class ScoreJudge(Judge):
             ) from e
         outputs = _outputs(resp)
         if outputs is None:
-            raise DenseDPOError(f"the scorer at {pool.urls[0]} answered /classify without data[0].probs: "
-                                f"{json.dumps(resp)[:300]}")  # fmt: skip
+            raise DenseDPOError(
+                f"the scorer at {pool.urls[0]} answered /classify without data[0].probs: {json.dumps(resp)[:300]}"
+            )
         weights = self.spec.score_weights
         if weights is not None and len(weights) != len(outputs):
-            raise DenseDPOError(f"--score-weights has {len(weights)} weights but {self.model} has {len(outputs)} "
-                                "outputs: give one weight per output.")  # fmt: skip
+            raise DenseDPOError(
+                f"--score-weights has {len(weights)} weights but {self.model} has {len(outputs)} "
+                "outputs: give one weight per output."
+            )
 
     def request(self, unit: str, caption: str, frames_a: list[str], frames_b: list[str]) -> dict:
         frames = frames_a if unit == "a" else frames_b
@@ -82,14 +85,33 @@ class ScoreJudge(Judge):
         prompt_tokens, _ = self.usage(body)
         outputs = _outputs(body)
         if outputs is None:
-            return OrderResult(request_id, unit, "parse_error", raw_response=json.dumps(body)[:2000],
-                               error="response has no data[0].probs", judge=self.id)  # fmt: skip
+            return OrderResult(
+                request_id,
+                unit,
+                "parse_error",
+                raw_response=json.dumps(body)[:2000],
+                error="response has no data[0].probs",
+                judge=self.id,
+            )
         score = weighted_score(outputs, self.spec.score_weights)
         if not math.isfinite(score):
-            return OrderResult(request_id, unit, "parse_error", raw_response=json.dumps(outputs),
-                               error=f"score {score} is not finite", judge=self.id)  # fmt: skip
-        return OrderResult(request_id, unit, "ok", raw_response=json.dumps(outputs), judge=self.id, score=score,
-                           prompt_tokens=prompt_tokens)  # fmt: skip
+            return OrderResult(
+                request_id,
+                unit,
+                "parse_error",
+                raw_response=json.dumps(outputs),
+                error=f"score {score} is not finite",
+                judge=self.id,
+            )
+        return OrderResult(
+            request_id,
+            unit,
+            "ok",
+            raw_response=json.dumps(outputs),
+            judge=self.id,
+            score=score,
+            prompt_tokens=prompt_tokens,
+        )
 
     def combine(self, results: dict[str, OrderResult], min_confidence: float) -> dict:
         return aggregate_scores(results["a"], results["b"], self.spec.tie_margin, self.spec.score_scale, min_confidence)

@@ -21,8 +21,10 @@ from tests.fake_openai import FakeServer
 
 def hold(code: str, ready: Path) -> subprocess.Popen:
     """A process that takes a lock with `code` (a `with` header), says so in `ready`, then sleeps."""
-    script = (f"import time\nfrom pathlib import Path\n{code}:\n"
-              f"    Path({str(ready)!r}).write_text('held')\n    time.sleep(600)\n")
+    script = (
+        f"import time\nfrom pathlib import Path\n{code}:\n"
+        f"    Path({str(ready)!r}).write_text('held')\n    time.sleep(600)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -33,8 +35,9 @@ def hold(code: str, ready: Path) -> subprocess.Popen:
 
 def test_lock_names_the_holder_is_reentrant_and_dies_with_it(tmp_path):
     lock = tmp_path / "out.parquet.lock"
-    holder = hold(f"from densedpo.locks import exclusive\nwith exclusive(Path({str(lock)!r}), 'x', 'y')",
-                  tmp_path / "ready")  # fmt: skip
+    holder = hold(
+        f"from densedpo.locks import exclusive\nwith exclusive(Path({str(lock)!r}), 'x', 'y')", tmp_path / "ready"
+    )
     try:
         with pytest.raises(OutputBusy, match=rf"--out o is in use by another densedpo run \(pid {holder.pid} on "):
             with exclusive(lock, "--out o", "choose another --out"):
@@ -45,8 +48,13 @@ def test_lock_names_the_holder_is_reentrant_and_dies_with_it(tmp_path):
     with exclusive(lock, "--out o", "fix"):
         with exclusive(lock, "--out o", "fix"):  # re-entrant within a process (CLI, then the stage)
             pass
-        code = "\n".join(["from densedpo.locks import exclusive", "from pathlib import Path",
-                           f"with exclusive(Path({str(lock)!r}), 'o', 'f'): pass"])
+        code = "\n".join(
+            [
+                "from densedpo.locks import exclusive",
+                "from pathlib import Path",
+                f"with exclusive(Path({str(lock)!r}), 'o', 'f'): pass",
+            ]
+        )
         probe = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
         assert probe.returncode != 0 and "OutputBusy" in probe.stderr  # still held after the inner block
     assert "pid" in lock.read_text()
@@ -65,8 +73,9 @@ def test_second_label_on_a_busy_out_exits_and_the_first_finishes(synthetic, tmp_
     journal = out.with_name(out.name + ".journal.jsonl")
     with FakeServer(delay_s=0.25) as fake:
         args = ["label", "--pairs", pairs_path, "--out", out, "--server", fake.url, "--concurrency", "2", "--quiet"]
-        first = subprocess.Popen([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO,
-                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
+        first = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 2):
             time.sleep(0.05)
@@ -91,14 +100,27 @@ def test_second_generate_or_train_on_a_busy_out_exits(command, tmp_path):
     out.mkdir()
     (out / "finished.txt").write_text("the first run's work")
     if command == "generate":
-        code = ("from generation.engine import GenerateConfig, output_lock\n"
-                f"with output_lock(GenerateConfig(sources=Path('s'), model='m', out=Path({str(out)!r})))")  # fmt: skip
+        code = (
+            "from generation.engine import GenerateConfig, output_lock\n"
+            f"with output_lock(GenerateConfig(sources=Path('s'), model='m', out=Path({str(out)!r})))"
+        )
         args = ["generate", "--sources", tmp_path / "s.parquet", "--model", "m", "--out", out]
     else:
-        code = ("from dpo.train import TrainConfig, output_lock\n"
-                f"with output_lock(TrainConfig(pairs=Path('p'), labels=Path('l'), model='m', out=Path({str(out)!r})))")
-        args = ["train", "--pairs", tmp_path / "p.parquet", "--labels", tmp_path / "l.parquet", "--model", "m",
-                "--out", out]  # fmt: skip
+        code = (
+            "from dpo.train import TrainConfig, output_lock\n"
+            f"with output_lock(TrainConfig(pairs=Path('p'), labels=Path('l'), model='m', out=Path({str(out)!r})))"
+        )
+        args = [
+            "train",
+            "--pairs",
+            tmp_path / "p.parquet",
+            "--labels",
+            tmp_path / "l.parquet",
+            "--model",
+            "m",
+            "--out",
+            out,
+        ]
     holder = hold(code, tmp_path / "ready")
     try:
         pd.DataFrame([{"source_id": "s", "video": "v.mp4", "prompt": "p"}]).to_parquet(tmp_path / "s.parquet")

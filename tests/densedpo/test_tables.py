@@ -6,8 +6,14 @@ from densedpo.tables import LABELS, PAIRS, read_table, resolve_path, validate, w
 
 
 def pairs_df(**over):
-    df = pd.DataFrame({"pair_id": ["p0", "p1"], "prompt": ["x", "y"], "video_a": ["a0.mp4", "a1.mp4"],
-                       "video_b": ["b0.mp4", "b1.mp4"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "pair_id": ["p0", "p1"],
+            "prompt": ["x", "y"],
+            "video_a": ["a0.mp4", "a1.mp4"],
+            "video_b": ["b0.mp4", "b1.mp4"],
+        }
+    )
     for k, v in over.items():
         df[k] = v
     return df
@@ -43,10 +49,26 @@ def test_pairs_errors_name_column_and_row(df, fragment):
 
 
 def label_row(**over):
-    row = {"pair_id": "p0", "segment_idx": 0, "frame_start": 0, "frame_end": 16, "t_start_s": 0.0, "t_end_s": 1.0,
-           "preference": "a", "p_a": 0.8, "p_b": 0.1, "p_tie": 0.1, "confidence": 0.8, "order_agreement": True,
-           "status": "ok", "error": None, "raw_response": None, "judge_model": "human", "prompt_name": None,
-           "prompt_sha256": None}  # fmt: skip
+    row = {
+        "pair_id": "p0",
+        "segment_idx": 0,
+        "frame_start": 0,
+        "frame_end": 16,
+        "t_start_s": 0.0,
+        "t_end_s": 1.0,
+        "preference": "a",
+        "p_a": 0.8,
+        "p_b": 0.1,
+        "p_tie": 0.1,
+        "confidence": 0.8,
+        "order_agreement": True,
+        "status": "ok",
+        "error": None,
+        "raw_response": None,
+        "judge_model": "human",
+        "prompt_name": None,
+        "prompt_sha256": None,
+    }
     row.update(over)
     return row
 
@@ -67,8 +89,12 @@ def test_labels_errors(rows, fragment):
 
 
 def test_human_labels_with_null_error_fields_are_valid():
-    df = validate(pd.DataFrame([label_row(), label_row(segment_idx=1, frame_start=16, frame_end=32,
-                                                       preference=None, status="parse_error")]), LABELS)  # fmt: skip
+    df = validate(
+        pd.DataFrame(
+            [label_row(), label_row(segment_idx=1, frame_start=16, frame_end=32, preference=None, status="parse_error")]
+        ),
+        LABELS,
+    )
     assert df["segment_idx"].tolist() == [0, 1]
 
 

@@ -62,7 +62,7 @@ def test_synthetic_truth_matches_artifacts(tmp_path):
             got = read_frames(pairs_path.parent / row[side]).astype(int)
             ref = read_frames(clean_path.parent / clean.loc[pair_id, side]).astype(int)
             for seg in g.itertuples():
-                diff = np.abs(got[seg.frame_start:seg.frame_end] - ref[seg.frame_start:seg.frame_end]).mean()
+                diff = np.abs(got[seg.frame_start : seg.frame_end] - ref[seg.frame_start : seg.frame_end]).mean()
                 assert (diff > 1.0) == (seg.preference == worse_when), (pair_id, side, seg.segment_idx, diff)
 
 

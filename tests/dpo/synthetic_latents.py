@@ -37,19 +37,41 @@ def make_latent_pairs(out: Path, num_pairs: int, seed: int = 0, mixed: bool = Tr
             worse = b if pref == "a" else a
             for t in lat_of_seg[seg.segment_idx]:
                 worse[:, t] += 1.5 * torch.from_numpy(rng.normal(0, 1, (SHAPE[0], *SHAPE[2:]))).float()
-            labels.append({"pair_id": pid, "segment_idx": seg.segment_idx, "frame_start": seg.frame_start,
-                           "frame_end": seg.frame_end, "t_start_s": seg.t_start_s, "t_end_s": seg.t_end_s,
-                           "preference": str(pref), "status": "ok", "judge_model": "human"})  # fmt: skip
+            labels.append(
+                {
+                    "pair_id": pid,
+                    "segment_idx": seg.segment_idx,
+                    "frame_start": seg.frame_start,
+                    "frame_end": seg.frame_end,
+                    "t_start_s": seg.t_start_s,
+                    "t_end_s": seg.t_end_s,
+                    "preference": str(pref),
+                    "status": "ok",
+                    "judge_model": "human",
+                }
+            )
         save_file({"latents": a}, str(out / f"{pid}_a.safetensors"))
         save_file({"latents": b}, str(out / f"{pid}_b.safetensors"))
         emb = torch.from_numpy(rng.normal(0, 1, (8, 32))).float()
         save_file({"prompt_embeds": emb}, str(out / f"{pid}_emb.safetensors"))
-        pairs.append({"pair_id": pid, "prompt": "shapes", "video_a": "-", "video_b": "-", "num_frames": NUM_FRAMES,
-                      "fps": FPS, "latents_a": f"{pid}_a.safetensors", "latents_b": f"{pid}_b.safetensors",
-                      "prompt_embeds": f"{pid}_emb.safetensors"})  # fmt: skip
+        pairs.append(
+            {
+                "pair_id": pid,
+                "prompt": "shapes",
+                "video_a": "-",
+                "video_b": "-",
+                "num_frames": NUM_FRAMES,
+                "fps": FPS,
+                "latents_a": f"{pid}_a.safetensors",
+                "latents_b": f"{pid}_b.safetensors",
+                "prompt_embeds": f"{pid}_emb.safetensors",
+            }
+        )
     labels_df = pd.DataFrame(labels)
     for col in LABELS.names:
         if col not in labels_df:
             labels_df[col] = None
-    return (write_table(pd.DataFrame(pairs), out / "pairs.parquet", PAIRS),
-            write_table(labels_df, out / "labels.parquet", LABELS))  # fmt: skip
+    return (
+        write_table(pd.DataFrame(pairs), out / "pairs.parquet", PAIRS),
+        write_table(labels_df, out / "labels.parquet", LABELS),
+    )

@@ -92,8 +92,9 @@ def test_gradient_pushes_the_preferred_error_down():
 
 
 def test_large_beta_is_stable():
-    out = dense_dpo_loss(torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), torch.zeros(1, 1),
-                         torch.tensor([[-1]]), beta=1e6)  # fmt: skip
+    out = dense_dpo_loss(
+        torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), torch.zeros(1, 1), torch.tensor([[-1]]), beta=1e6
+    )
     assert torch.isfinite(out.loss) and out.loss.item() > 1e5
 
 

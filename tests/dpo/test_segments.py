@@ -36,7 +36,9 @@ def test_uncovered_latents_are_ties():
     assert latent_labels([(0, 5, 1)], 13, 4) == [1, 1, 0, 0]
 
 
-@pytest.mark.parametrize("pref, status, value", [("a", "ok", 1), ("b", "ok", -1), ("tie", "ok", 0),
-                                                 ("a", "low_confidence", 0), (None, "request_error", 0)])
+@pytest.mark.parametrize(
+    "pref, status, value",
+    [("a", "ok", 1), ("b", "ok", -1), ("tie", "ok", 0), ("a", "low_confidence", 0), (None, "request_error", 0)],
+)
 def test_row_label(pref, status, value):
     assert row_label(pref, status) == value

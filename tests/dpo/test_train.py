@@ -18,8 +18,9 @@ from dpo.train import TrainConfig, train
 from tests.conftest import REPO, run_cli
 from tests.dpo.synthetic_latents import make_latent_pairs
 
-FAST = dict(warmup_steps=2, lora_rank=4, lr=1e-3, eval_every=1000, save_every=1000, log_every=1, batch_size=2,
-            val_fraction=0.0)  # fmt: skip
+FAST = dict(
+    warmup_steps=2, lora_rank=4, lr=1e-3, eval_every=1000, save_every=1000, log_every=1, batch_size=2, val_fraction=0.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def trainable(path: Path) -> dict:
     return load_file(str(path / "trainable.safetensors"))
 
 
+@pytest.mark.slow  # runs the stage's CLI in fresh interpreters (torch imports) or trains
 def test_every_trainable_parameter_moves(latent_data, tiny_wan_model, tmp_path):
     start = train(cfg(latent_data, tiny_wan_model, tmp_path / "s0", max_steps=1, lr=1e-12), progress=False)
     moved = train(cfg(latent_data, tiny_wan_model, tmp_path / "s2", max_steps=2), progress=False)
@@ -57,8 +59,10 @@ def test_every_trainable_parameter_moves(latent_data, tiny_wan_model, tmp_path):
 def test_four_steps_equal_two_plus_resume_plus_two(latent_data, tiny_wan_model, tmp_path):
     straight = train(cfg(latent_data, tiny_wan_model, tmp_path / "a", max_steps=4), progress=False)
     train(cfg(latent_data, tiny_wan_model, tmp_path / "b", max_steps=2, save_every=2), progress=False)
-    resumed = train(cfg(latent_data, tiny_wan_model, tmp_path / "b", max_steps=4, resume=tmp_path / "b/checkpoint-2"),
-                    progress=False)  # fmt: skip
+    resumed = train(
+        cfg(latent_data, tiny_wan_model, tmp_path / "b", max_steps=4, resume=tmp_path / "b/checkpoint-2"),
+        progress=False,
+    )
     a, b = trainable(straight.out / "final"), trainable(resumed.out / "final")
     for n in a:
         torch.testing.assert_close(a[n], b[n], rtol=0, atol=0)
@@ -91,27 +95,39 @@ def test_videos_without_latents_are_encoded_once(tiny_wan_model, tmp_path):
     from densedpo.synthetic import make_synthetic_pairs
 
     pairs, truth = make_synthetic_pairs(tmp_path / "data", num_pairs=3, num_frames=33, height=32, width=32)
-    c = TrainConfig(pairs=pairs, labels=truth, model=str(tiny_wan_model), out=tmp_path / "run", max_steps=2,
-                    **{**FAST, "batch_size": 1})  # fmt: skip
+    c = TrainConfig(
+        pairs=pairs,
+        labels=truth,
+        model=str(tiny_wan_model),
+        out=tmp_path / "run",
+        max_steps=2,
+        **{**FAST, "batch_size": 1},
+    )
     train(c, progress=False)
     cache = sorted((tmp_path / "run" / "cache").glob("*.safetensors"))
     assert len(cache) == 3
     z = load_file(str(cache[0]))
     assert z["latents_a"].shape == (16, 9, 4, 4) and z["prompt_embeds"].ndim == 2
     mtimes = [p.stat().st_mtime_ns for p in cache]
-    train(TrainConfig(**{**c.__dict__, "out": tmp_path / "run", "max_steps": 3, "resume": tmp_path / "run/final"}),
-          progress=False)  # fmt: skip
+    train(
+        TrainConfig(**{**c.__dict__, "out": tmp_path / "run", "max_steps": 3, "resume": tmp_path / "run/final"}),
+        progress=False,
+    )
     assert [p.stat().st_mtime_ns for p in cache] == mtimes  # not encoded again
 
 
+@pytest.mark.slow  # runs the stage's CLI in fresh interpreters (torch imports) or trains
 def test_cli_errors_and_dry_run(latent_data, tiny_wan_model, tmp_path):
     pairs, labels = latent_data
     base = ["train", "--pairs", pairs, "--labels", labels, "--model", tiny_wan_model, "--out", tmp_path]
     r = run_cli(*base, "--dry-run", "-o", "beta=123.5")  # a value no default has
     assert r.returncode == 0 and re.search(r"beta\s*│\s*123\.500\b", r.stdout), r.stdout + r.stderr
-    for override, fragment in (("lr=-1", "lr and beta must be positive"), ("loss_form=sum", "loss_form must be one of"),
-                               ("lora_rank=0", "lora_rank must be at least 1"),
-                               ("mixed_precision=fp8", "mixed_precision must be auto, no, bf16 or fp16")):
+    for override, fragment in (
+        ("lr=-1", "lr and beta must be positive"),
+        ("loss_form=sum", "loss_form must be one of"),
+        ("lora_rank=0", "lora_rank must be at least 1"),
+        ("mixed_precision=fp8", "mixed_precision must be auto, no, bf16 or fp16"),
+    ):
         r = run_cli(*base, "--dry-run", "-o", override)
         assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, (override, r.stderr)
     r = run_cli(*base, "--dry-run", "--resume", tmp_path)
@@ -132,12 +148,42 @@ def test_cli_errors_and_dry_run(latent_data, tiny_wan_model, tmp_path):
 def test_two_processes_with_accelerate(latent_data, tiny_wan_model, tmp_path):
     pairs, labels = latent_data
     r = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m",
-         "app.cli", "train", "--pairs", str(pairs), "--labels", str(labels), "--model", str(tiny_wan_model),
-         "--out", str(tmp_path), "--quiet", "-o", "max_steps=3", "-o", "lora_rank=4", "-o", "batch_size=2",
-         "-o", "log_every=1", "-o", "val_fraction=0"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "app.cli",
+            "train",
+            "--pairs",
+            str(pairs),
+            "--labels",
+            str(labels),
+            "--model",
+            str(tiny_wan_model),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "-o",
+            "max_steps=3",
+            "-o",
+            "lora_rank=4",
+            "-o",
+            "batch_size=2",
+            "-o",
+            "log_every=1",
+            "-o",
+            "val_fraction=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [int(x["step"]) for x in rows if "loss" in x]
@@ -157,9 +203,22 @@ def test_learns_and_dense_beats_clip_labels(tiny_wan_model, tmp_path):
     pairs, labels = make_latent_pairs(tmp_path / "data", num_pairs=64, seed=1)
     acc = {}
     for mode in ("dense", "clip"):
-        c = TrainConfig(pairs=pairs, labels=labels, model=str(tiny_wan_model), out=tmp_path / mode, max_steps=100,
-                        warmup_steps=10, batch_size=4, lora_rank=8, lr=1e-3, val_fraction=0.25, eval_every=100,
-                        save_every=1000, log_every=1000, label_mode=mode)  # fmt: skip
+        c = TrainConfig(
+            pairs=pairs,
+            labels=labels,
+            model=str(tiny_wan_model),
+            out=tmp_path / mode,
+            max_steps=100,
+            warmup_steps=10,
+            batch_size=4,
+            lora_rank=8,
+            lr=1e-3,
+            val_fraction=0.25,
+            eval_every=100,
+            save_every=1000,
+            log_every=1000,
+            label_mode=mode,
+        )
         acc[mode] = train(c, progress=False).val_accuracy
     assert acc["dense"] > 0.7, acc
     assert acc["dense"] > acc["clip"] + 0.05, acc
@@ -168,8 +227,19 @@ def test_learns_and_dense_beats_clip_labels(tiny_wan_model, tmp_path):
 def test_early_stopping_keeps_best(tiny_wan_model, tmp_path):
     """A learning rate too small to change anything: the second evaluation is no better, so patience 1 stops."""
     data = make_latent_pairs(tmp_path / "data", num_pairs=8, seed=2)
-    res = train(cfg(data, tiny_wan_model, tmp_path / "run", max_steps=10, lr=1e-12, val_fraction=0.3, eval_every=1,
-                    early_stopping_patience=1), progress=False)  # fmt: skip
+    res = train(
+        cfg(
+            data,
+            tiny_wan_model,
+            tmp_path / "run",
+            max_steps=10,
+            lr=1e-12,
+            val_fraction=0.3,
+            eval_every=1,
+            early_stopping_patience=1,
+        ),
+        progress=False,
+    )
     assert res.steps == 2
     assert (tmp_path / "run" / "best" / "pytorch_lora_weights.safetensors").exists()
     assert json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())["step"] == 1
@@ -180,15 +250,20 @@ def test_resume_into_another_config_is_refused(latent_data, tiny_wan_model, tmp_
 
     train(cfg(latent_data, tiny_wan_model, tmp_path / "r4", max_steps=1), progress=False)
     with pytest.raises(DenseDPOError, match="does not match this model/config"):
-        train(cfg(latent_data, tiny_wan_model, tmp_path / "r8", max_steps=2, lora_rank=8,
-                  resume=tmp_path / "r4" / "final"), progress=False)  # fmt: skip
+        train(
+            cfg(
+                latent_data, tiny_wan_model, tmp_path / "r8", max_steps=2, lora_rank=8, resume=tmp_path / "r4" / "final"
+            ),
+            progress=False,
+        )
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_autocast_step_on_cuda(latent_data, tiny_wan_model, tmp_path):
-    res = train(cfg(latent_data, tiny_wan_model, tmp_path / "cuda", max_steps=2, mixed_precision="bf16"),
-                progress=False)  # fmt: skip
+    res = train(
+        cfg(latent_data, tiny_wan_model, tmp_path / "cuda", max_steps=2, mixed_precision="bf16"), progress=False
+    )
     assert res.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
 
 
@@ -227,7 +302,12 @@ def test_a_jury_table_trains_on_the_jury_or_the_named_judge(tmp_path):
     assert [v for *_, v in segs[pid]] == [-v for *_, v in segs_x[pid]] != [0] * len(segs[pid])
     with pytest.raises(DenseDPOError, match=r"-o judge=nobody: .* it has jury, x"):
         join_tables(pairs, path, 0.0, judge="nobody")
-    two = write_table(table[table["judge"] == "x"].assign(judge="x").pipe(
-        lambda d: pd.concat([d, d.assign(judge="y")], ignore_index=True)), tmp_path / "two.parquet", LABELS)
+    two = write_table(
+        table[table["judge"] == "x"]
+        .assign(judge="x")
+        .pipe(lambda d: pd.concat([d, d.assign(judge="y")], ignore_index=True)),
+        tmp_path / "two.parquet",
+        LABELS,
+    )
     with pytest.raises(DenseDPOError, match=r"several judges \(x, y\); pick one with -o judge=NAME"):
         join_tables(pairs, two, 0.0)

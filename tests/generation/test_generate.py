@@ -33,8 +33,7 @@ def tiny_wan(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory) -> Path:
-    return make_synthetic_sources(tmp_path_factory.mktemp("sources"), num_sources=4, num_frames=24, height=48,
-                                  width=64)  # fmt: skip
+    return make_synthetic_sources(tmp_path_factory.mktemp("sources"), num_sources=4, num_frames=24, height=48, width=64)
 
 
 def gen(sources, model, out, **kw) -> pd.DataFrame:
@@ -96,12 +95,14 @@ def test_vanilla_vs_sdedit(sdedit_run, tiny_wan, sources, tmp_path):
     low = gen(sources, tiny_wan, tmp_path / "low", eta_min=0.2, eta_max=0.3)
 
     def gap(out_dir, df):
-        return np.mean([(latents(out_dir, r.latents_a) - latents(out_dir, r.latents_b)).norm().item()
-                        for r in df.itertuples()])  # fmt: skip
+        return np.mean(
+            [(latents(out_dir, r.latents_a) - latents(out_dir, r.latents_b)).norm().item() for r in df.itertuples()]
+        )
 
     assert gap(tmp_path / "low", low) < 0.5 * gap(tmp_path / "v", van)
 
 
+@pytest.mark.slow  # runs the stage's CLI in fresh interpreters (torch imports) or trains
 def test_bad_sources_are_skipped_with_reasons(tiny_wan, sources, tmp_path):
     from densedpo.synthetic import render_clip
     from densedpo.video import write_video
@@ -110,14 +111,32 @@ def test_bad_sources_are_skipped_with_reasons(tiny_wan, sources, tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00" * 500)
     write_video(tmp_path / "short.mp4", render_clip(0, 9, 32, 32)[0], 16)
     table = tmp_path / "sources.parquet"
-    pd.DataFrame([
-        {"source_id": good["source_id"], "video": str(sources.parent / good["video"]), "prompt": good["prompt"]},
-        {"source_id": "broken", "video": "corrupt.mp4", "prompt": "x"},
-        {"source_id": "short", "video": "short.mp4", "prompt": "y"},
-        {"source_id": "missing", "video": "nope.mp4", "prompt": "z"},
-    ]).to_parquet(table)  # fmt: skip
-    r = run_cli("generate", "--sources", table, "--model", tiny_wan, "--out", tmp_path / "out", "--steps", "4",
-                "--num-frames", "17", "--height", "32", "--width", "32", "--quiet")  # fmt: skip
+    pd.DataFrame(
+        [
+            {"source_id": good["source_id"], "video": str(sources.parent / good["video"]), "prompt": good["prompt"]},
+            {"source_id": "broken", "video": "corrupt.mp4", "prompt": "x"},
+            {"source_id": "short", "video": "short.mp4", "prompt": "y"},
+            {"source_id": "missing", "video": "nope.mp4", "prompt": "z"},
+        ]
+    ).to_parquet(table)
+    r = run_cli(
+        "generate",
+        "--sources",
+        table,
+        "--model",
+        tiny_wan,
+        "--out",
+        tmp_path / "out",
+        "--steps",
+        "4",
+        "--num-frames",
+        "17",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "cannot decode video" in r.stdout and "too short" in r.stdout and "video not found" in r.stdout
     df = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
@@ -138,11 +157,30 @@ def test_bad_flags(sources, tiny_wan, args, fragment, tmp_path):
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow  # runs the stage's CLI in fresh interpreters (torch imports) or trains
 def test_resume_after_kill(tiny_wan, sources, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "app.cli", "generate", "--sources", str(sources), "--model", str(tiny_wan),
-            "--out", str(out), "--steps", "30", "--num-frames", "17", "--height", "32", "--width", "32",
-            "--quiet"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "generate",
+        "--sources",
+        str(sources),
+        "--model",
+        str(tiny_wan),
+        "--out",
+        str(out),
+        "--steps",
+        "30",
+        "--num-frames",
+        "17",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list((out / "rows").glob("*.json")):
@@ -168,11 +206,39 @@ def test_two_processes_shard_and_merge(tiny_wan, sources, sdedit_run, tmp_path):
     _, single = sdedit_run
     out = tmp_path / "dist"
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "app.cli", "generate",
-         "--sources", str(sources), "--model", str(tiny_wan), "--out", str(out), "--steps", "8", "--num-frames",
-         "17", "--height", "32", "--width", "32", "--guidance", "4", "--quiet"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "app.cli",
+            "generate",
+            "--sources",
+            str(sources),
+            "--model",
+            str(tiny_wan),
+            "--out",
+            str(out),
+            "--steps",
+            "8",
+            "--num-frames",
+            "17",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--guidance",
+            "4",
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     merged = pd.read_parquet(out / "pairs.parquet")
     pd.testing.assert_frame_equal(merged, single)  # every column, not only the ids (hashes of the settings)
@@ -180,16 +246,49 @@ def test_two_processes_shard_and_merge(tiny_wan, sources, sdedit_run, tmp_path):
         assert torch.equal(latents(out, row.latents_a), latents(sdedit_run[0], row.latents_a))
     # and --shard i/n by hand, merged by a last run that has nothing left to do
     for i in range(2):
-        r = run_cli("generate", "--sources", sources, "--model", tiny_wan, "--out", tmp_path / "manual", "--shard",
-                    f"{i}/2", "--steps", "8", "--num-frames", "17", "--height", "32", "--width", "32",
-                    "--guidance", "4", "--quiet")  # fmt: skip
+        r = run_cli(
+            "generate",
+            "--sources",
+            sources,
+            "--model",
+            tiny_wan,
+            "--out",
+            tmp_path / "manual",
+            "--shard",
+            f"{i}/2",
+            "--steps",
+            "8",
+            "--num-frames",
+            "17",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--guidance",
+            "4",
+            "--quiet",
+        )
         assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "manual" / "pairs.parquet"), single)
 
 
 def test_dry_run_plans_and_loads_nothing(sources, tiny_wan, tmp_path):
-    r = run_cli("generate", "--sources", sources, "--model", tmp_path / "no-such-model", "--out", tmp_path / "o",
-                "--dry-run", "--num-frames", "17", "--height", "32", "--width", "32")  # fmt: skip
+    r = run_cli(
+        "generate",
+        "--sources",
+        sources,
+        "--model",
+        tmp_path / "no-such-model",
+        "--out",
+        tmp_path / "o",
+        "--dry-run",
+        "--num-frames",
+        "17",
+        "--height",
+        "32",
+        "--width",
+        "32",
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"pairs to make\s*│\s*4\b", r.stdout) and "17 / 16 / 32x32" in r.stdout, r.stdout
     assert not (tmp_path / "o").exists()  # nothing written, no model loaded (the model path does not exist)
@@ -203,6 +302,7 @@ def test_a_bug_is_not_a_skipped_source(tiny_wan, sources, tmp_path, monkeypatch)
 
     monkeypatch.setattr("densedpo.video.write_video", broken)
     with pytest.raises(ValueError, match="a bug in the video writer"):
-        generate_pairs(GenerateConfig(sources=sources, model=str(tiny_wan), out=tmp_path / "o", **SMALL),
-                       progress=False)  # fmt: skip
+        generate_pairs(
+            GenerateConfig(sources=sources, model=str(tiny_wan), out=tmp_path / "o", **SMALL), progress=False
+        )
     assert not (tmp_path / "o" / "rows").exists() or not list((tmp_path / "o" / "rows").glob("*.json"))

@@ -45,7 +45,10 @@ CASES = {
     "missing column": (lambda d: _drop(d), "lacks required column(s) video_b"),
     "duplicate pair_id": (lambda d: table(d, "t2.parquet", [pair(), pair()]), "duplicate key (pair_id='p0') at row 1"),
     "empty table": (lambda d: _empty(d), "is empty"),
-    "missing video": (lambda d: table(d, "t4.parquet", [pair(b="gone.mp4")]), "row 0 (pair_id='p0'), column video_b: video not found"),  # noqa: E501
+    "missing video": (
+        lambda d: table(d, "t4.parquet", [pair(b="gone.mp4")]),
+        "row 0 (pair_id='p0'), column video_b: video not found",
+    ),  # noqa: E501
     "corrupt video": (lambda d: table(d, "t5.parquet", [pair(a="corrupt.mp4")]), "column video_a: cannot decode video"),
     "fps mismatch": (lambda d: table(d, "t6.parquet", [pair(b="fps8.mp4")]), "at 8 fps"),
     "size mismatch": (lambda d: table(d, "t7.parquet", [pair(b="big.mp4")]), "64x64"),
@@ -72,8 +75,11 @@ def test_bad_pairs_give_one_line(corpus, case):
     make, fragment = CASES[case]
     path = make(corpus)
     out = corpus / f"labels-{case.replace(' ', '_')}.parquet"
-    earlier = {out: b"earlier table", out.with_name(out.name + ".journal.jsonl"): b'{"fingerprint": {}}\n',
-               out.with_name(out.name + ".run.yaml"): b"earlier: run\n"}  # fmt: skip
+    earlier = {
+        out: b"earlier table",
+        out.with_name(out.name + ".journal.jsonl"): b'{"fingerprint": {}}\n',
+        out.with_name(out.name + ".run.yaml"): b"earlier: run\n",
+    }
     for p, data in earlier.items():
         p.write_bytes(data)
     r = run_cli("label", "--pairs", path, "--out", out, "--server", "http://127.0.0.1:9")
@@ -115,8 +121,15 @@ def test_unknown_config_key(corpus, tmp_path):
 
 
 def test_no_server_answers(corpus, tmp_path):
-    r = run_cli("label", "--pairs", table(corpus, "ok.parquet"), "--out", tmp_path / "l.parquet",
-                "--server", "http://127.0.0.1:9")  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        table(corpus, "ok.parquet"),
+        "--out",
+        tmp_path / "l.parquet",
+        "--server",
+        "http://127.0.0.1:9",
+    )
     assert r.returncode == 2, r.stderr
     assert "no VLM server answered at http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
 

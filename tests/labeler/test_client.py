@@ -35,14 +35,19 @@ def test_request_timeout_becomes_request_error_rows(synthetic, tmp_path):
     pairs_path, _ = synthetic
 
     with FakeServer(delay_s=lambda rid: 1.5 if rid.endswith(":1:ab") else 0.0) as fake:
-        res = label_pairs(cfg(pairs_path, tmp_path / "l.parquet", fake.url, request_timeout_s=0.5, max_retries=1,
-                              max_failure_rate=1.0), progress=False)  # fmt: skip
+        res = label_pairs(
+            cfg(
+                pairs_path, tmp_path / "l.parquet", fake.url, request_timeout_s=0.5, max_retries=1, max_failure_rate=1.0
+            ),
+            progress=False,
+        )
     df = res.labels
     slow = df["segment_idx"] == 1
     assert (df[slow]["status"] == "request_error").all() and df[slow]["error"].str.contains("TimeoutError").all()
     assert (df[~slow]["status"] == "ok").all()
     assert {rid: n for rid, n in fake.counts.items() if rid.endswith(":1:ab")} == {
-        f"{p}:1:ab": 2 for p in df["pair_id"].unique()}  # one try and one retry each
+        f"{p}:1:ab": 2 for p in df["pair_id"].unique()
+    }  # one try and one retry each
 
 
 def test_non_retryable_4xx_is_asked_once(synthetic, tmp_path):
@@ -95,8 +100,9 @@ def test_parse_errors_are_kept_until_retry_parse_errors(synthetic, tmp_path):
     with FakeServer() as healthy:
         r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet")
         assert r.returncode == 2 and healthy.chat_requests() == {}  # a plain rerun keeps journaled parse errors
-        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet",
-                    "--retry-parse-errors")  # fmt: skip
+        r = run_cli(
+            "label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet", "--retry-parse-errors"
+        )
     assert r.returncode == 0, r.stderr
     assert set(healthy.chat_requests()) == {rid for rid in fake.chat_requests() if rid.endswith(":2:ab")}
     assert (pd.read_parquet(out)["status"] == "ok").all()

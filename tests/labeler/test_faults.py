@@ -42,8 +42,15 @@ def test_consistent_judge_gives_ok_rows(synthetic, tmp_path):
     # Scored against the synthetic truth, an always-"a" judge is right exactly on the truth's "a" segments.
     truth = pd.read_parquet(pairs_path.parent / "truth_labels.parquet")
     decided = truth[truth["preference"] != "tie"]
-    r = run_cli("eval-labels", "--labels", tmp_path / "l.parquet", "--reference",
-                pairs_path.parent / "truth_labels.parquet", "--json", tmp_path / "report.json")  # fmt: skip
+    r = run_cli(
+        "eval-labels",
+        "--labels",
+        tmp_path / "l.parquet",
+        "--reference",
+        pairs_path.parent / "truth_labels.parquet",
+        "--json",
+        tmp_path / "report.json",
+    )
     assert r.returncode == 0, r.stderr
     expected = (decided["preference"] == "a").mean()
     (judge,) = json.loads((tmp_path / "report.json").read_text())["references"][0]["judges"].values()
@@ -90,8 +97,9 @@ def test_persistent_500_ends_as_request_error_rows_and_exit_2(synthetic, tmp_pat
     assert failed["preference"].isna().all()
     # Request errors are not journaled: a rerun against a healthy server asks exactly the failed ones.
     with FakeServer() as healthy:
-        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet",
-                    "--config", config)  # fmt: skip
+        r = run_cli(
+            "label", "--pairs", pairs_path, "--out", out, "--server", healthy.url, "--quiet", "--config", config
+        )
     assert r.returncode == 0, r.stderr
     assert set(healthy.chat_requests()) == {f"{p}:1:{o}" for p in failed["pair_id"] for o in ("ab", "ba")}
     assert (pd.read_parquet(out)["status"] == "ok").all()
@@ -171,8 +179,21 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     out = tmp_path / "labels.parquet"
     journal = journal_path_for(out)
     with FakeServer(delay_s=0.05) as fake:
-        args = [sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out", str(out),
-                "--server", fake.url, "--concurrency", "2", "--quiet"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "label",
+            "--pairs",
+            str(pairs_path),
+            "--out",
+            str(out),
+            "--server",
+            fake.url,
+            "--concurrency",
+            "2",
+            "--quiet",
+        ]
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

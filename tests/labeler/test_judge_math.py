@@ -64,19 +64,33 @@ def test_jury_mean_and_majority():
 def test_json_answer_probabilities_at_the_value_token():
     content = '{"answer":"second"}'
     tokens = [{"token": t, "top_logprobs": []} for t in ['{"', "answer", '":"']]
-    tokens.append({"token": "sec", "top_logprobs": [{"token": "sec", "logprob": math.log(0.6)},
-                                                   {"token": "fir", "logprob": math.log(0.3)},
-                                                   {"token": "t", "logprob": math.log(0.1)},
-                                                   {"token": "x", "logprob": math.log(0.5)},  # no choice: skipped
-                                                   {"token": "f", "logprob": -9999.0}]})  # masked by the grammar
+    tokens.append(
+        {
+            "token": "sec",
+            "top_logprobs": [
+                {"token": "sec", "logprob": math.log(0.6)},
+                {"token": "fir", "logprob": math.log(0.3)},
+                {"token": "t", "logprob": math.log(0.1)},
+                {"token": "x", "logprob": math.log(0.5)},  # no choice: skipped
+                {"token": "f", "logprob": -9999.0},
+            ],
+        }
+    )  # masked by the grammar
     tokens += [{"token": t, "top_logprobs": []} for t in ['ond"', "}", "<|im_end|>"]]
     assert json_choice_probabilities(tokens, content, CHOICES) == pytest.approx([0.3, 0.6, 0.1])
     # A token that starts before the value: alternatives must share its prefix.
-    merged = [{"token": '{"answer', "top_logprobs": []},
-              {"token": '":"s', "top_logprobs": [{"token": '":"s', "logprob": math.log(0.5)},
-                                                 {"token": '":"tie"', "logprob": math.log(0.5)},
-                                                 {"token": '"x', "logprob": 0.0}]},
-              {"token": 'econd"}', "top_logprobs": []}]  # fmt: skip
+    merged = [
+        {"token": '{"answer', "top_logprobs": []},
+        {
+            "token": '":"s',
+            "top_logprobs": [
+                {"token": '":"s', "logprob": math.log(0.5)},
+                {"token": '":"tie"', "logprob": math.log(0.5)},
+                {"token": '"x', "logprob": 0.0},
+            ],
+        },
+        {"token": 'econd"}', "top_logprobs": []},
+    ]
     assert json_choice_probabilities(merged, content, CHOICES) == pytest.approx([0.0, 0.5, 0.5])
     assert json_choice_probabilities(tokens[:2], content, CHOICES) is None  # tokens do not spell the content
     assert json_answer('{"answer": "tie"}', CHOICES) == ("tie", None)
@@ -88,10 +102,17 @@ def test_vote_shares():
 
 
 def test_fit_tie_margin_on_a_reference():
-    labels = pd.DataFrame({"pair_id": ["p"] * 6, "segment_idx": range(6),
-                           "score_a": [3.0, 1.125, 0.0, 1.0, 1.25, 0.25], "score_b": [1.0, 1.0, 2.5, 1.0625, 1.0, 0.0]})
-    ref = pd.DataFrame({"pair_id": ["p"] * 6, "segment_idx": range(6),
-                        "preference": ["a", "tie", "b", "tie", "tie", "a"]})  # fmt: skip
+    labels = pd.DataFrame(
+        {
+            "pair_id": ["p"] * 6,
+            "segment_idx": range(6),
+            "score_a": [3.0, 1.125, 0.0, 1.0, 1.25, 0.25],
+            "score_b": [1.0, 1.0, 2.5, 1.0625, 1.0, 0.0],
+        }
+    )
+    ref = pd.DataFrame(
+        {"pair_id": ["p"] * 6, "segment_idx": range(6), "preference": ["a", "tie", "b", "tie", "tie", "a"]}
+    )
     fit = fit_tie_margin(labels, ref)
     # d = 2, 0.125, -2.5, -0.0625, 0.25, 0.25. At 0: a a b b a a (3 of 6 right). At 0.1875 (between 0.125 and
     # 0.25): a tie b tie a a (5 of 6: the two d = 0.25 segments disagree in the reference); 1.125 also gets 5, and

@@ -32,9 +32,31 @@ def test_openai_api_with_logprobs_through_a_strict_proxy(vllm_server, tiny_vlm, 
     pairs, _ = synthetic
     out = tmp_path / "o.parquet"
     with OpenAIProxy(vllm_server, KEY, logprobs=True, rate_limit=3) as proxy:
-        r = run_cli("label", "--pairs", pairs, "--out", out, "--api", "openai", "--server", proxy.url, "--model",
-                    tiny_vlm, "--api-key-env", "DENSEDPO_TEST_KEY", "--min-confidence", "0", "--max-rps", "100",
-                    "--price-in", "2", "--price-out", "8", "--quiet", env={"DENSEDPO_TEST_KEY": KEY})  # fmt: skip
+        r = run_cli(
+            "label",
+            "--pairs",
+            pairs,
+            "--out",
+            out,
+            "--api",
+            "openai",
+            "--server",
+            proxy.url,
+            "--model",
+            tiny_vlm,
+            "--api-key-env",
+            "DENSEDPO_TEST_KEY",
+            "--min-confidence",
+            "0",
+            "--max-rps",
+            "100",
+            "--price-in",
+            "2",
+            "--price-out",
+            "8",
+            "--quiet",
+            env={"DENSEDPO_TEST_KEY": KEY},
+        )
         assert r.returncode == 0, r.stderr
         assert proxy.refused == []  # no field outside the OpenAI API was sent (the run would have failed)
         assert proxy.limited == 3  # three 429s, each retried after Retry-After
@@ -57,16 +79,40 @@ def test_openai_api_with_logprobs_through_a_strict_proxy(vllm_server, tiny_vlm, 
     assert "$" in r.stdout
     no_key_anywhere(out, r.stdout, r.stderr)
     # The dry run estimates what is left from the journal's usage: nothing.
-    dry = run_cli("label", "--pairs", pairs, "--out", out, "--api", "openai", "--server", "http://unused/v1",
-                  "--model", tiny_vlm, "--dry-run")  # fmt: skip
+    dry = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--api",
+        "openai",
+        "--server",
+        "http://unused/v1",
+        "--model",
+        tiny_vlm,
+        "--dry-run",
+    )
     assert dry.returncode == 0 and "requests left" in dry.stdout and "prompt tokens left" in dry.stdout, dry.stderr
 
 
 def test_openai_api_without_logprobs_uses_samples(vllm_server, tiny_vlm, synthetic, tmp_path):
     pairs, _ = synthetic
     out = tmp_path / "s.parquet"
-    base = ["label", "--pairs", pairs, "--out", out, "--api", "openai", "--model", tiny_vlm, "--api-key-env",
-            "DENSEDPO_TEST_KEY", "--quiet"]  # fmt: skip
+    base = [
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--api",
+        "openai",
+        "--model",
+        tiny_vlm,
+        "--api-key-env",
+        "DENSEDPO_TEST_KEY",
+        "--quiet",
+    ]
     env = {"DENSEDPO_TEST_KEY": KEY}
     with OpenAIProxy(vllm_server, KEY, logprobs=False) as proxy:
         refused = run_cli(*base, "--server", proxy.url, env=env)
@@ -90,8 +136,21 @@ def test_openai_api_without_logprobs_uses_samples(vllm_server, tiny_vlm, synthet
 
 def test_openai_api_key_must_be_in_the_environment(synthetic, tmp_path):
     pairs, _ = synthetic
-    r = run_cli("label", "--pairs", pairs, "--out", tmp_path / "x.parquet", "--api", "openai", "--server",
-                "http://127.0.0.1:9/v1", "--model", "o3", "--api-key-env", "DENSEDPO_UNSET_KEY")  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        tmp_path / "x.parquet",
+        "--api",
+        "openai",
+        "--server",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "o3",
+        "--api-key-env",
+        "DENSEDPO_UNSET_KEY",
+    )
     assert r.returncode == 2 and "--api-key-env" in r.stderr and "DENSEDPO_UNSET_KEY" in r.stderr
 
 
@@ -104,8 +163,20 @@ def test_scorer_on_the_vllm_pooling_runner(pooling_server, tiny_reward_model, sy
     pairs, _ = synthetic
     out = tmp_path / "scores.parquet"
     before = metric(pooling_server, "vllm:request_success_total")
-    r = run_cli("label", "--pairs", pairs, "--out", out, "--judge", "score", "--server", pooling_server,
-                "--min-confidence", "0", "--quiet")  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--judge",
+        "score",
+        "--server",
+        pooling_server,
+        "--min-confidence",
+        "0",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     # One request per video segment (plus the probe): 9 segments x 2 videos.
     assert metric(pooling_server, "vllm:request_success_total") - before == 18 + 1
@@ -124,8 +195,11 @@ def test_scorer_on_the_vllm_pooling_runner(pooling_server, tiny_reward_model, sy
     seg = plan.segments[2]
     urls = prepare_pair(plan, [seg], cfg)
     frames = [urls["b"][k] for k in sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)]
-    body = {"model": str(tiny_reward_model), "messages": score_messages(SCORE_TEXT, plan.prompt, frames),
-            "use_activation": False}  # fmt: skip
+    body = {
+        "model": str(tiny_reward_model),
+        "messages": score_messages(SCORE_TEXT, plan.prompt, frames),
+        "use_activation": False,
+    }
     direct = httpx.post(f"{pooling_server}/classify", json=body, timeout=60).json()["data"][0]["probs"][0]
     row = df[(df["pair_id"] == plan.pair_id) & (df["segment_idx"] == seg.segment_idx)].iloc[0]
     assert row["score_b"] == pytest.approx(direct, rel=1e-5)
@@ -133,8 +207,22 @@ def test_scorer_on_the_vllm_pooling_runner(pooling_server, tiny_reward_model, sy
     # A wider tie margin re-aggregates from the journal: no request, ties inside the margin.
     margin = float(d.abs().median())
     before = metric(pooling_server, "vllm:request_success_total")
-    r = run_cli("label", "--pairs", pairs, "--out", out, "--judge", "score", "--server", pooling_server,
-                "--min-confidence", "0", "--tie-margin", margin, "--quiet")  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--judge",
+        "score",
+        "--server",
+        pooling_server,
+        "--min-confidence",
+        "0",
+        "--tie-margin",
+        margin,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert metric(pooling_server, "vllm:request_success_total") - before == 1  # the probe only
     again = pd.read_parquet(out)
@@ -176,8 +264,20 @@ def test_frames_as_video_halves_visual_tokens(vllm_server, tiny_vlm, synthetic, 
     tokens = {}
     for frames_as in ("images", "video"):
         out = tmp_path / f"{frames_as}.parquet"
-        r = run_cli("label", "--pairs", pairs, "--out", out, "--server", vllm_server, "--frames-as", frames_as,
-                    "--min-confidence", "0", "--quiet")  # fmt: skip
+        r = run_cli(
+            "label",
+            "--pairs",
+            pairs,
+            "--out",
+            out,
+            "--server",
+            vllm_server,
+            "--frames-as",
+            frames_as,
+            "--min-confidence",
+            "0",
+            "--quiet",
+        )
         assert r.returncode == 0, r.stderr
         _, results = read_journal(journal_path_for(out))
         assert len(results) == 18 and all(x.status == "ok" for x in results.values())
@@ -200,8 +300,10 @@ def test_jury_file_errors_name_the_entry(synthetic, tmp_path):
     bad.write_text("judges:\n  - {kind: chat, api: openai, server: http://x/v1, model: m, frames_as: video}\n")
     r = run_cli("label", "--pairs", pairs, "--judges", bad, "--dry-run")
     assert r.returncode == 2 and "judges[0]" in r.stderr and "--frames-as video" in r.stderr
-    for entry, flag in (("{kind: chat, server: 8000}", "--server"), ("{kind: score, server: http://x, "
-                                                                     "score_weights: '1,1'}", "--score-weights")):
+    for entry, flag in (
+        ("{kind: chat, server: 8000}", "--server"),
+        ("{kind: score, server: http://x, score_weights: '1,1'}", "--score-weights"),
+    ):
         bad.write_text(f"judges:\n  - {entry}\n")
         r = run_cli("label", "--pairs", pairs, "--judges", bad, "--dry-run")
         assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr

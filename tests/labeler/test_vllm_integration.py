@@ -92,8 +92,13 @@ def test_two_server_urls_share_load(vllm_server, synthetic, tmp_path):
     """Two URLs, each must serve: the second is another port in front of the same real server (a byte relay)."""
     pairs_path, _ = synthetic
     with TcpRelay(vllm_server) as relay:
-        cfg = LabelConfig(pairs=pairs_path, out=tmp_path / "l.parquet", server=[vllm_server, relay.url],
-                          min_confidence=0.0, concurrency=4)  # fmt: skip
+        cfg = LabelConfig(
+            pairs=pairs_path,
+            out=tmp_path / "l.parquet",
+            server=[vllm_server, relay.url],
+            min_confidence=0.0,
+            concurrency=4,
+        )
         before = vllm_requests(vllm_server)
         res = label_pairs(cfg, progress=False)
         total = vllm_requests(vllm_server) - before
@@ -156,8 +161,13 @@ class TcpRelay:
 
 def test_legacy_guided_choice_is_not_enough(vllm_server, tiny_vlm):
     """Why the probe exists: current vLLM ignores `guided_choice`, so the tiny model answers freely."""
-    body = {"model": str(tiny_vlm), "messages": [{"role": "user", "content": "Say banana."}], "max_tokens": 8,
-            "temperature": 0, "guided_choice": ["first", "second", "tie"]}  # fmt: skip
+    body = {
+        "model": str(tiny_vlm),
+        "messages": [{"role": "user", "content": "Say banana."}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "guided_choice": ["first", "second", "tie"],
+    }
     free = httpx.post(f"{vllm_server}/v1/chat/completions", json=body, timeout=60).json()
     assert free["choices"][0]["message"]["content"] not in ("first", "second", "tie")
     body["structured_outputs"] = {"choice": ["first", "second", "tie"]}
@@ -193,9 +203,24 @@ def test_sigkill_while_the_embedded_vllm_starts_leaves_no_orphan(tiny_vlm, synth
 
     pairs_path, _ = synthetic
     out = tmp_path / "labels.parquet"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out",
-                             str(out), "--model", str(tiny_vlm), "--quiet"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "label",
+            "--pairs",
+            str(pairs_path),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_vlm),
+            "--quiet",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = out.with_name(out.name + ".vllm.log")
     deadline = time.monotonic() + 120
     server = None

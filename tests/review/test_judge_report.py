@@ -20,10 +20,20 @@ from review.judge_report import (
 
 def table(prefs, statuses=None, pairs=None, conf=None, answers=None):
     n = len(prefs)
-    df = pd.DataFrame({"pair_id": pairs or ["p"] * n, "segment_idx": list(range(n)), "preference": prefs,
-                       "status": statuses or ["ok"] * n, "confidence": conf or [0.9] * n,
-                       "order_agreement": [s != "order_inconsistent" for s in (statuses or ["ok"] * n)],
-                       "p_a": np.nan, "p_b": np.nan, "p_tie": np.nan, "raw_response": None})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "pair_id": pairs or ["p"] * n,
+            "segment_idx": list(range(n)),
+            "preference": prefs,
+            "status": statuses or ["ok"] * n,
+            "confidence": conf or [0.9] * n,
+            "order_agreement": [s != "order_inconsistent" for s in (statuses or ["ok"] * n)],
+            "p_a": np.nan,
+            "p_b": np.nan,
+            "p_tie": np.nan,
+            "raw_response": None,
+        }
+    )
     if answers:
         df["answer_ab"], df["answer_ba"] = [a for a, _ in answers], [b for _, b in answers]
     return df
@@ -74,8 +84,12 @@ def test_ece_by_hand():
 def test_coverage_curve_reapplies_the_filter_to_low_confidence_rows():
     ref = table(["a", "b", "a", "b"])
     # both orders agreed on every row; two were filtered at label time (min_confidence 0.8)
-    ours = table(["a", "tie", "tie", "b"], ["ok", "low_confidence", "low_confidence", "ok"], conf=[0.9, 0.7, 0.6, 0.85],
-                 answers=[("first", "second"), ("second", "first"), ("second", "first"), ("second", "first")])
+    ours = table(
+        ["a", "tie", "tie", "b"],
+        ["ok", "low_confidence", "low_confidence", "ok"],
+        conf=[0.9, 0.7, 0.6, 0.85],
+        answers=[("first", "second"), ("second", "first"), ("second", "first"), ("second", "first")],
+    )
     assert list(agreed_answer(ours)) == ["a", "b", "b", "b"]
     r = judge_report(ours, ref, n_boot=50, target_accuracy=0.99)
     curve = {c["threshold"]: c for c in r["coverage_curve"]}
@@ -116,8 +130,15 @@ def test_human_ceiling_and_consensus():
     rows = []
     for ann, prefs in (("ann1", "aabbt"), ("ann2", "aabtt"), ("ann3", "abbbt")):
         for i, p in enumerate(prefs):
-            rows.append({"pair_id": "p", "segment_idx": i, "preference": {"t": "tie"}.get(p, p), "status": "ok",
-                         "annotator": ann})  # fmt: skip
+            rows.append(
+                {
+                    "pair_id": "p",
+                    "segment_idx": i,
+                    "preference": {"t": "tie"}.get(p, p),
+                    "status": "ok",
+                    "annotator": ann,
+                }
+            )
     ref = pd.DataFrame(rows)
     consensus = reference_consensus(ref).sort_values("segment_idx")
     assert list(consensus["preference"]) == ["a", "a", "b", "b", "tie"]
@@ -132,9 +153,11 @@ def test_human_ceiling_and_consensus():
 def test_krippendorff_alpha_by_hand():
     # two coders, four units: (a,a) (a,b) (b,b) (b,b) -> coincidences o_aa 2, o_ab = o_ba 1, o_bb 4; n_a 3, n_b 5.
     # alpha = 1 - (n - 1) * sum_off(o) / sum_off(n_c n_k) = 1 - 7 * 2 / 30
-    rows = [{"pair_id": "p", "segment_idx": u, "preference": v, "status": "ok", "annotator": ann}
-            for u, pair in enumerate([("a", "a"), ("a", "b"), ("b", "b"), ("b", "b")])
-            for ann, v in zip(("x", "y"), pair)]  # fmt: skip
+    rows = [
+        {"pair_id": "p", "segment_idx": u, "preference": v, "status": "ok", "annotator": ann}
+        for u, pair in enumerate([("a", "a"), ("a", "b"), ("b", "b"), ("b", "b")])
+        for ann, v in zip(("x", "y"), pair)
+    ]
     ceiling = human_ceiling(pd.DataFrame(rows), n_boot=20)
     assert ceiling["krippendorff_alpha"]["value"] == pytest.approx(1 - 14 / 30, abs=1e-6)
     assert float(krippendorff_alpha(np.diag([4.0, 4.0, 2.0]))) == 1.0

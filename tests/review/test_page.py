@@ -25,11 +25,14 @@ def test_blind_sides_translate_back():
     assert to_preference("tie", "b") == "tie"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--order", "bogus"], "--order must be one of least-confident, random, table"),
-    (["--segment-seconds", "0"], "--segment-seconds must be a positive finite number"),
-    (["--annotator", "a b"], "--annotator 'a b': use letters"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--order", "bogus"], "--order must be one of least-confident, random, table"),
+        (["--segment-seconds", "0"], "--segment-seconds must be a positive finite number"),
+        (["--annotator", "a b"], "--annotator 'a b': use letters"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(synthetic, args, message):
     pairs, _ = synthetic
     r = run_cli("review", "--pairs", pairs, *args, timeout=60)

@@ -55,16 +55,26 @@ def data(tmp_path_factory):
     judge["judge_model"] = "judge-x"
     judge["answer_ab"], judge["answer_ba"] = "first", "second"
     labels = write_table(judge.drop(columns=["artifact"]), root / "labels.parquet", LABELS)
-    return {"root": root, "pairs": pairs, "labels": labels, "ids": ids, "judge": judge,
-            "expected_order": [ids[2], ids[0], ids[3], ids[1]]}  # fmt: skip
+    return {
+        "root": root,
+        "pairs": pairs,
+        "labels": labels,
+        "ids": ids,
+        "judge": judge,
+        "expected_order": [ids[2], ids[0], ids[3], ids[1]],
+    }
 
 
 class Review:
     def __init__(self, *args: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "review", *args, "--port", str(self.port)],
-                                     cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "review", *args, "--port", str(self.port)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -102,10 +112,12 @@ def open_page(browser, url):
 
 
 def clocks(page) -> tuple[float, float]:
-    return tuple(page.evaluate(
-        "() => [document.querySelector('[data-testid=video-left]').currentTime,"
-        " document.querySelector('[data-testid=video-right]').currentTime]"
-    ))  # fmt: skip
+    return tuple(
+        page.evaluate(
+            "() => [document.querySelector('[data-testid=video-left]').currentTime,"
+            " document.querySelector('[data-testid=video-right]').currentTime]"
+        )
+    )
 
 
 def play_and_sample(page, n: int) -> list[tuple[float, float]]:
@@ -198,8 +210,19 @@ def test_queue_seek_sync_label_and_reload(browser, review, data, tmp_path):
 
 def test_blind_mode_hides_the_judge_and_translates_sides(browser, review, data, tmp_path):
     human = tmp_path / "blind.parquet"
-    r = review("--labels", str(data["labels"]), "--human", str(human), "--annotator", "bob", "--blind",
-               "--order", "random", "--seed", "3")  # fmt: skip
+    r = review(
+        "--labels",
+        str(data["labels"]),
+        "--human",
+        str(human),
+        "--annotator",
+        "bob",
+        "--blind",
+        "--order",
+        "random",
+        "--seed",
+        "3",
+    )
     page = open_page(browser, r.url)
     blocks = page.query_selector_all("[data-testid=segment]")
     assert blocks and all(b.get_attribute("data-judge") == "" for b in blocks)

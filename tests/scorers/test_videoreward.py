@@ -53,9 +53,17 @@ def test_checkpoint_in_videoaligns_layout_loads_every_weight(tiny_videoreward):
     assert a == model.score(TEXT, frames(1))[0] and a != b  # deterministic, and the video matters
     # The three rewards are rm_head's three outputs, each at its own token (VideoAlign's diagonal).
     raw = [(s * model.norm[f"{d}_std"]) + model.norm[f"{d}_mean"] for s, d in zip(a, ("VQ", "MQ", "TA"))]
-    batch = model.processor(text=[model.processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": TEXT}]}], tokenize=False,
-        add_generation_prompt=True)], videos=[np.stack(frames(1))], return_tensors="pt")  # fmt: skip
+    batch = model.processor(
+        text=[
+            model.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": TEXT}]}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+        ],
+        videos=[np.stack(frames(1))],
+        return_tensors="pt",
+    )
     ids = batch["input_ids"][0].tolist()
     positions = [ids.index(t) for t in model.model.special_token_ids]
     with torch.no_grad():
@@ -71,9 +79,16 @@ def test_a_prompt_without_the_reward_tokens_is_refused(tiny_videoreward):
 
 def test_server_request_contract():
     url = "data:image/jpeg;base64,AAAA"
-    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
-                                                                    {"type": "image_url", "image_url": {"url": url}}]}],
-            "use_activation": False}  # fmt: skip
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ],
+        "use_activation": False,
+    }
     assert parse_request(body, "m") == ("hi", [url])
     assert "does not exist" in parse_request({**body, "model": "other"}, "m")
     assert "use_activation" in parse_request({**body, "use_activation": True}, "m")
@@ -81,11 +96,28 @@ def test_server_request_contract():
     assert "bad content part" in parse_request(bad, "m")
 
 
+@pytest.mark.slow  # runs the stage's CLI in fresh interpreters (torch imports) or trains
 def test_label_with_videoreward_in_its_own_process(tiny_videoreward, synthetic, tmp_path):
     pairs, _ = synthetic
     out = tmp_path / "vr.parquet"
-    r = run_cli("label", "--pairs", pairs, "--out", out, "--judge", "score", "--api", "transformers", "--model",
-                tiny_videoreward, "--score-weights", "1,1,1", "--min-confidence", "0", "--quiet")  # fmt: skip
+    r = run_cli(
+        "label",
+        "--pairs",
+        pairs,
+        "--out",
+        out,
+        "--judge",
+        "score",
+        "--api",
+        "transformers",
+        "--model",
+        tiny_videoreward,
+        "--score-weights",
+        "1,1,1",
+        "--min-confidence",
+        "0",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     df = pd.read_parquet(out)
     assert len(df) == 9 and (df["judge"] == f"score:{tiny_videoreward.name}").all() and (df["status"] == "ok").all()

@@ -29,9 +29,23 @@ class Service:
         self.root, self.port = root, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (root / "token").write_text(TOKEN)
-        self.args = [sys.executable, "-m", "app.cli", "serve", "--server", vllm, "--data-root", str(root / "data"),
-                     "--db", str(root / "jobs.sqlite"), "--token-file", str(root / "token"), "--port",
-                     str(self.port), *extra]  # fmt: skip
+        self.args = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--server",
+            vllm,
+            "--data-root",
+            str(root / "data"),
+            "--db",
+            str(root / "jobs.sqlite"),
+            "--token-file",
+            str(root / "token"),
+            "--port",
+            str(self.port),
+            *extra,
+        ]
         self.proc = None
 
     def start(self) -> Service:
@@ -105,9 +119,15 @@ def test_job_lifecycle(service):
 
 def test_auth(service):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
-        for method, path in (("GET", "/v1/label-jobs"), ("POST", "/v1/label-jobs"), ("GET", "/metrics"),
-                             ("GET", "/v1/label-jobs/x"), ("DELETE", "/v1/label-jobs/x"),
-                             ("POST", "/v1/label-jobs/x/cancel"), ("GET", "/v1/label-jobs/x/labels")):  # fmt: skip
+        for method, path in (
+            ("GET", "/v1/label-jobs"),
+            ("POST", "/v1/label-jobs"),
+            ("GET", "/metrics"),
+            ("GET", "/v1/label-jobs/x"),
+            ("DELETE", "/v1/label-jobs/x"),
+            ("POST", "/v1/label-jobs/x/cancel"),
+            ("GET", "/v1/label-jobs/x/labels"),
+        ):
             r = httpx.request(method, f"{service.url}{path}", headers=headers)
             assert r.status_code == 401, (method, path, headers, r.status_code)
     assert httpx.get(f"{service.url}/healthz").status_code == 200
@@ -159,10 +179,12 @@ def test_idempotency_and_upload(service, root):
     buf = io.BytesIO()
     small.to_parquet(buf)
     with service.client() as c:
-        first = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())},
-                       headers={"Idempotency-Key": "k1"})  # fmt: skip
-        again = c.post("/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())},
-                       headers={"Idempotency-Key": "k1"})  # fmt: skip
+        first = c.post(
+            "/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())}, headers={"Idempotency-Key": "k1"}
+        )
+        again = c.post(
+            "/v1/label-jobs", files={"file": ("p.parquet", buf.getvalue())}, headers={"Idempotency-Key": "k1"}
+        )
         assert first.status_code == 201 and again.status_code == 200
         assert first.json()["id"] == again.json()["id"]
         assert wait_for(c, first.json()["id"])["state"] == "completed"
@@ -221,12 +243,24 @@ def test_sigkill_mid_job_then_restart(root, vllm_server, tmp_path):
 
 def test_cli_against_the_service(service, root, tmp_path):
     out = tmp_path / "labels.parquet"
-    r = run_cli("jobs", "submit", "--service", service.url, "--token-file", service.root / "token", "--path",
-                "small/pairs.parquet", "--wait", "--out", out)  # fmt: skip
+    r = run_cli(
+        "jobs",
+        "submit",
+        "--service",
+        service.url,
+        "--token-file",
+        service.root / "token",
+        "--path",
+        "small/pairs.parquet",
+        "--wait",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     assert len(pd.read_parquet(out)) == 9
-    r = run_cli("jobs", "submit", "--service", service.url, "--path", "small/pairs.parquet",
-                env={"DENSEDPO_TOKEN": "nope"})  # fmt: skip
+    r = run_cli(
+        "jobs", "submit", "--service", service.url, "--path", "small/pairs.parquet", env={"DENSEDPO_TOKEN": "nope"}
+    )
     assert r.returncode == 2 and "401" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -289,8 +323,11 @@ def test_idempotency_key_reused_for_another_payload_and_no_orphans(service, root
         jobs_before = sorted(j["id"] for j in c.get("/v1/label-jobs").json())
         again = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}, headers={"Idempotency-Key": "k2"})
         assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-        other = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0.9"},
-                       headers={"Idempotency-Key": "k2"})  # fmt: skip
+        other = c.post(
+            "/v1/label-jobs",
+            data={"path": "small/pairs.parquet", "min_confidence": "0.9"},
+            headers={"Idempotency-Key": "k2"},
+        )
         assert other.status_code == 422 and "was used for another payload" in other.json()["detail"]
         # retries stored nothing: no new job, no new folder (the first job's own folder appears when it starts,
         # which may fall between the two listings)
@@ -346,6 +383,7 @@ def test_metrics_count_a_job(service):
         job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet", "min_confidence": "0"}).json()
         wait_for(c, job["id"])
         after = c.get("/metrics").text
+
     def grew(name: str) -> float:
         return sample(after, name) - sample(before, name)
 
@@ -365,11 +403,29 @@ def test_openapi_document_holds_under_schemathesis(service, root, tmp_path):
     with service.client() as c:
         job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
         wait_for(c, job["id"])
-    r = subprocess.run([st, "--config-file", str(Path(__file__).with_name("schemathesis.toml")), "run",
-                        f"{service.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}", "--checks", "all",
-                        "--max-examples", "40", "--seed", "7", "--generation-deterministic"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={**os.environ, "DENSEDPO_TEST_JOB_ID": job["id"]})  # fmt: skip
+    r = subprocess.run(
+        [
+            st,
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
+            "run",
+            f"{service.url}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--seed",
+            "7",
+            "--generation-deterministic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "DENSEDPO_TEST_JOB_ID": job["id"]},
+    )
     assert r.returncode == 0, r.stdout[-4000:]
     assert "generated" in r.stdout and "Tested: 8" in r.stdout, r.stdout[-2000:]  # every operation was exercised
 
@@ -417,8 +473,20 @@ def test_token_sources_and_sigterm_requeues(root, vllm_server, tmp_path):
 
 def test_a_second_service_on_one_db_exits_at_once(service, root):
     t0 = time.monotonic()
-    r = run_cli("serve", "--server", "http://127.0.0.1:9", "--db", root / "jobs.sqlite", "--data-root",
-                root / "data", "--token-file", root / "token", "--port", str(free_port()), timeout=30)  # fmt: skip
+    r = run_cli(
+        "serve",
+        "--server",
+        "http://127.0.0.1:9",
+        "--db",
+        root / "jobs.sqlite",
+        "--data-root",
+        root / "data",
+        "--token-file",
+        root / "token",
+        "--port",
+        str(free_port()),
+        timeout=30,
+    )
     assert r.returncode == 2 and time.monotonic() - t0 < 15, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--db {root / 'jobs.sqlite'} is in use by another densedpo run (pid" in lines[0]
