@@ -52,159 +52,52 @@ def _sigterm_as_interrupt() -> None:
   densedpo label --pairs pairs.parquet --judges judges.yaml"""
 )
 def label(
-    pairs: Annotated[
-        Path | None, typer.Option(help="pairs.parquet: pair_id, prompt, video_a, video_b (paths relative to it).")
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="labels.parquet to write; a journal beside it makes the run resumable [default: labels.parquet]."
-        ),
-    ] = None,
-    server: Annotated[
-        list[str] | None, typer.Option(help="URL of a running OpenAI-compatible VLM server; repeat for several.")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model id or folder; without --server densedpo starts vLLM for it.")
-    ] = None,
+    pairs: Annotated[Path | None, typer.Option(help="pairs.parquet: pair_id, prompt, video_a, video_b (paths relative to it).")] = None,
+    out: Annotated[Path | None, typer.Option(help="labels.parquet to write; a journal beside it makes the run resumable [default: labels.parquet].")] = None,
+    server: Annotated[list[str] | None, typer.Option(help="URL of a running OpenAI-compatible VLM server; repeat for several.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model id or folder; without --server densedpo starts vLLM for it.")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="Segment length in seconds [default: 1.0].")] = None,
     sample_fps: Annotated[float | None, typer.Option(help="Frames per second shown to the VLM [default: 8].")] = None,
-    min_confidence: Annotated[
-        float | None, typer.Option(help="Below this agreed-answer probability a segment is a tie [default: 0.5].")
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Requests in flight across all servers [default: 32].")
-    ] = None,
-    prompt: Annotated[
-        str | None, typer.Option(help="Prompt name in prompts/ or a YAML path [default: segment_preference_v1].")
-    ] = None,
-    max_side: Annotated[
-        int | None, typer.Option(help="Frames are downscaled to this longer side [default: 448].")
-    ] = None,
-    trim_to_shortest: Annotated[
-        bool | None,
-        typer.Option("--trim-to-shortest", help="Label only the common frames when a pair's frame counts differ."),
-    ] = None,
-    max_failure_rate: Annotated[
-        float | None, typer.Option(help="Exit non-zero when request/parse errors exceed this share [default: 0.05].")
-    ] = None,
-    restart: Annotated[
-        bool | None, typer.Option("--restart", help="Discard the journal of an earlier run and ask everything again.")
-    ] = None,
-    retry_parse_errors: Annotated[
-        bool | None,
-        typer.Option(
-            "--retry-parse-errors",
-            help="Ask again the requests whose answers could not be parsed (they are journaled, so a plain rerun keeps them).",
-        ),
-    ] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Below this agreed-answer probability a segment is a tie [default: 0.5].")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight across all servers [default: 32].")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt name in prompts/ or a YAML path [default: segment_preference_v1].")] = None,
+    max_side: Annotated[int | None, typer.Option(help="Frames are downscaled to this longer side [default: 448].")] = None,
+    trim_to_shortest: Annotated[bool | None, typer.Option("--trim-to-shortest", help="Label only the common frames when a pair's frame counts differ.")] = None,
+    max_failure_rate: Annotated[float | None, typer.Option(help="Exit non-zero when request/parse errors exceed this share [default: 0.05].")] = None,
+    restart: Annotated[bool | None, typer.Option("--restart", help="Discard the journal of an earlier run and ask everything again.")] = None,
+    retry_parse_errors: Annotated[bool | None, typer.Option("--retry-parse-errors", help="Ask again the requests whose answers could not be parsed (they are journaled, so a plain rerun keeps them).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate the pairs and print the plan; ask nothing.")
-    ] = False,
-    show_prompt: Annotated[
-        bool, typer.Option("--show-prompt", help="Print the rendered prompt of the first segment and exit.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the pairs and print the plan; ask nothing.")] = False,
+    show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Print the rendered prompt of the first segment and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-    judge: Annotated[
-        str | None,
-        typer.Option(
-            help="Judge kind: chat (a VLM asked both orders) or score (a reward model scoring each video) [default: chat]."
-        ),
-    ] = None,
-    api: Annotated[
-        str | None,
-        typer.Option(
-            help="vllm (its structured outputs) or openai (any OpenAI-compatible endpoint: response_format only) [default: vllm]."
-        ),
-    ] = None,
-    api_key_env: Annotated[
-        str | None, typer.Option(help="Environment variable holding the API key (the key is never written anywhere).")
-    ] = None,
-    samples: Annotated[
-        int | None,
-        typer.Option(help="--api openai without logprobs: k answers per order; the vote share is the probability."),
-    ] = None,
-    max_rps: Annotated[
-        float | None, typer.Option(help="At most this many requests per second per judge (hosted rate limits).")
-    ] = None,
-    frames_as: Annotated[
-        str | None,
-        typer.Option(
-            help="images, or video: one video item per video (Qwen-VL: about half the visual tokens) [default: images]."
-        ),
-    ] = None,
-    tie_margin: Annotated[
-        float | None,
-        typer.Option(
-            help="--judge score: a score difference at most this is a tie (eval-labels fits it on a reference) [default: 0]."
-        ),
-    ] = None,
-    score_scale: Annotated[
-        float | None,
-        typer.Option(help="--judge score: the score difference is divided by this before the sigmoid [default: 1]."),
-    ] = None,
-    score_weights: Annotated[
-        str | None,
-        typer.Option(
-            help="--judge score: comma-separated weights over the model's outputs, e.g. 1,1,1 [default: the first output]."
-        ),
-    ] = None,
-    score_text: Annotated[
-        str | None,
-        typer.Option(
-            help="--judge score: the text shown with each video, {caption} for the caption (VideoReward: must hold its three reward tokens)."
-        ),
-    ] = None,
-    price_in: Annotated[
-        float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")
-    ] = None,
-    price_out: Annotated[
-        float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")
-    ] = None,
-    judges: Annotated[
-        Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")
-    ] = None,
-    combine: Annotated[
-        str | None,
-        typer.Option(help="The jury's rule: mean (of probabilities) or majority [default: the file's, else mean]."),
-    ] = None,
+    judge: Annotated[str | None, typer.Option(help="Judge kind: chat (a VLM asked both orders) or score (a reward model scoring each video) [default: chat].")] = None,
+    api: Annotated[str | None, typer.Option(help="vllm (its structured outputs) or openai (any OpenAI-compatible endpoint: response_format only) [default: vllm].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key (the key is never written anywhere).")] = None,
+    samples: Annotated[int | None, typer.Option(help="--api openai without logprobs: k answers per order; the vote share is the probability.")] = None,
+    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second per judge (hosted rate limits).")] = None,
+    frames_as: Annotated[str | None, typer.Option(help="images, or video: one video item per video (Qwen-VL: about half the visual tokens) [default: images].")] = None,
+    tie_margin: Annotated[float | None, typer.Option(help="--judge score: a score difference at most this is a tie (eval-labels fits it on a reference) [default: 0].")] = None,
+    score_scale: Annotated[float | None, typer.Option(help="--judge score: the score difference is divided by this before the sigmoid [default: 1].")] = None,
+    score_weights: Annotated[str | None, typer.Option(help="--judge score: comma-separated weights over the model's outputs, e.g. 1,1,1 [default: the first output].")] = None,
+    score_text: Annotated[str | None, typer.Option(help="--judge score: the text shown with each video, {caption} for the caption (VideoReward: must hold its three reward tokens).")] = None,
+    price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")] = None,
+    price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")] = None,
+    judges: Annotated[Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")] = None,
+    combine: Annotated[str | None, typer.Option(help="The jury's rule: mean (of probabilities) or majority [default: the file's, else mean].")] = None,
 ) -> None:
     """Label every 1 s segment of every pair with a judge (a VLM in both orders, a reward model, or a jury)."""
     from densedpo.config import build_config, write_run_file
     from labeler.config import LabelConfig
 
     cfg = build_config(
-        LabelConfig,
-        config,
-        pairs=pairs,
-        out=out,
-        server=server or None,
-        model=model,
-        segment_seconds=segment_seconds,
-        sample_fps=sample_fps,
-        min_confidence=min_confidence,
-        concurrency=concurrency,
-        prompt=prompt,
-        max_side=max_side,
-        trim_to_shortest=trim_to_shortest,
-        max_failure_rate=max_failure_rate,
-        restart=restart,
-        retry_parse_errors=retry_parse_errors,
-        judge=judge,
-        api=api,
-        api_key_env=api_key_env,
-        samples=samples,
-        max_rps=max_rps,
-        frames_as=frames_as,
-        tie_margin=tie_margin,
-        score_scale=score_scale,
-        score_weights=_floats("--score-weights", score_weights),
+        LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
+        segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
+        concurrency=concurrency, prompt=prompt, max_side=max_side, trim_to_shortest=trim_to_shortest,
+        max_failure_rate=max_failure_rate, restart=restart, retry_parse_errors=retry_parse_errors, judge=judge,
+        api=api, api_key_env=api_key_env, samples=samples, max_rps=max_rps, frames_as=frames_as,
+        tie_margin=tie_margin, score_scale=score_scale, score_weights=_floats("--score-weights", score_weights),
         score_text=score_text,
-        price_in=price_in,
-        price_out=price_out,
-        judges=judges,
-        combine=combine,
+        price_in=price_in, price_out=price_out, judges=judges, combine=combine,
     )
     if show_prompt:
         _show_prompt(cfg)
@@ -242,18 +135,12 @@ def failure_message(summary: dict, max_failure_rate: float) -> str:
     counts = summary["status_counts"]
     how = []
     if counts.get("request_error"):
-        how.append(
-            f"{counts['request_error']} segment(s) with request errors: fix the server, then rerun the same command (it asks "
-            "only those again)"
-        )
+        how.append(f"{counts['request_error']} segment(s) with request errors: fix the server, then rerun the same command (it asks "
+                   "only those again)")
     if counts.get("parse_error"):
-        how.append(
-            f"{counts['parse_error']} segment(s) with unparsable answers: rerun with --retry-parse-errors to ask those again"
-        )
-    return (
-        f"{summary['failure_rate']:.1%} of segments failed, more than --max-failure-rate {max_failure_rate:g}; the "
-        f"table was written with those rows as failures. {'; '.join(how)}."
-    )
+        how.append(f"{counts['parse_error']} segment(s) with unparsable answers: rerun with --retry-parse-errors to ask those again")
+    return (f"{summary['failure_rate']:.1%} of segments failed, more than --max-failure-rate {max_failure_rate:g}; the "
+            f"table was written with those rows as failures. {'; '.join(how)}.")
 
 
 def _show_prompt(cfg) -> None:
@@ -283,22 +170,11 @@ def _show_prompt(cfg) -> None:
 )
 def review(
     pairs: Annotated[Path, typer.Option(help="pairs.parquet whose videos to show.")],
-    labels: Annotated[
-        Path | None, typer.Option(help="A judge's labels.parquet to show on the timeline (and to order the queue).")
-    ] = None,
-    human: Annotated[
-        Path | None, typer.Option(help="Where human labels go [default: human.parquet beside --labels or --pairs].")
-    ] = None,
-    annotator: Annotated[
-        str, typer.Option(help="Your name: each annotator's labels are rows of their own.")
-    ] = "anonymous",
-    blind: Annotated[
-        bool,
-        typer.Option("--blind", help="Hide every judge output and draw the sides per pair (for measuring a judge)."),
-    ] = False,
-    order: Annotated[
-        str, typer.Option(help="Queue: least-confident (judge's least sure pairs first), random (seeded), table.")
-    ] = "least-confident",
+    labels: Annotated[Path | None, typer.Option(help="A judge's labels.parquet to show on the timeline (and to order the queue).")] = None,
+    human: Annotated[Path | None, typer.Option(help="Where human labels go [default: human.parquet beside --labels or --pairs].")] = None,
+    annotator: Annotated[str, typer.Option(help="Your name: each annotator's labels are rows of their own.")] = "anonymous",
+    blind: Annotated[bool, typer.Option("--blind", help="Hide every judge output and draw the sides per pair (for measuring a judge).")] = False,
+    order: Annotated[str, typer.Option(help="Queue: least-confident (judge's least sure pairs first), random (seeded), table.")] = "least-confident",
     seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
     segment_seconds: Annotated[float, typer.Option(help="Segment length when no --labels gives the segments.")] = 1.0,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -310,29 +186,14 @@ def review(
     from densedpo.locks import exclusive
     from review.page import ReviewConfig, ReviewSession, create_review_app
 
-    session = ReviewSession(
-        ReviewConfig(
-            pairs=pairs,
-            labels=labels,
-            human=human,
-            annotator=annotator,
-            blind=blind,
-            order=order,
-            seed=seed,
-            segment_seconds=segment_seconds,
-        )
-    )
+    session = ReviewSession(ReviewConfig(pairs=pairs, labels=labels, human=human, annotator=annotator, blind=blind,
+                                         order=order, seed=seed, segment_seconds=segment_seconds))
     out = session.cfg.human
-    with exclusive(
-        out.with_name(f"{out.name}.{annotator}.lock"),
-        f"--human {out} for --annotator {annotator}",
-        "another review page is open for this annotator; use it, or pass another --annotator",
-    ):
+    with exclusive(out.with_name(f"{out.name}.{annotator}.lock"), f"--human {out} for --annotator {annotator}",
+                   "another review page is open for this annotator; use it, or pass another --annotator"):
         info = session.session()
-        console.print(
-            f"review {info['pairs']} pairs ({info['finished_pairs']} finished by {annotator}); labels go to "
-            f"{out}\nopen http://{host}:{port}/  (press ? on the page for the keys; Ctrl-C stops)"
-        )
+        console.print(f"review {info['pairs']} pairs ({info['finished_pairs']} finished by {annotator}); labels go to "
+                      f"{out}\nopen http://{host}:{port}/  (press ? on the page for the keys; Ctrl-C stops)")
         uvicorn.run(create_review_app(session), host=host, port=port, log_level="warning")
 
 
@@ -343,26 +204,12 @@ def review(
   densedpo eval-labels --labels qwen.parquet --labels o3.parquet --reference human.parquet --pairs pairs.parquet --json report.json --plots plots/""",
 )
 def eval_labels(
-    labels: Annotated[
-        list[Path], typer.Option(help="labels.parquet of a judge; repeat to compare judges side by side.")
-    ],
-    reference: Annotated[
-        list[Path],
-        typer.Option(help="Reference labels: human (from densedpo review) or synthetic truth; repeat for several."),
-    ],
-    pairs: Annotated[
-        Path | None, typer.Option(help="The pairs table (videos), for motion bias (optical flow per segment).")
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write every figure, with its 95% interval, to this JSON file.")
-    ] = None,
-    plots: Annotated[
-        Path | None,
-        typer.Option(help="Folder for the reliability diagram and the accuracy-coverage curve (PNG) of each judge."),
-    ] = None,
-    target_accuracy: Annotated[
-        float, typer.Option(help="Report the lowest --min-confidence whose segment accuracy reaches this.")
-    ] = 0.8,
+    labels: Annotated[list[Path], typer.Option(help="labels.parquet of a judge; repeat to compare judges side by side.")],
+    reference: Annotated[list[Path], typer.Option(help="Reference labels: human (from densedpo review) or synthetic truth; repeat for several.")],
+    pairs: Annotated[Path | None, typer.Option(help="The pairs table (videos), for motion bias (optical flow per segment).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure, with its 95% interval, to this JSON file.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for the reliability diagram and the accuracy-coverage curve (PNG) of each judge.")] = None,
+    target_accuracy: Annotated[float, typer.Option(help="Report the lowest --min-confidence whose segment accuracy reaches this.")] = 0.8,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over pairs for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
@@ -401,19 +248,11 @@ def eval_labels(
   densedpo generate --sources sources.parquet --model M --out pairs/ --mode vanilla --dry-run"""
 )
 def generate(
-    sources: Annotated[
-        Path | None, typer.Option(help="sources.parquet: source_id, video, prompt (paths relative to it).")
-    ] = None,
+    sources: Annotated[Path | None, typer.Option(help="sources.parquet: source_id, video, prompt (paths relative to it).")] = None,
     model: Annotated[str | None, typer.Option(help="diffusers pipeline folder or hub id (Wan 2.1 T2V first).")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Output folder: pairs.parquet, videos/, latents/, embeds/ [default: pairs].")
-    ] = None,
-    mode: Annotated[
-        str | None, typer.Option(help="sdedit (aligned pairs) or vanilla (two full generations) [default: sdedit].")
-    ] = None,
-    eta_min: Annotated[
-        float | None, typer.Option(help="Lowest noise level eta (a sigma, not diffusers' strength) [default: 0.65].")
-    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: pairs.parquet, videos/, latents/, embeds/ [default: pairs].")] = None,
+    mode: Annotated[str | None, typer.Option(help="sdedit (aligned pairs) or vanilla (two full generations) [default: sdedit].")] = None,
+    eta_min: Annotated[float | None, typer.Option(help="Lowest noise level eta (a sigma, not diffusers' strength) [default: 0.65].")] = None,
     eta_max: Annotated[float | None, typer.Option(help="Highest noise level eta [default: 0.8].")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps of the full schedule [default: 40].")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale [default: 8].")] = None,
@@ -421,23 +260,11 @@ def generate(
     fps: Annotated[float | None, typer.Option(help="Target frame rate; sources are resampled [default: 16].")] = None,
     height: Annotated[int | None, typer.Option(help="Video height [default: 480].")] = None,
     width: Annotated[int | None, typer.Option(help="Video width [default: 832].")] = None,
-    offset_s: Annotated[
-        float | None, typer.Option(help="Where in each source clip to start, seconds [default: 0].")
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(help="Run seed: eta and the two seeds of a pair derive from it and the source id [default: 0]."),
-    ] = None,
-    shard: Annotated[
-        str | None,
-        typer.Option(help="i/n: make only sources with index % n == i (accelerate launch shards by itself)."),
-    ] = None,
-    cpu_offload: Annotated[
-        bool | None, typer.Option("--cpu-offload", help="Keep idle models on the CPU (diffusers model offload).")
-    ] = None,
-    vae_tiling: Annotated[
-        bool | None, typer.Option("--vae-tiling", help="Decode/encode in tiles to save memory.")
-    ] = None,
+    offset_s: Annotated[float | None, typer.Option(help="Where in each source clip to start, seconds [default: 0].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed: eta and the two seeds of a pair derive from it and the source id [default: 0].")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: make only sources with index % n == i (accelerate launch shards by itself).")] = None,
+    cpu_offload: Annotated[bool | None, typer.Option("--cpu-offload", help="Keep idle models on the CPU (diffusers model offload).")] = None,
+    vae_tiling: Annotated[bool | None, typer.Option("--vae-tiling", help="Decode/encode in tiles to save memory.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; load no model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -447,25 +274,9 @@ def generate(
     from generation.engine import GenerateConfig
 
     cfg = build_config(
-        GenerateConfig,
-        config,
-        sources=sources,
-        model=model,
-        out=out,
-        mode=mode,
-        eta_min=eta_min,
-        eta_max=eta_max,
-        steps=steps,
-        guidance=guidance,
-        num_frames=num_frames,
-        fps=fps,
-        height=height,
-        width=width,
-        offset_s=offset_s,
-        seed=seed,
-        shard=shard,
-        cpu_offload=cpu_offload,
-        vae_tiling=vae_tiling,
+        GenerateConfig, config, sources=sources, model=model, out=out, mode=mode, eta_min=eta_min, eta_max=eta_max,
+        steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height, width=width,
+        offset_s=offset_s, seed=seed, shard=shard, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
     )
     if dry_run:
         from generation.engine import dry_run_plan
@@ -489,27 +300,14 @@ def generate(
   accelerate launch --num_processes 8 -m app.cli train --config train.yaml"""
 )
 def train(
-    pairs: Annotated[
-        Path | None, typer.Option(help="pairs.parquet (with saved latents, or videos to encode once).")
-    ] = None,
+    pairs: Annotated[Path | None, typer.Option(help="pairs.parquet (with saved latents, or videos to encode once).")] = None,
     labels: Annotated[Path | None, typer.Option(help="labels.parquet (VLM or human); non-ok rows are ties.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="diffusers pipeline folder or hub id whose transformer is trained.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run folder: checkpoints, metrics.jsonl, TensorBoard [default: runs/densedpo].")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="YAML with any training key (see docs); flags and -o override it.")
-    ] = None,
-    override: Annotated[
-        list[str] | None,
-        typer.Option("-o", "--override", help="key=value for any config key, e.g. -o beta=500 -o lora_rank=64."),
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="diffusers pipeline folder or hub id whose transformer is trained.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder: checkpoints, metrics.jsonl, TensorBoard [default: runs/densedpo].")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with any training key (see docs); flags and -o override it.")] = None,
+    override: Annotated[list[str] | None, typer.Option("-o", "--override", help="key=value for any config key, e.g. -o beta=500 -o lora_rank=64.")] = None,
     resume: Annotated[Path | None, typer.Option(help="A checkpoint folder to continue from exactly.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved config and data counts; train nothing.")
-    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and data counts; train nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train with the dense per-segment Flow-DPO loss (LoRA by default; defaults from the paper)."""
@@ -522,13 +320,7 @@ def train(
         if not sep:
             raise DenseDPOError(f"-o {item!r} must look like key=value (e.g. -o lr=1e-5).")
         values[key.strip()] = _yaml_value(value)
-    values.update(
-        {
-            k: v
-            for k, v in dict(pairs=pairs, labels=labels, model=model, out=out, resume=resume).items()
-            if v is not None
-        }
-    )
+    values.update({k: v for k, v in dict(pairs=pairs, labels=labels, model=model, out=out, resume=resume).items() if v is not None})
     cfg = build_config(TrainConfig, config, **values)
     if dry_run:
         from dpo.data import join_tables
@@ -546,15 +338,11 @@ def train(
     last = result.history[-1] if result.history else {}
     print_kv(
         f"training → {result.out}",
-        {
-            "steps": result.steps,
-            "pairs kept / labeled": f"{result.counts['kept']} / {result.counts['labeled']}",
-            "train / val pairs": f"{result.counts['train']} / {result.counts['val']}",
-            "last loss": last.get("loss", float("nan")),
-            "last implicit accuracy": last.get("implicit_accuracy", float("nan")),
-            "val implicit accuracy": result.val_accuracy if result.val_accuracy is not None else float("nan"),
-            "LoRA / weights": str(result.out / "final"),
-        },
+        {"steps": result.steps, "pairs kept / labeled": f"{result.counts['kept']} / {result.counts['labeled']}",
+         "train / val pairs": f"{result.counts['train']} / {result.counts['val']}", "last loss": last.get("loss", float("nan")),
+         "last implicit accuracy": last.get("implicit_accuracy", float("nan")),
+         "val implicit accuracy": result.val_accuracy if result.val_accuracy is not None else float("nan"),
+         "LoRA / weights": str(result.out / "final")},
     )
 
 
@@ -567,16 +355,11 @@ def _yaml_value(text: str):
         return text
 
 
-@app.command(
-    "serve-scorer",
-    epilog="""Example:\n
+@app.command("serve-scorer", epilog="""Example:\n
   densedpo serve-scorer --model checkpoints/VideoReward --port 8001\n
-  densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""",
-)
+  densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""")
 def serve_scorer(
-    model: Annotated[
-        Path, typer.Option(help="A VideoReward checkpoint folder (model_config.json, checkpoint-N/model.pth).")
-    ],
+    model: Annotated[Path, typer.Option(help="A VideoReward checkpoint folder (model_config.json, checkpoint-N/model.pth).")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
 ) -> None:
@@ -596,24 +379,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean to expose it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     db: Annotated[Path, typer.Option(help="SQLite job database (job folders go beside it).")] = Path("jobs.sqlite"),
-    data_root: Annotated[
-        Path, typer.Option(help="Submitted paths (tables and videos) must lie under this folder.")
-    ] = Path("."),
+    data_root: Annotated[Path, typer.Option(help="Submitted paths (tables and videos) must lie under this folder.")] = Path("."),
     server: Annotated[list[str] | None, typer.Option(help="URL of a running VLM server; repeat for several.")] = None,
     model: Annotated[str | None, typer.Option(help="Without --server: start vLLM for this model and share it.")] = None,
     max_running_jobs: Annotated[int, typer.Option(help="Jobs labeled at once; the rest wait in the queue.")] = 2,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(help="File holding the bearer token (else DENSEDPO_TOKEN, else a new one beside --db)."),
-    ] = None,
+    token_file: Annotated[Path | None, typer.Option(help="File holding the bearer token (else DENSEDPO_TOKEN, else a new one beside --db).")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload (413 above).")] = 64.0,
     concurrency: Annotated[int, typer.Option(help="Requests in flight per running job.")] = 32,
-    max_images: Annotated[
-        int,
-        typer.Option(
-            help="Images per request the VLM server takes (with --model it is started with this limit); jobs asking more are refused at submission."
-        ),
-    ] = 40,
+    max_images: Annotated[int, typer.Option(help="Images per request the VLM server takes (with --model it is started with this limit); jobs asking more are refused at submission.")] = 40,
 ) -> None:
     """Run the batch labeling service (FastAPI + uvicorn; OpenAPI docs at /docs)."""
     import contextlib
@@ -630,17 +403,8 @@ def serve(
         raise DenseDPOError(f"--data-root {data_root} is not a folder.")
     if max_images < 2:
         raise DenseDPOError(f"--max-images must be at least 2 (one frame of each video), got {max_images}.")
-    cfg = ServiceConfig(
-        db=db,
-        data_root=data_root,
-        server=server or [],
-        model=model,
-        max_running_jobs=max_running_jobs,
-        token_file=token_file,
-        max_upload_mb=max_upload_mb,
-        concurrency=concurrency,
-        max_images=max_images,
-    )
+    cfg = ServiceConfig(db=db, data_root=data_root, server=server or [], model=model, max_running_jobs=max_running_jobs,
+                        token_file=token_file, max_upload_mb=max_upload_mb, concurrency=concurrency, max_images=max_images)
     with contextlib.ExitStack() as stack:
         stack.enter_context(db_lock(cfg))  # first: a second service on this --db starts nothing
         urls = list(cfg.server)
@@ -648,11 +412,7 @@ def serve(
             from labeler.servers import managed_vllm
 
             console.print(f"starting vLLM for {model} ...")
-            urls = [
-                stack.enter_context(
-                    managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=max_images)
-                )
-            ]
+            urls = [stack.enter_context(managed_vllm(model, log_path=db.with_name(db.name + ".vllm.log"), max_images=max_images))]
         console.print(f"densedpo serve on http://{host}:{port} (VLM: {', '.join(urls)}; docs at /docs)")
         uvicorn.run(create_app(cfg, urls), host=host, port=port, log_level="warning")
 
@@ -668,9 +428,7 @@ def _client(service: str, token_file: Path | None):
 
     token = token_file.read_text().strip() if token_file else os.environ.get("DENSEDPO_TOKEN", "")
     if not token:
-        raise DenseDPOError(
-            "no token: pass --token-file or set DENSEDPO_TOKEN (the service prints where its token is)."
-        )
+        raise DenseDPOError("no token: pass --token-file or set DENSEDPO_TOKEN (the service prints where its token is).")
     if not token.isascii() or "\n" in token:
         raise DenseDPOError("the token must be one line of ASCII: check --token-file or DENSEDPO_TOKEN.")
 
@@ -681,10 +439,8 @@ def _client(service: str, token_file: Path | None):
             try:
                 return super().request(*args, **kwargs)
             except httpx.HTTPError as e:
-                raise DenseDPOError(
-                    f"cannot reach the service at {service} ({type(e).__name__}: {e}); is "
-                    "`densedpo serve` running there?"
-                ) from None
+                raise DenseDPOError(f"cannot reach the service at {service} ({type(e).__name__}: {e}); is "
+                                    "`densedpo serve` running there?") from None
 
     return ServiceClient(base_url=service.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
@@ -702,39 +458,26 @@ def _check(r) -> dict | list:
 @jobs_app.command("submit")
 def jobs_submit(
     service: ServiceOpt,
-    pairs: Annotated[
-        Path | None, typer.Option(help="A pairs table to upload (video paths relative to the service's --data-root).")
-    ] = None,
-    path: Annotated[
-        str | None, typer.Option(help="Instead of uploading: a pairs table path under the service's --data-root.")
-    ] = None,
+    pairs: Annotated[Path | None, typer.Option(help="A pairs table to upload (video paths relative to the service's --data-root).")] = None,
+    path: Annotated[str | None, typer.Option(help="Instead of uploading: a pairs table path under the service's --data-root.")] = None,
     out: Annotated[Path | None, typer.Option(help="With --wait: where to write the labels.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress and download the labels when done.")] = False,
     segment_seconds: Annotated[float | None, typer.Option()] = None,
     sample_fps: Annotated[float | None, typer.Option()] = None,
     min_confidence: Annotated[float | None, typer.Option()] = None,
     prompt: Annotated[str | None, typer.Option()] = None,
-    idempotency_key: Annotated[
-        str | None, typer.Option(help="Retrying with the same key returns the same job.")
-    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Retrying with the same key returns the same job.")] = None,
     token_file: TokenOpt = None,
 ) -> None:
     """Submit a label job. Example: densedpo jobs submit --service http://127.0.0.1:8080 --pairs pairs.parquet --wait"""
-    settings = {
-        k: str(v)
-        for k, v in dict(
-            segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence, prompt=prompt
-        ).items()
-        if v is not None
-    }
+    settings = {k: str(v) for k, v in dict(segment_seconds=segment_seconds, sample_fps=sample_fps,
+                                            min_confidence=min_confidence, prompt=prompt).items() if v is not None}
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     with _client(service, token_file) as c:
         if pairs is not None:
             if not pairs.exists():
                 raise DenseDPOError(f"--pairs {pairs} not found.")
-            r = c.post(
-                "/v1/label-jobs", data=settings, files={"file": (pairs.name, pairs.read_bytes())}, headers=headers
-            )
+            r = c.post("/v1/label-jobs", data=settings, files={"file": (pairs.name, pairs.read_bytes())}, headers=headers)
         elif path:
             r = c.post("/v1/label-jobs", data={**settings, "path": path}, headers=headers)
         else:
@@ -751,14 +494,8 @@ def _follow(c, job_id: str, out: Path) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("[bold]job {task.fields[job]} {task.fields[state]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("segments"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with Progress(TextColumn("[bold]job {task.fields[job]} {task.fields[state]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("segments"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("job", total=None, job=job_id, state="queued")
         while True:
             job = _check(c.get(f"/v1/label-jobs/{job_id}"))
@@ -800,12 +537,9 @@ def jobs_list(service: ServiceOpt, token_file: TokenOpt = None) -> None:
 
 
 @jobs_app.command("download")
-def jobs_download(
-    service: ServiceOpt,
-    job_id: Annotated[str, typer.Argument()],
-    out: Annotated[Path, typer.Option(help="Where to write labels.parquet.")] = Path("labels.parquet"),
-    token_file: TokenOpt = None,
-) -> None:
+def jobs_download(service: ServiceOpt, job_id: Annotated[str, typer.Argument()],
+                  out: Annotated[Path, typer.Option(help="Where to write labels.parquet.")] = Path("labels.parquet"),
+                  token_file: TokenOpt = None) -> None:
     """Download a job's labels (the finished table, or the rows so far, marked partial)."""
     with _client(service, token_file) as c:
         r = c.get(f"/v1/label-jobs/{job_id}/labels")
@@ -837,13 +571,7 @@ def jobs_delete(service: ServiceOpt, job_id: Annotated[str, typer.Argument()], t
 def make_tiny_vlm(
     out: Annotated[Path, typer.Option(help="Folder to write the model into.")] = Path("tiny-vlm"),
     seed: Annotated[int, typer.Option(help="Weight init seed (random model).")] = 0,
-    trained: Annotated[
-        bool,
-        typer.Option(
-            "--trained",
-            help="The tiny judge trained on synthetic artifact pairs (cached per machine; a few minutes the first time).",
-        ),
-    ] = False,
+    trained: Annotated[bool, typer.Option("--trained", help="The tiny judge trained on synthetic artifact pairs (cached per machine; a few minutes the first time).")] = False,
 ) -> None:
     """A tiny Qwen2-VL model folder that vLLM serves and transformers loads: random (noise), or --trained.
 
@@ -860,10 +588,8 @@ def make_tiny_vlm(
             shutil.rmtree(out)
         shutil.copytree(cached, out)
         info = json.loads((out / "training.json").read_text())
-        console.print(
-            f"tiny trained judge written to {out} (from the cache {cached}); held-out accuracy "
-            f"{info['heldout_accuracy']:.3f}; label with --sample-fps {info['recipe']['sample_fps']:g}"
-        )
+        console.print(f"tiny trained judge written to {out} (from the cache {cached}); held-out accuracy "
+                      f"{info['heldout_accuracy']:.3f}; label with --sample-fps {info['recipe']['sample_fps']:g}")
         return
     from densedpo.tiny import make_tiny_vlm as make
 

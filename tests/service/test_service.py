@@ -339,8 +339,10 @@ def test_idempotency_key_reused_for_another_payload_and_no_orphans(service, root
 
 def test_cancel_is_one_transition_even_when_the_job_was_just_claimed(tmp_path):
     """The race of the old cancel: the scheduler claims the job between the state read and the transition."""
-    from service.app import Metrics, Scheduler, ServiceConfig
+    from service.config import ServiceConfig
     from service.jobs import JobStore
+    from service.metrics import Metrics
+    from service.scheduler import Scheduler
 
     store = JobStore(tmp_path / "jobs.sqlite")
     scheduler = Scheduler(ServiceConfig(db=tmp_path / "jobs.sqlite"), store, ["-"], Metrics(store))
