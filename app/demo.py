@@ -12,88 +12,12 @@ from pathlib import Path
 def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
     from rich.console import Console
 
-    from app.summaries import print_generate_summary, print_judge_report, print_label_summary
-    from app.tiny_judge import JudgeRecipe, cached_tiny_judge
-    from densedpo.synthetic import make_synthetic_pairs, make_synthetic_sources
-    from densedpo.tiny import make_tiny_wan
-    from dpo.train import TrainConfig, train
-    from generation.engine import GenerateConfig, generate_pairs
-    from labeler.config import LabelConfig
-    from labeler.engine import label_pairs
-    from review.judge_report import evaluate_judges
-
     console = console or Console(stderr=True)
     out = Path(out)
-    # 1. Models: a tiny random Wan 2.1 pipeline (built once) and the tiny trained judge (trained once per machine
-    #    on synthetic artifact pairs, cached by its recipe).
-    console.rule("1. tiny models: random Wan 2.1, trained Qwen2-VL judge")
-    wan = out / "tiny-wan"
-    if not (wan / "model_index.json").exists():
-        make_tiny_wan(wan)
-    recipe = JudgeRecipe()
-    judge = cached_tiny_judge(recipe, console=console)
-    console.print(f"judge: {judge}")
-    # 2. Source clips: rendered moving shapes with captions (2 s at 16 fps).
-    console.rule("2. source clips")
-    sources = make_synthetic_sources(out / "sources", num_sources=num_pairs, num_frames=40, height=64, width=64)
-    # 3. SDEdit pairs: each clip noised to eta ~ U(0.65, 0.8) and denoised with two seeds.
-    console.rule("3. generate SDEdit pairs (tiny Wan 2.1)")
-    gen = generate_pairs(
-        GenerateConfig(
-            sources=sources,
-            model=str(wan),
-            out=out / "pairs",
-            steps=10,
-            guidance=5.0,
-            num_frames=33,
-            height=64,
-            width=64,
-        ),
-        console=console,
-    )
-    print_generate_summary(gen)
-    # 4. Label. The random Wan's pairs are noise, so the judge labels pairs whose per-segment truth is known by
-    #    construction (an artifact in one video of a segment, or none): held-out seeds, never seen in training.
-    console.rule("4. label segments (embedded vLLM, the trained tiny judge, both orders)")
-    pairs, truth = make_synthetic_pairs(
-        out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
-    )
-    cfg = LabelConfig(
-        pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps, concurrency=16
-    )
-    result = label_pairs(cfg, console=console)
-    print_label_summary(result.summary, result.out)
-    # 5. How good are these labels? The judge against the synthetic truth.
-    console.rule("5. eval-labels: the judge against the synthetic truth")
-    report = evaluate_judges([result.out], [truth], n_boot=500)
-    print_judge_report(report)
-    figures = next(iter(report["references"][0]["judges"].values()))
-    # 6. Train a few dense Flow-DPO steps on the judge's labels (videos without latents: the trainer encodes them
-    #    once into a cache, as it would for human-labeled pairs brought from elsewhere).
-    console.rule("6. train dense Flow-DPO on the judge's labels (LoRA on the tiny Wan transformer)")
-    run = train(
-        TrainConfig(
-            pairs=pairs,
-            labels=result.out,
-            model=str(wan),
-            out=out / "run",
-            max_steps=20,
-            warmup_steps=5,
-            lr=1e-3,
-            lora_rank=8,
-            batch_size=2,
-            val_fraction=0.25,
-            eval_every=10,
-            save_every=20,
-            log_every=5,
-        ),
-        console=console,
-    )
-    last = run.history[-1]
-    console.print(
-        f"trained {run.steps} steps: loss {last['loss']:.4f}, implicit accuracy {last['implicit_accuracy']:.2f}, "
-        f"held-out implicit accuracy {run.val_accuracy:.2f}; LoRA in {run.out / 'final'}"
-    )
+    wan, judge, recipe = _models(out, console)  # 1
+    _generate(out, wan, num_pairs, console)  # 2, 3
+    pairs, labels, summary, figures = _label_and_measure(out, judge, recipe, num_pairs, console)  # 4, 5
+    run = _train(out, wan, pairs, labels, console)  # 6
     console.print(
         f"[bold]judge vs synthetic truth:[/] segment accuracy {_fmt(figures['segment_accuracy'])}, coverage "
         f"{_fmt(figures['coverage'])}, position consistency {_fmt(figures['position_consistency'])}"
@@ -103,12 +27,102 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
         "With real models (Wan 2.1, Qwen2.5-VL-7B on a GPU host) the same commands are the real thing.[/]"
     )
     return {
-        **result.summary,
+        **summary,
         "segment_accuracy": figures["segment_accuracy"]["value"],
         "position_consistency": figures["position_consistency"]["value"],
         "train_steps": run.steps,
         "val_implicit_accuracy": run.val_accuracy,
     }
+
+
+def _models(out: Path, console):
+    """1. A tiny random Wan 2.1 pipeline (built once) and the tiny trained judge (trained once per machine on
+    synthetic artifact pairs, cached by its recipe)."""
+    from app.tiny_judge import JudgeRecipe, cached_tiny_judge
+    from densedpo.tiny import make_tiny_wan
+
+    console.rule("1. tiny models: random Wan 2.1, trained Qwen2-VL judge")
+    wan = out / "tiny-wan"
+    if not (wan / "model_index.json").exists():
+        make_tiny_wan(wan)
+    recipe = JudgeRecipe()
+    judge = cached_tiny_judge(recipe, console=console)
+    console.print(f"judge: {judge}")
+    return wan, judge, recipe
+
+
+def _generate(out: Path, wan: Path, num_pairs: int, console):
+    """2. Source clips: rendered moving shapes with captions (2 s at 16 fps). 3. SDEdit pairs: each clip noised
+    to eta ~ U(0.65, 0.8) and denoised with two seeds."""
+    from app.summaries import print_generate_summary
+    from densedpo.synthetic import make_synthetic_sources
+    from generation.engine import GenerateConfig, generate_pairs
+
+    console.rule("2. source clips")
+    sources = make_synthetic_sources(out / "sources", num_sources=num_pairs, num_frames=40, height=64, width=64)
+    console.rule("3. generate SDEdit pairs (tiny Wan 2.1)")
+    cfg = GenerateConfig(
+        sources=sources, model=str(wan), out=out / "pairs", steps=10, guidance=5.0, num_frames=33, height=64, width=64
+    )
+    result = generate_pairs(cfg, console=console)
+    print_generate_summary(result)
+    return result
+
+
+def _label_and_measure(out: Path, judge: Path, recipe, num_pairs: int, console):
+    """4. Label. The random Wan's pairs are noise, so the judge labels pairs whose per-segment truth is known by
+    construction (an artifact in one video of a segment, or none): held-out seeds, never seen in training.
+    5. How good are these labels? The judge against the synthetic truth."""
+    from app.summaries import print_judge_report, print_label_summary
+    from densedpo.synthetic import make_synthetic_pairs
+    from labeler.config import LabelConfig
+    from labeler.engine import label_pairs
+    from review.judge_report import evaluate_judges
+
+    console.rule("4. label segments (embedded vLLM, the trained tiny judge, both orders)")
+    pairs, truth = make_synthetic_pairs(
+        out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
+    )
+    cfg = LabelConfig(
+        pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps, concurrency=16
+    )
+    result = label_pairs(cfg, console=console)
+    print_label_summary(result.summary, result.out)
+    console.rule("5. eval-labels: the judge against the synthetic truth")
+    report = evaluate_judges([result.out], [truth], n_boot=500)
+    print_judge_report(report)
+    figures = next(iter(report["references"][0]["judges"].values()))
+    return pairs, result.out, result.summary, figures
+
+
+def _train(out: Path, wan: Path, pairs: Path, labels: Path, console):
+    """6. A few dense Flow-DPO steps on the judge's labels (videos without latents: the trainer encodes them once
+    into a cache, as it would for human-labeled pairs brought from elsewhere)."""
+    from dpo.train import TrainConfig, train
+
+    console.rule("6. train dense Flow-DPO on the judge's labels (LoRA on the tiny Wan transformer)")
+    cfg = TrainConfig(
+        pairs=pairs,
+        labels=labels,
+        model=str(wan),
+        out=out / "run",
+        max_steps=20,
+        warmup_steps=5,
+        lr=1e-3,
+        lora_rank=8,
+        batch_size=2,
+        val_fraction=0.25,
+        eval_every=10,
+        save_every=20,
+        log_every=5,
+    )
+    run = train(cfg, console=console)
+    last = run.history[-1]
+    console.print(
+        f"trained {run.steps} steps: loss {last['loss']:.4f}, implicit accuracy {last['implicit_accuracy']:.2f}, "
+        f"held-out implicit accuracy {run.val_accuracy:.2f}; LoRA in {run.out / 'final'}"
+    )
+    return run
 
 
 def _fmt(fig: dict) -> str:

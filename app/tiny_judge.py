@@ -121,14 +121,14 @@ def build_examples(pairs_path: Path, truth_path: Path, recipe: JudgeRecipe) -> l
     truth = read_table(truth_path, LABELS).set_index(["pair_id", "segment_idx"])["preference"]
     examples = []
     for plan in plan_pairs(cfg):
-        urls = prepare_pair(plan, plan.segments, cfg)
+        frame_urls = prepare_pair(plan, plan.segments, cfg)
         for seg in plan.segments:
             idx = sample_frame_indices(seg, plan.info.fps, recipe.sample_fps)
             pref = truth[(plan.pair_id, seg.segment_idx)]
             for order in ("ab", "ba"):
                 one, two = ("a", "b") if order == "ab" else ("b", "a")
-                shown_first = [urls[one][k] for k in idx]
-                shown_second = [urls[two][k] for k in idx]
+                shown_first = [frame_urls[one][k] for k in idx]
+                shown_second = [frame_urls[two][k] for k in idx]
                 answer = tie if pref == "tie" else (first if pref == one else second)
                 examples.append(
                     Example(
@@ -170,19 +170,14 @@ def collate(processor, examples: list[Example], with_answer: bool = True) -> dic
 
 def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None) -> dict:
     """Make the tiny judge architecture, train it on synthetic pairs, save it (with training.json) to `out`."""
-    import tempfile
-
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-    from densedpo.synthetic import make_synthetic_pairs
     from densedpo.tiny import make_tiny_vlm
     from labeler.prompts import load_prompt
 
     recipe = recipe or JudgeRecipe()
-    choices = load_prompt(recipe.prompt).choices
     console = console or Console(stderr=True)
     out = Path(out)
     t_start = time.perf_counter()
@@ -192,36 +187,63 @@ def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None)
     make_tiny_vlm(out, seed=recipe.seed, size="judge", extra_corpus=corpus, vocab_size=recipe.vocab_size)
     model = Qwen2VLForConditionalGeneration.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
-    with tempfile.TemporaryDirectory(prefix="densedpo-judge-data-") as tmp:
-        kw = dict(
-            num_frames=recipe.num_frames,
-            fps=recipe.fps,
-            height=recipe.side,
-            width=recipe.side,
-            segment_seconds=recipe.segment_seconds,
-        )
-        train_set = build_examples(
-            *make_synthetic_pairs(Path(tmp) / "train", recipe.train_pairs, seed=recipe.train_seed, **kw), recipe
-        )
-        eval_set = build_examples(
-            *make_synthetic_pairs(Path(tmp) / "eval", recipe.eval_pairs, seed=recipe.eval_seed, **kw), recipe
-        )
+    train_set, eval_set = _datasets(recipe)
     data_s = time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    history = _fit(model, processor, train_set, eval_set, recipe, console)
+    train_s = time.perf_counter() - t0
+    model.eval()
+    model.save_pretrained(out)
+    info = {
+        "recipe": asdict(recipe),
+        "digest": recipe.digest(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_examples": len(train_set),
+        "heldout_examples": len(eval_set),
+        "data_seconds": round(data_s, 1),
+        "train_seconds": round(train_s, 1),
+        "torch_threads": torch.get_num_threads(),
+        "heldout_accuracy": history[-1]["heldout_accuracy"],
+        "history": history,
+    }
+    _write_card(out, info, recipe)
+    return info
 
+
+def _datasets(recipe: JudgeRecipe) -> tuple[list[Example], list[Example]]:
+    """(train, held-out) examples from synthetic pairs rendered with two different seeds."""
+    import tempfile
+
+    from densedpo.synthetic import make_synthetic_pairs
+
+    kw = dict(
+        num_frames=recipe.num_frames,
+        fps=recipe.fps,
+        height=recipe.side,
+        width=recipe.side,
+        segment_seconds=recipe.segment_seconds,
+    )
+    with tempfile.TemporaryDirectory(prefix="densedpo-judge-data-") as tmp:
+        train = make_synthetic_pairs(Path(tmp) / "train", recipe.train_pairs, seed=recipe.train_seed, **kw)
+        heldout = make_synthetic_pairs(Path(tmp) / "eval", recipe.eval_pairs, seed=recipe.eval_seed, **kw)
+        return build_examples(*train, recipe), build_examples(*heldout, recipe)
+
+
+def _fit(model, processor, train_set: list[Example], eval_set: list[Example], recipe: JudgeRecipe, console) -> list:
+    """AdamW with warm-up and cosine decay over shuffled batches; held-out accuracy every 40 steps (the history)."""
+    import torch
+
+    from densedpo.progress import progress_bar
+    from labeler.prompts import load_prompt
+
+    choices = load_prompt(recipe.prompt).choices
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, recipe.warmup_steps, recipe.steps))
     gen = torch.Generator().manual_seed(recipe.seed)
     history = []
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]training the tiny judge"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps · loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("train", total=recipe.steps, loss=math.nan)
+    with progress_bar(console, "steps · loss {task.fields[loss]:.3f}") as bar:
+        task = bar.add_task("training the tiny judge", total=recipe.steps, loss=math.nan)
         order = torch.randperm(len(train_set), generator=gen).tolist()
         cursor = 0
         for step in range(1, recipe.steps + 1):
@@ -239,39 +261,21 @@ def train_tiny_judge(out: Path, recipe: JudgeRecipe | None = None, console=None)
             bar.update(task, advance=1, loss=loss.item())
             if step % 40 == 0 or step == recipe.steps:
                 acc = answer_accuracy(model, processor, eval_set, choices)
-                history.append(
-                    {
-                        "step": step,
-                        "seconds": round(time.perf_counter() - t0, 1),
-                        "loss": loss.item(),
-                        "heldout_accuracy": acc,
-                    }
-                )
-    train_s = time.perf_counter() - t0
-    model.eval()
-    model.save_pretrained(out)
-    info = {
-        "recipe": asdict(recipe),
-        "digest": recipe.digest(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_examples": len(train_set),
-        "heldout_examples": len(eval_set),
-        "data_seconds": round(data_s, 1),
-        "train_seconds": round(train_s, 1),
-        "torch_threads": torch.get_num_threads(),
-        "heldout_accuracy": history[-1]["heldout_accuracy"],
-        "history": history,
-    }
+                seconds = round(time.perf_counter() - t0, 1)
+                history.append({"step": step, "seconds": seconds, "loss": loss.item(), "heldout_accuracy": acc})
+    return history
+
+
+def _write_card(out: Path, info: dict, recipe: JudgeRecipe) -> None:
     (out / "training.json").write_text(json.dumps(info, indent=2))
     (out / "README.md").write_text(
         "# tiny trained judge (densedpo make-tiny vlm --trained)\n\n"
         f"Qwen2-VL, {info['parameters']:,} parameters, trained from random init for {recipe.steps} steps on "
-        f"{len(train_set)} synthetic (segment, order) requests built as `densedpo label` builds them. It tells apart "
-        "densedpo.synthetic artifacts (blur, noise, freeze, flicker, swirl) at 64 px, nothing more: a stand-in\n"
-        f"for a real judge in the demo and the tests. Held-out first/second/tie accuracy (transformers, greedy "
-        f"over the three answers): {info['heldout_accuracy']:.3f}. Recipe and curve: training.json.\n"
+        f"{info['train_examples']} synthetic (segment, order) requests built as `densedpo label` builds them. It "
+        "tells apart densedpo.synthetic artifacts (blur, noise, freeze, flicker, swirl) at 64 px, nothing more: a "
+        "stand-in\nfor a real judge in the demo and the tests. Held-out first/second/tie accuracy (transformers, "
+        f"greedy over the three answers): {info['heldout_accuracy']:.3f}. Recipe and curve: training.json.\n"
     )
-    return info
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:

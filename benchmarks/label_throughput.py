@@ -42,12 +42,12 @@ def build_all(cfg: LabelConfig, model: str) -> tuple[list[dict], int]:
     prompt = load_prompt(cfg.prompt)
     bodies, n_segments = [], 0
     for plan in plan_pairs(cfg):
-        urls = prepare_pair(plan, plan.segments, cfg)
+        frame_urls = prepare_pair(plan, plan.segments, cfg)
         for seg in plan.segments:
             n_segments += 1
             idx = sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)
             for order in REQUEST_ORDERS:
-                first, second = (urls["a"], urls["b"]) if order == "ab" else (urls["b"], urls["a"])
+                first, second = (frame_urls["a"], frame_urls["b"]) if order == "ab" else (frame_urls["b"], frame_urls["a"])
                 msgs = build_messages(prompt, plan.prompt, [first[k] for k in idx], [second[k] for k in idx])
                 bodies.append(build_body(model, msgs, prompt.choices, 16, cfg.top_logprobs))
     return bodies, n_segments

@@ -104,7 +104,6 @@ def make_tiny_vlm(
     import torch
     from transformers import (
         PreTrainedTokenizerFast,
-        Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
@@ -126,6 +125,38 @@ def make_tiny_vlm(
     ids = {t: raw.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
     vocab_size = raw.get_vocab_size()
     vocab_size += -vocab_size % 64  # pad the embedding like real checkpoints do
+
+    config = _qwen2vl_config(dims, vocab_size, ids)
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.save_pretrained(out)
+
+    if score_outputs:
+        _add_score_head(out, config, score_outputs, dims["hidden"], seed)
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "do_sample": False})
+    )
+    (out / "README.md").write_text(
+        "# tiny random Qwen2-VL (densedpo make-tiny vlm)\n\n"
+        "Randomly initialised, about 200k parameters. It exists to exercise real loading, serving and request\n"
+        "code paths. Its answers are noise: labels made with it mean nothing.\n"
+    )
+    return out
+
+
+def _qwen2vl_config(dims: dict, vocab_size: int, ids: dict):
+    """A Qwen2-VL config of the given sizes (VLM_SIZES) and special-token ids, saved as real checkpoints are."""
+    from transformers import Qwen2VLConfig
 
     config = Qwen2VLConfig(
         text_config=dict(
@@ -161,31 +192,7 @@ def make_tiny_vlm(
         tie_word_embeddings=False,
     )
     config.architectures = ["Qwen2VLForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    model.save_pretrained(out)
-
-    if score_outputs:
-        _add_score_head(out, config, score_outputs, dims["hidden"], seed)
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, merge_size=2)
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=_CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "generation_config.json").write_text(
-        json.dumps({"eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"], "do_sample": False})
-    )
-    (out / "README.md").write_text(
-        "# tiny random Qwen2-VL (densedpo make-tiny vlm)\n\n"
-        "Randomly initialised, about 200k parameters. It exists to exercise real loading, serving and request\n"
-        "code paths. Its answers are noise: labels made with it mean nothing.\n"
-    )
-    return out
+    return config
 
 
 def _train_t5_tokenizer(vocab_size: int):

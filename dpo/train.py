@@ -191,7 +191,6 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     cuda = torch.cuda.is_available()
     mp = ("bf16" if cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
     accel = Accelerator(cpu=not cuda, mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
-    rank, world = accel.process_index, accel.num_processes
     out = Path(cfg.out)
 
     # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
@@ -206,31 +205,7 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     counts.update(train=len(train_set), val=len(val_set))
 
     # 2. Model: LoRA policy whose reference is the same weights with adapters disabled, or a frozen copy.
-    transformer = _load_transformer(cfg.model)
-    if cfg.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    if cfg.full_finetune:
-        reference = copy.deepcopy(transformer).requires_grad_(False).eval()
-        transformer.requires_grad_(True)
-        ref_ctx = contextlib.nullcontext
-    else:
-        from peft import LoraConfig
-
-        transformer.requires_grad_(False)
-        torch.manual_seed(cfg.seed)  # LoRA A is initialised from the global RNG
-        transformer.add_adapter(
-            LoraConfig(
-                r=cfg.lora_rank,
-                lora_alpha=cfg.lora_alpha or cfg.lora_rank,
-                init_lora_weights=True,
-                target_modules=LORA_TARGETS,
-            )
-        )
-        reference = transformer  # the same module: no second copy in memory
-
-        def ref_ctx():
-            return _adapters_disabled(transformer)
-
+    transformer, reference, ref_ctx = _policy_and_reference(cfg)
     transformer.train()
     params = [p for p in transformer.parameters() if p.requires_grad]
 
@@ -256,21 +231,7 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
         task = bar.add_task("training", total=cfg.max_steps, completed=step, loss=math.nan, acc=math.nan)
         grad_norm = torch.tensor(0.0)
         while step < cfg.max_steps:
-            stats = []
-            for micro in range(cfg.grad_accum):
-                idx = batch_indices(len(train_set), cfg.seed, step, micro, rank, world, cfg.grad_accum, cfg.batch_size)
-                batch = _to(collate([train_set[i] for i in idx], cfg.label_mode), accel.device)
-                gen = step_generator(cfg.seed, step, rank, micro)
-                with accel.accumulate(policy), accel.autocast():
-                    res = dpo_step(
-                        policy, reference if cfg.full_finetune else accel.unwrap_model(policy), batch, gen, cfg, ref_ctx
-                    )
-                    accel.backward(res.loss)
-                    if accel.sync_gradients:
-                        grad_norm = accel.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                stats.append(res)
+            stats, grad_norm = _optimizer_step(cfg, accel, policy, reference, ref_ctx, opt, train_set, step, grad_norm)
             sched.step()
             step += 1
             row = _metrics(stats, accel, step, sched.get_last_lr()[0], grad_norm)
@@ -301,6 +262,52 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
     accel.wait_for_everyone()
     accel.end_training()
     return TrainResult(out, step, history, val_acc, counts)
+
+
+def _policy_and_reference(cfg: TrainConfig):
+    """(policy, reference, ref_ctx): LoRA adapters on the transformer, the reference being the same module with
+    adapters disabled inside ref_ctx(); or, for full fine-tuning, a frozen copy and a no-op context."""
+    transformer = _load_transformer(cfg.model)
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    if cfg.full_finetune:
+        reference = copy.deepcopy(transformer).requires_grad_(False).eval()
+        transformer.requires_grad_(True)
+        return transformer, reference, contextlib.nullcontext
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    torch.manual_seed(cfg.seed)  # LoRA A is initialised from the global RNG
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or cfg.lora_rank,
+        init_lora_weights=True,
+        target_modules=LORA_TARGETS,
+    )
+    transformer.add_adapter(lora)
+    return transformer, transformer, lambda: _adapters_disabled(transformer)  # no second copy in memory
+
+
+def _optimizer_step(cfg: TrainConfig, accel, policy, reference, ref_ctx, opt, train_set, step: int, grad_norm):
+    """One optimizer step over cfg.grad_accum micro-batches; the batch and noise are functions of (seed, step,
+    rank, micro), so a resumed run sees exactly what an uninterrupted one would. Returns (step results, grad norm)."""
+    rank, world = accel.process_index, accel.num_processes
+    params = [p for p in policy.parameters() if p.requires_grad]
+    stats = []
+    for micro in range(cfg.grad_accum):
+        idx = batch_indices(len(train_set), cfg.seed, step, micro, rank, world, cfg.grad_accum, cfg.batch_size)
+        batch = _to(collate([train_set[i] for i in idx], cfg.label_mode), accel.device)
+        gen = step_generator(cfg.seed, step, rank, micro)
+        with accel.accumulate(policy), accel.autocast():
+            ref = reference if cfg.full_finetune else accel.unwrap_model(policy)
+            res = dpo_step(policy, ref, batch, gen, cfg, ref_ctx)
+            accel.backward(res.loss)
+            if accel.sync_gradients:
+                grad_norm = accel.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        stats.append(res)
+    return stats, grad_norm
 
 
 def evaluate(model, reference, val_set: list[Example], cfg: TrainConfig, ref_ctx, accel, draws: int = 4) -> float:

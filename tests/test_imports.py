@@ -81,3 +81,29 @@ def test_help_imports_no_heavy_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == ""
+
+
+def _source_files():
+    for pkg in PACKAGES:
+        yield from sorted((REPO / pkg).rglob("*.py"))
+
+
+def test_every_file_says_what_it_is_for():
+    import ast
+
+    missing = [str(p.relative_to(REPO)) for p in _source_files() if not ast.get_docstring(ast.parse(p.read_text()))]
+    assert not missing, f"files without an opening docstring: {missing}"
+
+
+def test_no_function_over_80_lines():
+    """Bodies only (a typer command's option table is its signature); tests and benchmarks are exempt."""
+    import ast
+
+    long = []
+    for path in _source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.body[0].lineno + 1
+                if lines > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.name} ({lines} lines)")
+    assert not long, long

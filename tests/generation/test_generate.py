@@ -306,3 +306,24 @@ def test_a_bug_is_not_a_skipped_source(tiny_wan, sources, tmp_path, monkeypatch)
             GenerateConfig(sources=sources, model=str(tiny_wan), out=tmp_path / "o", **SMALL), progress=False
         )
     assert not (tmp_path / "o" / "rows").exists() or not list((tmp_path / "o" / "rows").glob("*.json"))
+
+
+def test_generate_and_train_encode_a_video_to_the_same_latents(sdedit_run, tiny_wan, tmp_path):
+    """One VAE encode + normalise (densedpo.latents) for both stages: the latents `train` caches for a video are
+    the ones `generate` would compute from the same frames, and they are not trivially equal (not all zero)."""
+    from collections import namedtuple
+
+    from dpo.data import encode_into_cache
+    from generation.engine import Sampler
+
+    out, df = sdedit_run
+    video = out / df.iloc[0]["video_a"]
+    frames = read_frames(video)
+    sampler = Sampler(GenerateConfig(sources=Path("-"), model=str(tiny_wan), out=out, **SMALL), device="cpu")
+    from_generate = sampler.encode_video(frames)[0]
+    Row = namedtuple("Row", "pair_id video_a video_b prompt")
+    encode_into_cache([Row("p0", str(video), str(video), "a prompt")], out / "pairs.parquet", tmp_path, str(tiny_wan))
+    from_train = load_file(tmp_path / "p0.safetensors")["latents_a"]
+    assert from_train.shape == from_generate.shape
+    assert torch.equal(from_train, from_generate)
+    assert from_train.abs().sum() > 0
