@@ -47,7 +47,7 @@ def build_all(cfg: LabelConfig, model: str) -> tuple[list[dict], int]:
             n_segments += 1
             idx = sample_frame_indices(seg, plan.info.fps, cfg.sample_fps)
             for order in REQUEST_ORDERS:
-                first, second = (frame_urls["a"], frame_urls["b"]) if order == "ab" else (frame_urls["b"], frame_urls["a"])
+                first, second = (frame_urls[x] for x in (("a", "b") if order == "ab" else ("b", "a")))
                 msgs = build_messages(prompt, plan.prompt, [first[k] for k in idx], [second[k] for k in idx])
                 bodies.append(build_body(model, msgs, prompt.choices, 16, cfg.top_logprobs))
     return bodies, n_segments

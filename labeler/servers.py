@@ -8,7 +8,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from densedpo.errors import DenseDPOError
+from densedpo.supervise import supervised
 
 
 def free_port() -> int:
@@ -69,31 +69,6 @@ def vllm_env(cpu: bool) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux: the server is killed when densedpo dies, even by SIGKILL. SIGKILL, not SIGTERM: vLLM ignores or
-    # defers SIGTERM while it starts up, and an orphan stuck there holds its GPU for minutes. Its engine
-    # processes exit when the API server is gone. The signal follows the thread that started the server: start
-    # it from the main thread (label, serve and the demo do).
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.setsid()
-
-
-def stop_process_group(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @contextlib.contextmanager
 def managed_vllm(
     model: str,
@@ -142,19 +117,14 @@ def managed_scorer(
 def managed_process(
     cmd: list[str], port: int, log_path: Path, env: dict, startup_timeout_s: float, what: str
 ) -> Iterator[str]:
-    """Start `cmd` (a server on `port` with GET /health), yield its URL once healthy, stop it on every exit."""
+    """Start `cmd` (a server on `port` with GET /health), yield its URL once healthy, stop it on every exit.
+
+    The server runs under densedpo.supervise: its whole process tree goes with this process, whether it returns,
+    raises or is killed (SIGKILL included), at any moment of start-up or use."""
     url = f"http://127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent
-    )
-    try:
+    with supervised(cmd, log_path=log_path, env=env) as proc:
         _wait_healthy(proc, url, log_path, startup_timeout_s, what)
         yield url
-    finally:
-        stop_process_group(proc)
-        log.close()
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float, what: str = "vLLM") -> None:

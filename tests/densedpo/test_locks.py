@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -141,48 +139,9 @@ def test_second_generate_or_train_on_a_busy_out_exits(command, tmp_path):
         holder.wait()
 
 
-def test_parent_death_kills_a_child_that_ignores_sigterm(tmp_path):
-    """vLLM ignores SIGTERM while it starts; the parent-death signal must be one it cannot ignore."""
-    pid_file = tmp_path / "child.pid"
-    parent = textwrap.dedent(f"""
-        import subprocess, sys, time
-        from labeler.servers import _die_with_parent
-        child = subprocess.Popen([sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
-            preexec_fn=_die_with_parent)
-        open({str(pid_file)!r}, "w").write(str(child.pid))
-        time.sleep(600)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
-    deadline = time.monotonic() + 30
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
-    time.sleep(0.5)  # the child is past its preexec and ignoring SIGTERM
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the server outlived its owner"
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
-
-
-def session_members(sid: int) -> list[int]:
-    members = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[4]) == sid and fields[0] != "Z":
-                members.append(int(d))
-    return members

@@ -189,59 +189,48 @@ def test_embedded_vllm_starts_and_stops(tiny_vlm, synthetic, tmp_path):
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _title(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/comm").read().strip()
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
-def test_sigkill_while_the_embedded_vllm_starts_leaves_no_orphan(tiny_vlm, synthetic, tmp_path):
-    """kill -9 of `label --model` while vLLM is still starting: the server and its engine processes go too."""
+@pytest.mark.parametrize("when", ["starting", "labeling"])
+def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
+    """kill -9 of `label --model` while vLLM starts or while it labels: the API server, the engine core and its
+    workers (renamed VLLM::EngineCore / VLLM::Worker) all go. Found by an environment marker they all inherit."""
     import os
     import signal
     import subprocess
     import sys
     import time
+    import uuid
 
+    from densedpo.synthetic import make_synthetic_pairs
     from tests.conftest import REPO
-    from tests.densedpo.test_locks import session_members
+    from tests.densedpo.test_supervise import marked, wait_gone
 
-    pairs_path, _ = synthetic
+    pairs_path, _ = make_synthetic_pairs(tmp_path / "pairs", num_pairs=12, num_frames=49, height=64, width=64)
     out = tmp_path / "labels.parquet"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "label",
-            "--pairs",
-            str(pairs_path),
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_vlm),
-            "--quiet",
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    log = out.with_name(out.name + ".vllm.log")
-    deadline = time.monotonic() + 120
-    server = None
-    while server is None and time.monotonic() < deadline:
-        kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == proc.pid]
-        server = kids[0] if kids else None
-        time.sleep(0.1)
-    assert server is not None
-    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 2000):
-        time.sleep(0.2)  # vLLM is loading: past its own start, not yet healthy
-    assert "Application startup complete" not in log.read_text()
+    mark = uuid.uuid4().hex
+    cmd = [sys.executable, "-m", "app.cli", "label", "--pairs", pairs_path, "--out", out, "--model", tiny_vlm]
+    env = {**os.environ, "DENSEDPO_TEST_MARK": mark}
+    args = [str(a) for a in cmd] + ["--quiet", "--concurrency", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, journal = out.with_name(out.name + ".vllm.log"), out.with_name(out.name + ".journal.jsonl")
+    deadline = time.monotonic() + 300
+    if when == "starting":
+        while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 2000):
+            time.sleep(0.2)  # vLLM is loading: past its own start, not yet healthy
+        assert "Application startup complete" not in log.read_text()
+    else:
+        while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 3):
+            time.sleep(0.2)  # answers are coming in: the engine core and its worker are up
+        assert proc.poll() is None, "labeling ended before the kill"
+        assert "VLLM::EngineCore" in {_title(p) for p in marked(mark)}
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 20
-    while session_members(server) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert session_members(server) == [], "vLLM outlived the labeler that started it"
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+    left = wait_gone(mark, timeout_s=60)
+    assert left == [], f"outlived the labeler: {[(p, _title(p)) for p in left]}"
