@@ -212,6 +212,7 @@ def eval_labels(
     target_accuracy: Annotated[float, typer.Option(help="Report the lowest --min-confidence whose segment accuracy reaches this.")] = 0.8,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over pairs for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    reference_judge: Annotated[str | None, typer.Option(help="A reference table of several judges (a jury's): the judge to measure against [default: its jury].")] = None,
 ) -> None:
     """How good are these labels? Judges against references: accuracy, coverage, kappa, calibration, biases.
 
@@ -226,7 +227,7 @@ def eval_labels(
         raise DenseDPOError(f"--target-accuracy must lie in (0, 1], got {target_accuracy}.")
     if bootstrap < 1:
         raise DenseDPOError(f"--bootstrap must be at least 1, got {bootstrap}.")
-    report = evaluate_judges(labels, reference, pairs, target_accuracy, bootstrap, seed)
+    report = evaluate_judges(labels, reference, pairs, target_accuracy, bootstrap, seed, reference_judge)
     print_judge_report(report)
     if plots is not None:
         for k, ref in enumerate(report["references"]):

@@ -165,7 +165,8 @@ def print_judge_report(report: dict) -> None:
             if m:
                 out.print(
                     f"{name}: --tie-margin {m['value']:.4g} reproduces this reference best (3-way agreement "
-                    f"{m['agreement']:.3f} on {m['segments']} segments; {m['agreement_at_zero']:.3f} at 0); "
+                    f"{m['agreement']:.3f} on the {m['segments']} segments it was fitted on, "
+                    f"{_opt(m['heldout_agreement'])} on held-out pairs (5-fold); {m['agreement_at_zero']:.3f} at 0); "
                     "rerun label with it: the journal answers, nothing is asked again."
                 )
         curve = Table(title="accuracy–coverage curve: segment accuracy / coverage at each --min-confidence")
@@ -191,3 +192,7 @@ def print_judge_report(report: dict) -> None:
                 if key in ceiling:
                     h.add_row(key.replace("_", " "), _ci(ceiling[key]))
             out.print(h)
+
+
+def _opt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

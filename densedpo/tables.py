@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from densedpo.errors import TableError
+from densedpo.errors import DenseDPOError, TableError
 from densedpo.files import atomic_path
 
 SCHEMA_VERSION = 2  # v2: labels gained answer_ab, answer_ba, judge, annotator, score_a, score_b (v1 still read)
@@ -265,3 +265,28 @@ def write_table(df: pd.DataFrame, path: str | Path, schema: Schema, extra_metada
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+JURY = "jury"  # the judge id of a jury's combined rows (labeler: config.JURY)
+
+
+def one_judge(labels: pd.DataFrame, where: str | Path, judge: str | None, flag: str) -> pd.DataFrame:
+    """The rows of one judge from a table that may hold several (a jury's): `judge` if given, else the jury's
+    combined rows, else the table's only judge; several judges and no jury is a one-line error naming them and
+    `flag` (how the caller picks one: `-o judge`, `--reference-judge`). Rows without a judge column are one judge's."""
+    if "judge" not in labels.columns or labels["judge"].isna().all():
+        if judge is not None:
+            raise DenseDPOError(f"{flag}={judge} but {where} has no judge column (one judge's labels).")
+        return labels
+    names = sorted(labels["judge"].dropna().unique())
+    if judge is None:
+        if len(names) <= 1:
+            return labels
+        if JURY not in names:
+            raise DenseDPOError(
+                f"{where} holds the labels of several judges ({', '.join(names)}); pick one with {flag}=NAME."
+            )
+        judge = JURY
+    if judge not in names:
+        raise DenseDPOError(f"{flag}={judge}: {where} has no rows of that judge; it has {', '.join(names)}.")
+    return labels[labels["judge"] == judge].reset_index(drop=True)

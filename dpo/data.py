@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from densedpo.errors import DenseDPOError
-from densedpo.tables import LABELS, PAIRS, read_table, resolve_path
+from densedpo.tables import LABELS, PAIRS, one_judge, read_table, resolve_path
 from dpo.segments import latent_labels, row_label
 
 
@@ -27,26 +27,6 @@ class Example:
     labels: torch.Tensor  # (T,) int64 in {+1, -1, 0}
 
 
-def judge_rows(labels: pd.DataFrame, labels_path: Path, judge: str | None) -> pd.DataFrame:
-    """The rows of one judge from a table that holds several (a jury's): `judge`, else the jury's combined rows."""
-    if "judge" not in labels.columns:
-        if judge is not None:
-            raise DenseDPOError(f"-o judge={judge} but {labels_path} has no judge column (one judge's labels).")
-        return labels
-    names = sorted(labels["judge"].dropna().unique())
-    if judge is None:
-        if len(names) <= 1:
-            return labels
-        if "jury" not in names:
-            raise DenseDPOError(
-                f"{labels_path} holds the labels of several judges ({', '.join(names)}); pick one with -o judge=NAME."
-            )
-        judge = "jury"
-    if judge not in names:
-        raise DenseDPOError(f"-o judge={judge}: {labels_path} has no rows of that judge; it has {', '.join(names)}.")
-    return labels[labels["judge"] == judge].reset_index(drop=True)
-
-
 def join_tables(
     pairs_path: Path, labels_path: Path, min_non_tie_fraction: float, judge: str | None = None
 ) -> tuple[pd.DataFrame, dict, dict]:
@@ -54,7 +34,7 @@ def join_tables(
 
     A table of several judges trains on one of them: `judge`, by default the jury's combined rows."""
     pairs = read_table(pairs_path, PAIRS)
-    labels = judge_rows(read_table(labels_path, LABELS), labels_path, judge)
+    labels = one_judge(read_table(labels_path, LABELS), labels_path, judge, flag="-o judge")
     unknown = sorted(set(labels["pair_id"]) - set(pairs["pair_id"]))
     if unknown:
         raise DenseDPOError(

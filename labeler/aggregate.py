@@ -37,9 +37,14 @@ def aggregate_segment(ab: OrderResult, ba: OrderResult, min_confidence: float) -
         conf = max(p_a, p_b, p_tie)
         return _row("tie", p_a, p_b, p_tie, conf, False, "order_inconsistent", None, raw)
     confidence = {"a": p_a, "b": p_b, "tie": p_tie}[ab.answer]
-    if confidence < min_confidence:
-        return _row("tie", p_a, p_b, p_tie, confidence, True, "low_confidence", None, raw)
-    return _row(ab.answer, p_a, p_b, p_tie, confidence, True, "ok", None, raw)
+    status = answer_status(confidence, min_confidence)
+    return _row(ab.answer if status == "ok" else "tie", p_a, p_b, p_tie, confidence, True, status, None, raw)
+
+
+def answer_status(confidence: float, min_confidence: float) -> str:
+    """The one rule for every judge kind (chat, scorer, jury): an answer, tie included, whose confidence is below
+    min_confidence is low_confidence (and counts as a tie); otherwise ok."""
+    return "low_confidence" if confidence < min_confidence else "ok"
 
 
 def _failed(results: list[OrderResult], raw: str) -> dict | None:
@@ -72,8 +77,8 @@ def aggregate_scores(a: OrderResult, b: OrderResult, tie_margin: float, scale: f
     """One labels row's judgement fields from a scorer's scores of the segment's two videos.
 
     Preference a when score_a - score_b > tie_margin, b when below -tie_margin, else tie; probabilities and the
-    confidence (the chosen answer's probability) from score_probabilities; below min_confidence a decided segment
-    becomes low_confidence (a tie), as for chat judges. No order is involved, so order_agreement is null.
+    confidence (the chosen answer's probability) from score_probabilities; below min_confidence the answer (a tie
+    too) becomes low_confidence, as for chat judges (answer_status). No order is involved, so order_agreement is null.
     """
     raw = f"a: {a.score} | b: {b.score}"
     failed = _failed([a, b], raw)
@@ -83,9 +88,8 @@ def aggregate_scores(a: OrderResult, b: OrderResult, tie_margin: float, scale: f
     p_a, p_b, p_tie = score_probabilities(d, tie_margin, scale)
     preference = "a" if d > tie_margin else "b" if d < -tie_margin else "tie"
     confidence = {"a": p_a, "b": p_b, "tie": p_tie}[preference]
-    if preference != "tie" and confidence < min_confidence:
-        return _row("tie", p_a, p_b, p_tie, confidence, None, "low_confidence", None, raw)
-    return _row(preference, p_a, p_b, p_tie, confidence, None, "ok", None, raw)
+    status = answer_status(confidence, min_confidence)
+    return _row(preference if status == "ok" else "tie", p_a, p_b, p_tie, confidence, None, status, None, raw)
 
 
 JURY_RULES = ("mean", "majority")
@@ -98,7 +102,7 @@ def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> d
     - majority: the preference most judges gave (their filtered preference; equal top counts give tie).
     The confidence is the judges' agreement: the share of judges whose own preference is the jury's. Judges
     whose row failed are left out; when all failed, the row fails as the first did. Below min_confidence the
-    jury's answer becomes low_confidence (a tie).
+    jury's answer becomes low_confidence (a tie), by the rule of every judge (answer_status).
     """
     if rule not in JURY_RULES:
         raise ValueError(f"rule must be one of {JURY_RULES}, got {rule!r}")
@@ -115,7 +119,7 @@ def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> d
         counts = Counter(prefs).most_common()
         preference = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else "tie"
     agreement = sum(p == preference for p in prefs) / len(prefs)
-    status = "ok" if agreement >= min_confidence or preference == "tie" else "low_confidence"
+    status = answer_status(agreement, min_confidence)
     return _row(
         preference if status == "ok" else "tie",
         mean["p_a"],

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from densedpo.errors import DenseDPOError
+from densedpo.tables import JURY as JURY  # the judge id of a jury's combined rows, re-exported
 from labeler.aggregate import JURY_RULES
 from labeler.judges import JudgeSpec, load_jury
 from labeler.prompts import DEFAULT_PROMPT
-
-JURY = "jury"  # the judge id of a jury's combined rows
 
 
 @dataclass

@@ -65,16 +65,21 @@ def order_answers(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def agreed_answer(df: pd.DataFrame) -> pd.Series:
-    """The preference both orders gave (a, b or tie) whatever the confidence; None where they differ or failed."""
+    """The answer a row's judge gave before the --min-confidence filter (a, b or tie); None where its orders
+    differ or it failed. Chat rows: the preference both orders gave. Rows without per-order answers (scorers,
+    juries, v1 tables without raw answers): an ok row's preference, a low_confidence row's answer is the class
+    whose probability is its confidence (every judge kind stores that probability as the confidence)."""
     ab, ba = order_answers(df)
     pref_ab, pref_ba = _position_to_pref(ab, "a"), _position_to_pref(ba, "b")
-    agreed = pref_ab.where(pref_ab.eq(pref_ba) & pref_ab.notna(), None)
-    # rows without per-order answers: the agreed answer is the class whose probability is the confidence
-    missing = agreed.isna() & df["order_agreement"].eq(True).fillna(False) & df["confidence"].notna()
-    if missing.any():
-        probs = df.loc[missing, ["p_a", "p_b", "p_tie"]].to_numpy(float)
-        conf = df.loc[missing, "confidence"].to_numpy(float)[:, None]
-        agreed.loc[missing] = np.array(CLASSES)[np.abs(probs - conf).argmin(axis=1)]
+    agreed = pref_ab.where(pref_ab.eq(pref_ba) & pref_ab.notna(), None).astype(object)
+    without_orders = ab.isna() & ba.isna() & df["order_agreement"].ne(False) & df["confidence"].notna()
+    ok = without_orders & df["status"].eq("ok") & df["preference"].isin(CLASSES)
+    agreed.loc[ok] = df.loc[ok, "preference"]
+    low = without_orders & df["status"].eq("low_confidence")
+    if low.any():
+        probs = df.loc[low, ["p_a", "p_b", "p_tie"]].to_numpy(float)
+        conf = df.loc[low, "confidence"].to_numpy(float)[:, None]
+        agreed.loc[low] = np.array(CLASSES)[np.abs(probs - conf).argmin(axis=1)]
     return agreed
 
 
@@ -86,7 +91,9 @@ def decided_at(agreed: pd.Series, confidence: pd.Series, threshold: float) -> pd
 def reference_consensus(ref: pd.DataFrame) -> pd.DataFrame:
     """One reference label per segment: the annotators' majority (a/b/tie), no majority -> tie.
 
-    Returns pair_id, segment_idx, preference, status (ok) — a labels-like frame where decided means a or b.
+    A reference of several judges (a jury table) must be narrowed to one judge first (`one_judge`): its rows
+    are not annotators. Returns pair_id, segment_idx, preference, status (ok) — a labels-like frame where decided
+    means a or b.
     """
     ref = ref.assign(_label=three_class(ref))
     if "annotator" not in ref.columns or ref.groupby(KEY).size().max() == 1:
@@ -474,12 +481,13 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------- the command
 
 
-def fit_tie_margin(labels: pd.DataFrame, reference: pd.DataFrame) -> dict | None:
+def fit_tie_margin(labels: pd.DataFrame, reference: pd.DataFrame, folds: int = 5, seed: int = 0) -> dict | None:
     """For a scorer's table (score_a, score_b): the --tie-margin that best reproduces the reference's a/b/tie.
 
     Tries 0 and every midpoint between consecutive |score_a - score_b| of the shared segments; returns the one with
-    the highest 3-way agreement (the smallest margin among equals), its agreement, and the agreement at 0. None
-    when the table holds no scores.
+    the highest 3-way agreement (the smallest margin among equals), its agreement on the data it was fitted on, the
+    agreement at 0, and `heldout_agreement`: k-fold cross-validation over pairs (fit on k-1 folds, score the
+    held-out fold), the figure to expect on new pairs. None when the table holds no scores.
     """
     if not {"score_a", "score_b"} <= set(labels.columns):
         return None
@@ -489,21 +497,43 @@ def fit_tie_margin(labels: pd.DataFrame, reference: pd.DataFrame) -> dict | None
         return None
     d = (shared["score_a"] - shared["score_b"]).to_numpy(float)
     ref = shared["_ref"].to_numpy()
-    gaps = np.unique(np.abs(d))
-    candidates = np.concatenate([[0.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1e-9]])
-
-    def agreement(m: float) -> float:
-        pred = np.where(d > m, "a", np.where(d < -m, "b", "tie"))
-        return float((pred == ref).mean())
-
-    scores = [agreement(m) for m in candidates]
-    best = int(np.argmax(scores))
+    best, scores = _best_margin(d, ref)
+    heldout = _cross_validated_agreement(d, ref, shared["pair_id"].to_numpy(), folds, seed)
     return {
-        "value": float(candidates[best]),
-        "agreement": scores[best],
+        "value": best,
+        "agreement": max(scores),
+        "heldout_agreement": heldout,
         "agreement_at_zero": scores[0],
         "segments": len(d),
     }
+
+
+def margin_agreement(d: np.ndarray, ref: np.ndarray, margin: float) -> float:
+    """Share of segments where the margin's a/b/tie (a when d > margin) equals the reference."""
+    pred = np.where(d > margin, "a", np.where(d < -margin, "b", "tie"))
+    return float((pred == ref).mean())
+
+
+def _best_margin(d: np.ndarray, ref: np.ndarray) -> tuple[float, list[float]]:
+    """(the best margin, the agreement of every candidate; candidate 0 is margin 0)."""
+    gaps = np.unique(np.abs(d))
+    candidates = np.concatenate([[0.0], (gaps[:-1] + gaps[1:]) / 2, [gaps[-1] + 1e-9]])
+    scores = [margin_agreement(d, ref, m) for m in candidates]
+    return float(candidates[int(np.argmax(scores))]), scores
+
+
+def _cross_validated_agreement(d, ref, pair_ids, folds: int, seed: int) -> float | None:
+    """Agreement on held-out pairs: pairs split into `folds` groups, each scored with the margin fitted on the rest."""
+    pairs = np.unique(pair_ids)
+    if len(pairs) < 2:
+        return None
+    fold_of = dict(zip(np.random.default_rng(seed).permutation(pairs), np.arange(len(pairs)) % min(folds, len(pairs))))
+    fold = np.array([fold_of[p] for p in pair_ids])
+    hits = 0.0
+    for k in np.unique(fold):
+        margin, _ = _best_margin(d[fold != k], ref[fold != k])
+        hits += margin_agreement(d[fold == k], ref[fold == k], margin) * (fold == k).sum()
+    return hits / len(d)
 
 
 def judges_in(path: Path, labels: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -523,10 +553,12 @@ def evaluate_judges(
     target_accuracy: float = 0.8,
     n_boot: int = 1000,
     seed: int = 0,
+    reference_judge: str | None = None,
 ) -> dict:
-    """The report of eval-labels: every judge of every labels table against every reference table."""
+    """The report of eval-labels: every judge of every labels table against every reference table (a reference
+    of several judges counts one of them: `reference_judge`, by default its jury)."""
     from densedpo.errors import DenseDPOError
-    from densedpo.tables import LABELS, read_table
+    from densedpo.tables import LABELS, one_judge, read_table
 
     judges: dict[str, pd.DataFrame] = {}
     for path in label_paths:
@@ -538,7 +570,7 @@ def evaluate_judges(
         motion = segment_motion(pairs, every)
     reports = []
     for ref_path in reference_paths:
-        raw = read_table(ref_path, LABELS)
+        raw = one_judge(read_table(ref_path, LABELS), ref_path, reference_judge, flag="--reference-judge")
         ref = reference_consensus(raw)
         per_judge = {}
         for name, table in judges.items():

@@ -183,8 +183,11 @@ class Judge:
         return f"{self.kind}:{model}"
 
     def fingerprint(self) -> dict:
-        """What changes the requests: a journal is reused only when it matches."""
-        return {"id": self.id, "model": self.model}
+        """What changes the requests: a journal is reused only when it matches. Every field of a request body but
+        its messages (the prompt's hash and the frame settings stand for those), so max_tokens, top_logprobs, n,
+        temperature or a response format of other settings never reuse an old answer."""
+        body = self.request(self.units[0], "", [], [])
+        return {"id": self.id, "model": self.model, "request": {k: v for k, v in body.items() if k != "messages"}}
 
     async def start(self, pool) -> None:
         """Check the server answers as this judge needs (probe); raise DenseDPOError naming the fix."""

@@ -269,7 +269,7 @@ class OpenAIChatJudge(VllmChatJudge):
             if not valid:
                 return fail(answers[0][1], " | ".join(map(str, replies)))
             probs = vote_shares(valid, choices)
-            chosen = max(range(3), key=lambda i: (probs[i], i == 2))  # equal votes: tie
+            chosen = top_choice(probs)
             raw = " | ".join(valid)
         else:
             answer, why = json_answer(replies[0], choices)
@@ -296,3 +296,11 @@ class OpenAIChatJudge(VllmChatJudge):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+
+
+def top_choice(probs: tuple[float, ...] | list[float]) -> int:
+    """Index of the most voted answer (first, second, tie); equal top votes give tie (index 2), so an even number
+    of samples split between first and second adds no position bias of its own."""
+    top = max(probs)
+    winners = [i for i, p in enumerate(probs) if p == top]
+    return winners[0] if len(winners) == 1 else 2

@@ -34,7 +34,7 @@ def score(unit, value):
 def test_aggregate_scores_margin_and_confidence():
     row = aggregate_scores(score("a", 3.0), score("b", 1.0), tie_margin=0.5, scale=1.0, min_confidence=0.5)
     assert row["preference"] == "a" and row["status"] == "ok" and row["confidence"] == pytest.approx(sig(1.5))
-    row = aggregate_scores(score("a", 1.2), score("b", 1.0), tie_margin=0.5, scale=1.0, min_confidence=0.5)
+    row = aggregate_scores(score("a", 1.2), score("b", 1.0), tie_margin=0.5, scale=1.0, min_confidence=0.2)
     assert row["preference"] == "tie" and row["status"] == "ok" and row["order_agreement"] is None
     row = aggregate_scores(score("a", 1.0), score("b", 1.7), tie_margin=0.5, scale=1.0, min_confidence=0.6)
     assert row["status"] == "low_confidence" and row["preference"] == "tie"  # p_b = sig(0.2) = 0.55 < 0.6
@@ -120,3 +120,61 @@ def test_fit_tie_margin_on_a_reference():
     assert fit["agreement"] == pytest.approx(5 / 6) and fit["agreement_at_zero"] == pytest.approx(3 / 6)
     assert fit["value"] == pytest.approx(0.1875) and fit["segments"] == 6
     assert fit_tie_margin(labels.drop(columns=["score_a"]), ref) is None
+
+
+def test_one_status_rule_for_ties_of_every_judge_kind():
+    """A tie below --min-confidence is low_confidence for a chat judge, a scorer and a jury alike."""
+    from labeler.aggregate import aggregate_segment
+
+    def chat(unit, p):
+        return OrderResult(f"p:0:{unit}", unit, "ok", answer="tie", p_a=p[0], p_b=p[1], p_tie=p[2])
+
+    assert (
+        aggregate_segment(chat("ab", (0.3, 0.3, 0.4)), chat("ba", (0.3, 0.3, 0.4)), 0.5)["status"] == "low_confidence"
+    )
+    # scorer: d = 0.2 inside the margin 0.5 -> tie with p_tie = 1 - sig(-0.3) - sig(-0.7) = 0.2424
+    row = aggregate_scores(score("a", 1.2), score("b", 1.0), tie_margin=0.5, scale=1.0, min_confidence=0.5)
+    assert row["preference"] == "tie" and row["status"] == "low_confidence"
+    assert row["confidence"] == pytest.approx(1 - sig(-0.3) - sig(-0.7))
+    # jury: two judges say tie, one says a -> tie with agreement 2/3, below 0.9
+    rows = {"x": judged("tie", 0.2, 0.2, 0.6), "y": judged("tie", 0.3, 0.2, 0.5), "z": judged("a", 0.6, 0.3, 0.1)}
+    jury = combine_judges(rows, "majority", 0.9)
+    assert jury["preference"] == "tie" and jury["status"] == "low_confidence"
+    assert combine_judges(rows, "majority", 0.5)["status"] == "ok"
+
+
+def test_equal_top_votes_are_a_tie_not_the_first_position():
+    """--samples 2 split between first and second: the tool must not pick `first` (a position bias of its own)."""
+    from labeler.judges import JudgeSpec, make_judge
+    from labeler.judges.chat import top_choice
+
+    assert top_choice([0.5, 0.5, 0.0]) == 2 and top_choice([0.5, 0.0, 0.5]) == 2 and top_choice([0.0, 0.5, 0.5]) == 2
+    assert top_choice([0.6, 0.4, 0.0]) == 0 and top_choice([0.0, 1.0, 0.0]) == 1
+    judge = make_judge(JudgeSpec(api="openai", model="o3", samples=2))
+    judge.bind("o3")
+    body = {
+        "choices": [{"message": {"content": '{"answer": "first"}'}}, {"message": {"content": '{"answer": "second"}'}}]
+    }
+    result = judge.read(body, "p:0:ab", "ab")
+    assert result.status == "ok" and result.answer == "tie"
+    assert (result.p_a, result.p_b) == (0.5, 0.5)
+
+
+def test_fingerprint_covers_every_request_field():
+    """A journal made with other top_logprobs or max_tokens (or samples) is not reused."""
+    from labeler.judges import JudgeSpec, make_judge
+
+    def fp(**kw):
+        judge = make_judge(JudgeSpec(**{"model": "m", **kw}))
+        judge.bind("m")
+        return judge.fingerprint()
+
+    assert fp() == fp()
+    assert fp(top_logprobs=5) != fp()
+    assert fp(api="openai", max_tokens=32) != fp(api="openai", max_tokens=64)
+    assert fp(api="openai", samples=3) != fp(api="openai", samples=5)
+    vllm = make_judge(JudgeSpec(model="m"))
+    vllm.bind("m")
+    before = vllm.fingerprint()
+    vllm.max_tokens = 7  # set by the constraint probe at start
+    assert vllm.fingerprint() != before and vllm.fingerprint()["request"]["max_tokens"] == 7

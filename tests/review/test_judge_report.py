@@ -180,3 +180,89 @@ def test_motion_of_a_frozen_segment_is_lower(tmp_path):
     r = judge_report(t, t, motion=motion, n_boot=50)
     assert set(r["motion_bias"]) == {"judge_prefers_less_motion", "reference_prefers_less_motion"}
     assert r["motion_bias"]["judge_prefers_less_motion"] == r["motion_bias"]["reference_prefers_less_motion"]
+
+
+def scorer_table(rows):
+    """A scorer's rows: (preference, status, confidence, p_a, p_b, p_tie); no per-order answers, no order agreement."""
+    df = pd.DataFrame(rows, columns=["preference", "status", "confidence", "p_a", "p_b", "p_tie"])
+    n = len(df)
+    ids = [f"p{i}" for i in range(n)]
+    empty = dict(order_agreement=None, raw_response=None, answer_ab=None, answer_ba=None)
+    return df.assign(pair_id=ids, segment_idx=0, **empty)
+
+
+def test_coverage_curve_of_a_scorer_table_by_hand():
+    """Scorers and juries have no per-order answers: the curve comes from their preference and probabilities."""
+    ours = scorer_table(
+        [
+            ("a", "ok", 0.9, 0.9, 0.05, 0.05),  # a at 0.9: right
+            ("b", "ok", 0.7, 0.2, 0.7, 0.1),  # b at 0.7: wrong (truth a)
+            ("tie", "low_confidence", 0.55, 0.55, 0.3, 0.15),  # a at 0.55, filtered at label time: right
+            ("tie", "ok", 0.8, 0.1, 0.1, 0.8),  # tie: never decided
+        ]
+    )
+    ref = table(["a", "a", "a", "a"], pairs=["p0", "p1", "p2", "p3"]).assign(segment_idx=0)
+    assert list(agreed_answer(ours)) == ["a", "b", "a", "tie"]
+    r = judge_report(ours, ref, n_boot=20, target_accuracy=0.99)
+    curve = {c["threshold"]: c for c in r["coverage_curve"]}
+    # 0.50: rows 0, 1, 2 decided (3 of 4), 2 of 3 right; 0.60: rows 0, 1 (1 of 2 right); 0.75: row 0 alone
+    assert curve[0.5]["coverage"]["value"] == 0.75 and curve[0.5]["segment_accuracy"]["value"] == pytest.approx(2 / 3)
+    assert curve[0.6]["coverage"]["value"] == 0.5 and curve[0.6]["segment_accuracy"]["value"] == 0.5
+    assert curve[0.75]["coverage"]["value"] == 0.25 and curve[0.75]["segment_accuracy"]["value"] == 1.0
+    assert curve[0.95]["coverage"]["value"] == 0.0
+    assert r["min_confidence_for_target"] == 0.75
+
+
+def jury_reference(tmp_path):
+    from densedpo.tables import LABELS, write_table
+
+    rows = []
+    for judge, prefs in (("x", "aab"), ("y", "abb"), ("jury", "abb")):
+        for k, pref in enumerate(prefs):
+            segment = {"frame_start": 16 * k, "frame_end": 16 * k + 16, "t_start_s": float(k), "t_end_s": k + 1.0}
+            answer = {"preference": pref, "status": "ok", "confidence": 0.9, "p_a": None, "p_b": None, "p_tie": None}
+            empty = {"order_agreement": None, "error": None, "raw_response": None, "prompt_name": None}
+            ids = {"judge": judge, "judge_model": judge, "prompt_sha256": None}
+            rows.append({"pair_id": "p", "segment_idx": k, **segment, **answer, **empty, **ids})
+    path = tmp_path / "ref.parquet"
+    write_table(pd.DataFrame(rows), path, LABELS)
+    return path, rows
+
+
+def test_a_jury_reference_counts_one_judge(tmp_path):
+    """A reference holding several judges is not a table of annotators: its jury, or --reference-judge, or an error."""
+    from densedpo.errors import DenseDPOError
+    from densedpo.tables import LABELS, write_table
+    from review.judge_report import evaluate_judges
+
+    ref_path, rows = jury_reference(tmp_path)
+    ours = pd.DataFrame([{**r, "judge": "mine", "judge_model": "mine"} for r in rows if r["judge"] == "x"])
+    write_table(ours, tmp_path / "ours.parquet", LABELS)  # a a b
+    report = evaluate_judges([tmp_path / "ours.parquet"], [ref_path], n_boot=20)
+    figures = report["references"][0]["judges"]["mine"]
+    assert report["references"][0]["reference_segments"] == 3  # not 9: one label per segment
+    assert figures["segment_accuracy"]["value"] == pytest.approx(2 / 3)  # a a b vs the jury's a b b
+    by_x = evaluate_judges([tmp_path / "ours.parquet"], [ref_path], n_boot=20, reference_judge="x")
+    assert by_x["references"][0]["judges"]["mine"]["segment_accuracy"]["value"] == 1.0
+    no_jury = pd.DataFrame([r for r in rows if r["judge"] != "jury"])
+    write_table(no_jury, tmp_path / "two.parquet", LABELS)
+    with pytest.raises(DenseDPOError, match=r"several judges \(x, y\); pick one with --reference-judge=NAME"):
+        evaluate_judges([tmp_path / "ours.parquet"], [tmp_path / "two.parquet"], n_boot=20)
+
+
+def test_fit_tie_margin_reports_a_held_out_figure():
+    from review.judge_report import fit_tie_margin, margin_agreement
+
+    rng = np.random.default_rng(0)
+    n = 60
+    d = rng.normal(0, 1, n)
+    truth = np.where(d > 0.5, "a", np.where(d < -0.5, "b", "tie"))
+    noisy = truth.copy()
+    flip = rng.random(n) < 0.2
+    noisy[flip] = rng.choice(["a", "b", "tie"], flip.sum())
+    labels = pd.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "segment_idx": 0, "score_a": d, "score_b": 0.0})
+    ref = labels[["pair_id", "segment_idx"]].assign(preference=noisy)
+    fit = fit_tie_margin(labels, ref)
+    assert fit["agreement"] == pytest.approx(margin_agreement(d, noisy, fit["value"]))
+    # the fitted figure is optimistic (chosen on the same data); the held-out one is at most it, and not trivial
+    assert 0.5 < fit["heldout_agreement"] <= fit["agreement"]
