@@ -132,14 +132,16 @@ def _floats(flag: str, text: str | None) -> list[float] | None:
 
 def failure_message(summary: dict, max_failure_rate: float) -> str:
     """Which rows stay failed and the one way to redo each kind (request errors are not journaled; parse errors are)."""
-    counts = summary["status_counts"]
+    judge = summary.get("failing_judge")
+    counts = summary["judges"][judge]["status_counts"] if judge else summary["status_counts"]
     how = []
     if counts.get("request_error"):
         how.append(f"{counts['request_error']} segment(s) with request errors: fix the server, then rerun the same command (it asks "
                    "only those again)")
     if counts.get("parse_error"):
         how.append(f"{counts['parse_error']} segment(s) with unparsable answers: rerun with --retry-parse-errors to ask those again")
-    return (f"{summary['failure_rate']:.1%} of segments failed, more than --max-failure-rate {max_failure_rate:g}; the "
+    who = f"of judge {judge}'s segments" if judge else "of segments"
+    return (f"{summary['failure_rate']:.1%} {who} failed, more than --max-failure-rate {max_failure_rate:g}; the "
             f"table was written with those rows as failures. {'; '.join(how)}.")
 
 

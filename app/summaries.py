@@ -60,6 +60,7 @@ def print_judges_table(judges: dict[str, dict]) -> None:
         "prompt tokens",
         "completion tokens",
         "cost (est.)",
+        "failed",
         "confidence from",
     ):
         t.add_column(col, justify="left" if col in ("judge", "kind", "confidence from") else "right")
@@ -78,6 +79,7 @@ def print_judges_table(judges: dict[str, dict]) -> None:
             num(j.get("prompt_tokens")),
             num(j.get("completion_tokens")),
             num(j.get("cost_usd"), "${:.4f}"),
+            _failed(j),
             j.get("confidence_from") or "",
         )
     console = Console()
@@ -196,3 +198,10 @@ def print_judge_report(report: dict) -> None:
 
 def _opt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _failed(judge: dict) -> str:
+    """A judge's failed segments (request or parse errors) and their share."""
+    counts = judge.get("status_counts") or {}
+    n = counts.get("request_error", 0) + counts.get("parse_error", 0)
+    return f"{n} ({judge.get('failure_rate', 0.0):.0%})"

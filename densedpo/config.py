@@ -82,11 +82,22 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def to_plain(cfg: Any) -> dict[str, Any]:
-    """A YAML-friendly dict of a config (paths as strings)."""
+def one_shot(default: Any = None) -> Any:
+    """A config field that acts once (`--restart`, `--resume`, ...): never written to a run file, so re-running
+    from that file repeats the run's settings, not its one-time action (a killed `--restart` run resumed with its
+    run file must not delete its journal again)."""
+    return dataclasses.field(default=default, metadata={"one_shot": True})
+
+
+def to_plain(cfg: Any, *, run_file: bool = False) -> dict[str, Any]:
+    """A YAML-friendly dict of a config (paths as strings); for a run file, without its one-shot fields."""
     out = {}
-    for k, v in dataclasses.asdict(cfg).items():
-        out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+    for f in dataclasses.fields(cfg):
+        if run_file and f.metadata.get("one_shot"):
+            continue
+        v = getattr(cfg, f.name)
+        v = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        out[f.name] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
     return out
 
 
@@ -103,7 +114,7 @@ def versions(*packages: str) -> dict[str, str]:
 def write_run_file(path: Path, command: str, cfg: Any, packages: tuple[str, ...] = ()) -> Path:
     """Write the resolved config and versions; `densedpo <command> --config <path>` re-runs it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = to_plain(cfg)
+    body = to_plain(cfg, run_file=True)
     header = f"# densedpo {command}: resolved config; re-run with `densedpo {command} --config {path.name}`\n"
     meta = yaml.safe_dump({"versions": versions(*packages)}, sort_keys=True)
     comments = "".join(f"# {ln}\n" for ln in meta.splitlines())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from densedpo.config import one_shot
 from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text
 from densedpo.progress import progress_bar
@@ -64,7 +65,7 @@ class TrainConfig:
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
     seed: int = 0
-    resume: Path | None = None
+    resume: Path | None = one_shot(None)
 
     def check(self) -> None:
         if self.loss_form not in FORMS:

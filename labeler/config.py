@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from densedpo.config import one_shot
 from densedpo.errors import DenseDPOError
 from densedpo.tables import JURY as JURY  # the judge id of a jury's combined rows, re-exported
 from labeler.aggregate import JURY_RULES
@@ -33,8 +34,8 @@ class LabelConfig:
     request_timeout_s: float = 120.0
     top_logprobs: int = 20
     max_model_len: int | None = None
-    restart: bool = False
-    retry_parse_errors: bool = False
+    restart: bool = one_shot(False)
+    retry_parse_errors: bool = one_shot(False)
     # the judge (labeler/judges/): these flags make one judge; --judges YAML makes a jury of several
     judge: str = "chat"  # chat | score
     api: str = "vllm"  # vllm | openai | transformers (a scorer densedpo serves itself, scorers/)

@@ -410,4 +410,9 @@ async def _label_async(cfg, plans, specs, rule, server_urls, console, progress, 
         judge_model=", ".join(ids) if len(judges) == 1 else f"jury ({rule}) of {', '.join(ids)}",
         judges=judge_summaries(labels, judges, stats),
     )
+    # A jury's row stands when one judge answered: a judge that fails every request would go unseen in the jury's
+    # figures. The run's failure rate is its worst judge's.
+    worst = max(summary["judges"].items(), key=lambda kv: kv[1]["failure_rate"])
+    if worst[1]["failure_rate"] > summary["failure_rate"]:
+        summary.update(failure_rate=worst[1]["failure_rate"], failing_judge=worst[0])
     return LabelResult(labels=labels, out=cfg.out, summary=summary)

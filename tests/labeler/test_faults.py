@@ -218,3 +218,29 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert len(df) == 18 and not df.duplicated(["pair_id", "segment_idx"]).any() and (df["status"] == "ok").all()
     lines = [json.loads(x) for x in journal.read_text().splitlines()[1:]]
     assert len(lines) == 36 and len({x["request_id"] for x in lines}) == 36
+
+
+def test_a_jury_judge_that_fails_every_request_fails_the_run(synthetic, tmp_path):
+    """Failed judges do not vote, so the jury's rows stand on the other judge alone: the failure rate must be
+    checked per judge, and the summary must show each judge's failures."""
+    pairs_path, _ = synthetic
+
+    def broken(rid, n):
+        return (200, position_answer(rid)) if rid == "densedpo-probe" else (500, "internal error: engine dead")
+
+    with FakeServer() as good, FakeServer(broken) as bad:
+        jury = tmp_path / "jury.yaml"
+        jury.write_text(
+            f"judges:\n  - {{kind: chat, server: {good.url}, name: good}}\n"
+            f"  - {{kind: chat, server: {bad.url}, name: bad}}\n"
+        )
+        out = tmp_path / "l.parquet"
+        config = tmp_path / "label.yaml"
+        config.write_text("max_retries: 1\nretry_backoff_s: 0.05\nconcurrency: 4\n")
+        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--judges", jury, "--config", config)
+    assert r.returncode == 2, r.stderr
+    assert "100.0% of judge bad's segments failed" in r.stderr and "Traceback" not in r.stderr
+    df = pd.read_parquet(out)
+    assert (df.loc[df["judge"] == "jury", "status"] == "ok").all()  # the jury's rows alone look healthy
+    assert (df.loc[df["judge"] == "bad", "status"] == "request_error").all()
+    assert "9 (100%)" in r.stderr.replace("\n", " ") or "9 (100%)" in r.stdout  # the judges table shows it
