@@ -7,6 +7,7 @@ for pairs without them (pairs made elsewhere) encodes the videos and prompts onc
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +91,11 @@ def load_examples(pairs: pd.DataFrame, segs: dict, pairs_path: Path, cache_dir: 
     from safetensors.torch import load_file
 
     missing = [r for r in pairs.itertuples(index=False) if not _has_saved(r, pairs_path)]
-    uncached = [r for r in missing if not (cache_dir / f"{r.pair_id}.safetensors").exists()]
+    model_key = model_identity(model) if missing else ""
+    paths = {r.pair_id: cache_path(cache_dir, r, pairs_path, model_key) for r in missing}
+    uncached = [r for r in missing if not paths[r.pair_id].exists()]
     if uncached:
-        encode_into_cache(uncached, pairs_path, cache_dir, model)
+        encode_into_cache(uncached, pairs_path, cache_dir, model, model_key)
     examples = []
     for r in pairs.itertuples(index=False):
         if _has_saved(r, pairs_path):
@@ -100,7 +103,7 @@ def load_examples(pairs: pd.DataFrame, segs: dict, pairs_path: Path, cache_dir: 
             lb = load_file(resolve_path(pairs_path, r.latents_b))["latents"]
             emb = load_file(resolve_path(pairs_path, r.prompt_embeds))["prompt_embeds"]
         else:
-            cached = load_file(cache_dir / f"{r.pair_id}.safetensors")
+            cached = load_file(paths[r.pair_id])
             la, lb, emb = cached["latents_a"], cached["latents_b"], cached["prompt_embeds"]
         if la.shape != lb.shape:
             raise DenseDPOError(
@@ -130,7 +133,36 @@ def _probe_frames(row, pairs_path: Path) -> int:
     return probe(resolve_path(pairs_path, row.video_a)).num_frames
 
 
-def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str) -> None:
+def model_identity(model: str) -> str:
+    """What the cached latents and embeddings depend on in the model: for a local folder, the VAE's and text
+    encoder's configs and their weight files (names, sizes, modification times); for a hub id, the id."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return f"id:{model}"
+    h = hashlib.sha256(str(folder.resolve()).encode())
+    for sub in ("vae", "text_encoder"):
+        for f in sorted((folder / sub).glob("*")) if (folder / sub).is_dir() else []:
+            st = f.stat()
+            h.update(f"{sub}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def cache_path(cache_dir: Path, row, pairs_path: Path, model_key: str) -> Path:
+    """A pair's cache file: its id made safe as a file name (no `/`, no `..`), plus a digest of the model's
+    identity, both videos' bytes and the prompt, so another --model or re-encoded videos never reuse stale latents."""
+    from densedpo.files import file_sha256
+
+    h = hashlib.sha256(model_key.encode())
+    for side in ("a", "b"):
+        h.update(file_sha256(resolve_path(pairs_path, getattr(row, f"video_{side}"))).encode())
+    h.update(str(row.prompt).encode())
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", str(row.pair_id))[:80]
+    return cache_dir / f"{safe}-{h.hexdigest()[:16]}.safetensors"
+
+
+def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str, model_key: str | None = None) -> None:
     """VAE-encode both videos and text-encode the prompt of each row once; the models are freed afterwards."""
     from diffusers import DiffusionPipeline
     from safetensors.torch import save_file
@@ -142,6 +174,7 @@ def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = DiffusionPipeline.from_pretrained(model, transformer=None, dtype=torch.float32).to(device)
     codec = LatentCodec(pipe.vae, device)
+    model_key = model_key if model_key is not None else model_identity(model)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         for r in rows:
@@ -151,6 +184,6 @@ def encode_into_cache(rows: list, pairs_path: Path, cache_dir: Path, model: str)
                 out[f"latents_{side}"] = codec.encode(frames)[0].cpu().contiguous()
             emb, _ = pipe.encode_prompt(prompt=r.prompt, do_classifier_free_guidance=False, device=device)
             out["prompt_embeds"] = emb[0].cpu().contiguous()
-            with atomic_path(cache_dir / f"{r.pair_id}.safetensors") as tmp:
+            with atomic_path(cache_path(cache_dir, r, pairs_path, model_key)) as tmp:
                 save_file(out, str(tmp))
     del pipe

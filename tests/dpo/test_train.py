@@ -311,3 +311,24 @@ def test_a_jury_table_trains_on_the_jury_or_the_named_judge(tmp_path):
     )
     with pytest.raises(DenseDPOError, match=r"several judges \(x, y\); pick one with -o judge=NAME"):
         join_tables(pairs, two, 0.0)
+
+
+def test_latent_cache_key_follows_the_model_and_the_video_bytes(tmp_path):
+    """Another --model (another VAE) or re-encoded videos under the same --out never reuse stale latents."""
+    from collections import namedtuple
+
+    from densedpo.tiny import make_tiny_wan
+    from dpo.data import cache_path, model_identity
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"video one")
+    Row = namedtuple("Row", "pair_id video_a video_b prompt")
+    row = Row("p", "a.mp4", "a.mp4", "a cat")
+    table = tmp_path / "pairs.parquet"
+    one, two = make_tiny_wan(tmp_path / "wan1"), make_tiny_wan(tmp_path / "wan2", seed=1)
+    key = cache_path(tmp_path, row, table, model_identity(str(one)))
+    assert key == cache_path(tmp_path, row, table, model_identity(str(one)))  # stable
+    assert key != cache_path(tmp_path, row, table, model_identity(str(two)))  # another VAE
+    video.write_bytes(b"video one, re-encoded")
+    assert key != cache_path(tmp_path, row, table, model_identity(str(one)))  # other bytes
+    assert key != cache_path(tmp_path, row._replace(prompt="a dog"), table, model_identity(str(one)))

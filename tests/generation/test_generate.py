@@ -313,7 +313,7 @@ def test_generate_and_train_encode_a_video_to_the_same_latents(sdedit_run, tiny_
     the ones `generate` would compute from the same frames, and they are not trivially equal (not all zero)."""
     from collections import namedtuple
 
-    from dpo.data import encode_into_cache
+    from dpo.data import cache_path, encode_into_cache, model_identity
     from generation.engine import Sampler
 
     out, df = sdedit_run
@@ -322,8 +322,11 @@ def test_generate_and_train_encode_a_video_to_the_same_latents(sdedit_run, tiny_
     sampler = Sampler(GenerateConfig(sources=Path("-"), model=str(tiny_wan), out=out, **SMALL), device="cpu")
     from_generate = sampler.encode_video(frames)[0]
     Row = namedtuple("Row", "pair_id video_a video_b prompt")
-    encode_into_cache([Row("p0", str(video), str(video), "a prompt")], out / "pairs.parquet", tmp_path, str(tiny_wan))
-    from_train = load_file(tmp_path / "p0.safetensors")["latents_a"]
+    row = Row("../p/0", str(video), str(video), "a prompt")
+    encode_into_cache([row], out / "pairs.parquet", tmp_path, str(tiny_wan))
+    cached = cache_path(tmp_path, row, out / "pairs.parquet", model_identity(str(tiny_wan)))
+    assert cached.parent == tmp_path and cached.name.startswith("___p_0-")  # the id cannot leave the cache
+    from_train = load_file(cached)["latents_a"]
     assert from_train.shape == from_generate.shape
     assert torch.equal(from_train, from_generate)
     assert from_train.abs().sum() > 0
