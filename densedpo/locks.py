@@ -104,3 +104,17 @@ def _release(key: str) -> None:
         del _held[key]
     fcntl.flock(entry[0], fcntl.LOCK_UN)
     os.close(entry[0])
+
+
+@contextlib.contextmanager
+def waiting(lock_file: Path) -> Iterator[None]:
+    """A short critical section shared by several writers (e.g. shards merging one table): wait for the lock,
+    hold it for the block. Unlike `exclusive`, a second holder waits instead of being refused."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)

@@ -342,12 +342,18 @@ def _write_row(out: Path, row: dict) -> None:
 
 
 def merge_rows(out: Path) -> Path | None:
-    """pairs.parquet from every finished row under out/rows (all shards), in pair-id order, no duplicates."""
-    rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
-    if not rows:
-        return None
-    df = pd.DataFrame(rows).drop_duplicates("pair_id").sort_values(["source_id", "pair_id"]).reset_index(drop=True)
-    return write_table(df, out / "pairs.parquet", PAIRS)
+    """pairs.parquet from every finished row under out/rows (all shards), in pair-id order, no duplicates.
+
+    Under one lock on the table, the rows read inside it: shards that finish together merge one after the
+    other, and the last merge holds every shard's rows (never a shard's stale view written over a newer one)."""
+    from densedpo.locks import waiting
+
+    with waiting(out / ".pairs.parquet.merge.lock"):
+        rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+        if not rows:
+            return None
+        df = pd.DataFrame(rows).drop_duplicates("pair_id").sort_values(["source_id", "pair_id"])
+        return write_table(df.reset_index(drop=True), out / "pairs.parquet", PAIRS)
 
 
 # ---------------------------------------------------------------------------------------------- the stage

@@ -330,3 +330,35 @@ def test_generate_and_train_encode_a_video_to_the_same_latents(sdedit_run, tiny_
     assert from_train.shape == from_generate.shape
     assert torch.equal(from_train, from_generate)
     assert from_train.abs().sum() > 0
+
+
+def test_shards_merging_at_once_keep_every_row(sdedit_run, tmp_path, monkeypatch):
+    """Shard A reads the rows, shard B adds its own and merges while A still writes: the table ends with all."""
+    import shutil
+    import threading
+
+    import generation.engine as engine
+
+    out, _ = sdedit_run
+    rows = sorted((out / "rows").glob("*.json"))
+    (tmp_path / "rows").mkdir()
+    for p in rows[:2]:
+        shutil.copy(p, tmp_path / "rows" / p.name)
+    a_is_writing = threading.Event()
+    real_write = engine.write_table
+
+    def slow_first_write(df, path, schema, **kw):
+        if not a_is_writing.is_set():
+            a_is_writing.set()
+            time.sleep(0.5)  # shard A holds an old view of the rows while B finishes
+        return real_write(df, path, schema, **kw)
+
+    monkeypatch.setattr(engine, "write_table", slow_first_write)
+    shard_a = threading.Thread(target=engine.merge_rows, args=(tmp_path,))
+    shard_a.start()
+    assert a_is_writing.wait(10)
+    for p in rows[2:]:
+        shutil.copy(p, tmp_path / "rows" / p.name)
+    engine.merge_rows(tmp_path)  # shard B
+    shard_a.join()
+    assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == len(rows) == 4
