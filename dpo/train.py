@@ -244,12 +244,12 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
             if val_set and (step % cfg.eval_every == 0 or step == cfg.max_steps):
                 val_acc = evaluate(accel.unwrap_model(policy), reference, val_set, cfg, ref_ctx, accel)
                 logger.log({"step": step, "val_implicit_accuracy": val_acc})
-                if val_acc > best:
+                improved, stop = _rank0_decides(accel, val_acc, best, bad_evals, cfg.early_stopping_patience)
+                if improved:
                     best, bad_evals = val_acc, 0
                     _save(out / "best", cfg, accel, policy, opt, sched, step, best, bad_evals)
                 else:
                     bad_evals += 1
-                    stop = cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience
             if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
                 _save(out / f"checkpoint-{step}", cfg, accel, policy, opt, sched, step, best, bad_evals)
             if stop:
@@ -323,16 +323,33 @@ def evaluate(model, reference, val_set: list[Example], cfg: TrainConfig, ref_ctx
     was_training = model.training
     model.eval()
     hits, total = 0.0, 0.0
+    rank, world = accel.process_index, accel.num_processes
     with torch.no_grad(), accel.autocast():
-        for i, ex in enumerate(val_set):
-            batch = _to(collate([ex], cfg.label_mode), accel.device)
+        for i in range(rank, len(val_set), world):  # each rank its share; the draws follow the pair's index
+            batch = _to(collate([val_set[i]], cfg.label_mode), accel.device)
             for d in range(draws):
                 gen = step_generator(cfg.seed + 1, i, 0, d)
                 res = dpo_step(model, reference if cfg.full_finetune else model, batch, gen, cfg, ref_ctx)
                 hits += float(res.implicit_accuracy) * float(res.num_decided)
                 total += float(res.num_decided)
     model.train(was_training)
-    return hits / total if total else float("nan")
+    sums = torch.tensor([hits, total], dtype=torch.float64, device=accel.device)
+    if world > 1:
+        sums = accel.reduce(sums, reduction="sum")
+    return float(sums[0] / sums[1]) if sums[1] else float("nan")
+
+
+def _rank0_decides(accel, val_acc: float, best: float, bad_evals: int, patience: int | None) -> tuple[bool, bool]:
+    """(improved, stop early): decided on rank 0 and broadcast, so every rank takes the same branch around the
+    checkpoint barriers (ranks deciding for themselves deadlock when they disagree by one ulp)."""
+    improved = val_acc > best
+    stop = not improved and patience is not None and bad_evals + 1 >= patience
+    flags = torch.tensor([float(improved), float(stop)], device=accel.device)
+    if accel.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        flags = broadcast(flags, from_process=0)
+    return bool(flags[0]), bool(flags[1])
 
 
 # ---------------------------------------------------------------------------------------------- helpers

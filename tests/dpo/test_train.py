@@ -146,51 +146,37 @@ def test_cli_errors_and_dry_run(latent_data, tiny_wan_model, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_with_accelerate(latent_data, tiny_wan_model, tmp_path):
+    """Two ranks: one metrics writer, reduced metrics, evaluation split over the ranks (the same figure as one
+    process), and early stopping decided once for both (rank 0, broadcast), so neither waits at a barrier alone."""
     pairs, labels = latent_data
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "-m",
-            "app.cli",
-            "train",
-            "--pairs",
-            str(pairs),
-            "--labels",
-            str(labels),
-            "--model",
-            str(tiny_wan_model),
-            "--out",
-            str(tmp_path),
-            "--quiet",
-            "-o",
-            "max_steps=3",
-            "-o",
-            "lora_rank=4",
-            "-o",
-            "batch_size=2",
-            "-o",
-            "log_every=1",
-            "-o",
-            "val_fraction=0",
-        ],
+    opts = ["max_steps=6", "lora_rank=4", "batch_size=2", "log_every=1", "val_fraction=0.4", "eval_every=1"]
+    opts += ["early_stopping_patience=1", "lr=1e-12"]  # nothing changes: the second evaluation is no better
+    args = ["train", "--pairs", pairs, "--labels", labels, "--model", tiny_wan_model, "--quiet"]
+    args += [x for o in opts for x in ("-o", o)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [*launch, "-m", "app.cli", *map(str, args), "--out", str(tmp_path / "two")],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=env,
     )
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_cli(*args, "--out", tmp_path / "one", env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     steps = [int(x["step"]) for x in rows if "loss" in x]
-    assert steps == [1, 2, 3]  # one writer
+    assert steps == [1, 2]  # one writer; stopped early at step 2 on both ranks
     # metrics are reduced over both processes: 2 processes x 2 pairs x 5 latent frames, all non-tie
     assert all(x["decided_frames"] == 20 for x in rows if "loss" in x)
-    assert (tmp_path / "final" / "pytorch_lora_weights.safetensors").exists()
+    single = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    val_two = [x["val_implicit_accuracy"] for x in rows if "val_implicit_accuracy" in x]
+    val_one = [x["val_implicit_accuracy"] for x in single if "val_implicit_accuracy" in x]
+    assert len(val_two) == 2 and val_two == pytest.approx(val_one, abs=1e-9)  # every val pair counted once
+    assert (tmp_path / "two" / "final" / "pytorch_lora_weights.safetensors").exists()
+    assert (tmp_path / "two" / "best" / "pytorch_lora_weights.safetensors").exists()
 
 
 @pytest.mark.slow
