@@ -28,7 +28,7 @@ from starlette.routing import Match
 from densedpo.errors import DenseDPOError
 from densedpo.tables import LABELS, validate
 from labeler.prompts import DEFAULT_PROMPT, available_prompts
-from service.auth import bearer_auth, load_token
+from service.auth import TokenGate, bearer_auth, load_token
 from service.config import ServiceConfig, db_lock
 from service.jobs import JobStore
 from service.metrics import Metrics
@@ -130,6 +130,7 @@ def create_app(cfg: ServiceConfig, servers: list[str]) -> FastAPI:
     )
     install_error_handlers(app)
     install_body_limit(app, service)
+    app.add_middleware(TokenGate, token=token)  # outermost: before the body limit and before any body is read
     app.get("/healthz")(healthz)
     app.include_router(submit_router(service), dependencies=[Depends(bearer_auth(token))])
     app.include_router(jobs_router(service), dependencies=[Depends(bearer_auth(token))])

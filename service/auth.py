@@ -44,3 +44,27 @@ def bearer_auth(token: str):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     return auth
+
+
+PUBLIC_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+
+
+class TokenGate:
+    """ASGI middleware: a request without the bearer token is answered 401 before a byte of its body is read, so
+    an unauthenticated upload is never parsed or spooled to disk (FastAPI reads a form before it runs the
+    route's dependencies). The routes keep their dependency too: it documents the scheme in OpenAPI."""
+
+    def __init__(self, app, token: str):
+        self.app, self.token = app, token.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
+            return await self.app(scope, receive, send)
+        body = b'{"detail":"missing or wrong bearer token"}'
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -244,3 +244,24 @@ def test_a_jury_judge_that_fails_every_request_fails_the_run(synthetic, tmp_path
     assert (df.loc[df["judge"] == "jury", "status"] == "ok").all()  # the jury's rows alone look healthy
     assert (df.loc[df["judge"] == "bad", "status"] == "request_error").all()
     assert "9 (100%)" in r.stderr.replace("\n", " ") or "9 (100%)" in r.stdout  # the judges table shows it
+
+
+def test_a_torn_journal_line_is_cut_and_its_answer_asked_again(synthetic, tmp_path):
+    """A crash mid-write leaves half a line: the resumed run must not append onto it (that answer would be lost
+    too); it cuts the torn tail, asks that request again, and every line of the journal parses afterwards."""
+    pairs_path, _ = synthetic
+    out = tmp_path / "l.parquet"
+    with FakeServer() as fake:
+        label_pairs(cfg(pairs_path, out, fake.url), progress=False)
+    journal = journal_path_for(out)
+    lines = journal.read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    journal.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # torn: no newline
+    out.unlink()
+    with FakeServer() as again:
+        label_pairs(cfg(pairs_path, out, again.url), progress=False)
+        assert again.chat_requests() == {last["request_id"]: 1}
+    for line in journal.read_text().splitlines():
+        json.loads(line)
+    _, results = read_journal(journal)
+    assert len(results) == 18 and len(pd.read_parquet(out)) == 9
