@@ -40,7 +40,8 @@ __all__ = ["ServiceConfig", "create_app", "db_lock"]
 # Bounds a job's settings may take (the OpenAPI document states them; the CLI's checks run as well).
 MAX_SEGMENT_SECONDS = 60.0
 MAX_SAMPLE_FPS = 60.0
-PROMPT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"
+# The prompt field is an enum of the names this service holds, so its schema admits nothing the service refuses.
+PROMPT_NAMES = available_prompts()
 PARQUET = "application/vnd.apache.parquet"
 
 
@@ -177,13 +178,28 @@ def install_body_limit(app: FastAPI, service: Service) -> None:
 # ---------------------------------------------------------------------------------------------- routes
 
 
+# OpenAPI links: what a client (or a fuzzer) can do with the id of the job a submission made.
+JOB_LINKS = {
+    name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}, "description": what}
+    for name, op, what in (
+        ("status", "get_job", "the job's state and progress"),
+        ("labels", "get_job_labels", "its labels.parquet (partial while it runs)"),
+        ("cancel", "cancel_job", "cancel it"),
+        ("delete", "delete_job", "forget it once finished"),
+    )
+}
+
+
 def submit_router(service: Service) -> APIRouter:
     router = APIRouter()
-    created = {200: {"model": Job, "description": "the job an earlier request with this Idempotency-Key made"}}
+    earlier = "the job an earlier request with this Idempotency-Key made"
+    responses = {
+        201: {"description": "the job was created", "links": JOB_LINKS},
+        200: {"model": Job, "description": earlier, "links": JOB_LINKS},
+        **_errors(400, 401, 413, 422),
+    }
 
-    @router.post(
-        "/v1/label-jobs", status_code=201, response_model=Job, responses={**created, **_errors(400, 401, 413, 422)}
-    )
+    @router.post("/v1/label-jobs", status_code=201, response_model=Job, responses=responses, operation_id="submit_job")
     async def submit(
         file: Annotated[
             UploadFile,
@@ -203,7 +219,10 @@ def submit_router(service: Service) -> APIRouter:
         ] = None,
         prompt: Annotated[
             str | None,
-            Form(pattern=PROMPT_NAME, description=f"A prompt name from the service's prompts/ [{DEFAULT_PROMPT}]."),
+            Form(
+                description=f"A prompt name from the service's prompts/ [{DEFAULT_PROMPT}].",
+                json_schema_extra={"enum": PROMPT_NAMES},
+            ),
         ] = None,
         idempotency_key: Annotated[
             str | None,
@@ -212,8 +231,8 @@ def submit_router(service: Service) -> APIRouter:
     ):
         given = dict(segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence)
         settings = {k: v for k, v in {**given, "prompt": prompt}.items() if v is not None}
-        if prompt is not None and prompt not in available_prompts():
-            names = ", ".join(available_prompts())
+        if prompt is not None and prompt not in PROMPT_NAMES:
+            names = ", ".join(PROMPT_NAMES)
             raise HTTPException(422, f"prompt {prompt!r} is not a prompt of this service; use one of {names}.")
         upload = None
         if file is not None and file.filename:
@@ -268,22 +287,31 @@ def jobs_router(service: Service) -> APIRouter:
     def prometheus() -> Response:
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @router.get("/v1/label-jobs", response_model=list[Job], responses=_errors(401))
+    @router.get("/v1/label-jobs", response_model=list[Job], responses=_errors(401), operation_id="list_jobs")
     def list_jobs() -> list[dict]:
         return [public(j) for j in store.list()]
 
-    @router.get("/v1/label-jobs/{job_id}", response_model=Job, responses=_errors(401, 404, 422))
+    @router.get("/v1/label-jobs/{job_id}", response_model=Job, responses=_errors(401, 404, 422), operation_id="get_job")
     def status(job_id: str) -> dict:
         return public(service.job_or_404(job_id))
 
-    @router.post("/v1/label-jobs/{job_id}/cancel", response_model=Job, responses=_errors(401, 404, 422))
+    @router.post(
+        "/v1/label-jobs/{job_id}/cancel",
+        response_model=Job,
+        responses=_errors(401, 404, 422),
+        operation_id="cancel_job",
+    )
     def cancel(job_id: str) -> dict:
         """Cancel a queued or running job; its finished segments are kept. A finished job is left as it is."""
         service.job_or_404(job_id)
         return public(scheduler.cancel(job_id))
 
     @router.delete(
-        "/v1/label-jobs/{job_id}", status_code=204, response_class=Response, responses=_errors(401, 404, 409, 422)
+        "/v1/label-jobs/{job_id}",
+        status_code=204,
+        response_class=Response,
+        responses=_errors(401, 404, 409, 422),
+        operation_id="delete_job",
     )
     def delete(job_id: str) -> Response:
         """Forget a finished job and remove its folder (labels, journal, an uploaded table); 409 while it runs."""
@@ -300,6 +328,7 @@ def jobs_router(service: Service) -> APIRouter:
         "/v1/label-jobs/{job_id}/labels",
         response_class=Response,
         responses={**LABELS_RESPONSE, **_errors(401, 404, 409, 422)},
+        operation_id="get_job_labels",
     )
     def labels(job_id: str) -> Response:
         return job_labels(service, job_id)

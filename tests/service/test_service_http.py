@@ -95,3 +95,17 @@ def test_token_file_is_created_private(tmp_path):
         assert r.status_code == 200
     finally:
         svc.stop()
+
+
+def test_openapi_prompt_is_an_enum_and_submissions_link_to_the_job_routes(service):
+    from labeler.prompts import available_prompts
+
+    doc = httpx.get(f"{service.url}/openapi.json").json()
+    post = doc["paths"]["/v1/label-jobs"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert doc["components"]["schemas"][form]["properties"]["prompt"]["enum"] == available_prompts()
+    links = post["responses"]["201"]["links"]
+    operations = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
+    assert {link["operationId"] for link in links.values()} <= operations
+    assert {"get_job", "get_job_labels", "cancel_job", "delete_job"} == {link["operationId"] for link in links.values()}
+    assert all(link["parameters"] == {"job_id": "$response.body#/id"} for link in links.values())
