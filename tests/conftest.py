@@ -10,6 +10,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Components a run promises (CI: DENSEDPO_REQUIRE=vllm,chromium,schemathesis): a test that would skip for one of
+# them fails instead, naming it. Locally, without the variable, such tests skip and say why.
+REQUIRED = {c.strip() for c in os.environ.get("DENSEDPO_REQUIRE", "").split(",") if c.strip()}
+
+
+def missing(component: str, reason: str):
+    """Skip (or, when DENSEDPO_REQUIRE names the component, fail) a test that needs `component`."""
+    if component in REQUIRED:
+        pytest.fail(f"{component} is required in this run (DENSEDPO_REQUIRE) but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_module(component: str, module: str, install: str):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        missing(component, f"{module} is not installed ({install})")
+
+
 # Markers follow what a test starts, so `-m "not vllm and not slow and not browser"` (the fast lane) is real.
 MARK_BY_FIXTURE = {"vllm_server": "vllm", "pooling_server": "vllm", "browser": "browser", "trained_judge": "slow"}
 
@@ -31,7 +50,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_vlm, tmp_path_factory):
     """A real vLLM OpenAI-compatible server for the tiny VLM, started once per test session."""
-    pytest.importorskip("vllm")
+    require_module("vllm", "vllm", "bash scripts/setup.sh")
     from labeler.servers import managed_vllm
 
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
@@ -50,7 +69,7 @@ def tiny_reward_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pooling_server(tiny_reward_model, tmp_path_factory):
     """A real vLLM pooling server (`--runner pooling --convert classify`) for the tiny reward model."""
-    pytest.importorskip("vllm")
+    require_module("vllm", "vllm", "bash scripts/setup.sh")
     from labeler.judges.score import POOLING_ARGS
     from labeler.servers import managed_vllm
 

@@ -13,14 +13,14 @@ import pytest
 
 from densedpo.synthetic import make_synthetic_pairs
 from densedpo.tables import LABELS, read_table
-from tests.conftest import run_cli
+from tests.conftest import require_module, run_cli
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def labeled(trained_judge, tmp_path_factory):
-    pytest.importorskip("vllm")
+    require_module("vllm", "vllm", "bash scripts/setup.sh")
     root = tmp_path_factory.mktemp("trust")
     pairs, truth = make_synthetic_pairs(root, num_pairs=16, seed=42)  # a seed the judge never trained on
     recipe = json.loads((trained_judge / "training.json").read_text())["recipe"]

@@ -177,9 +177,15 @@ def test_motion_of_a_frozen_segment_is_lower(tmp_path):
     for r in frozen.itertuples():
         still, moving = (r.motion_b, r.motion_a) if r.preference == "a" else (r.motion_a, r.motion_b)
         assert still < moving
-    r = judge_report(t, t, motion=motion, n_boot=50)
-    assert set(r["motion_bias"]) == {"judge_prefers_less_motion", "reference_prefers_less_motion"}
-    assert r["motion_bias"]["judge_prefers_less_motion"] == r["motion_bias"]["reference_prefers_less_motion"]
+    # a judge that always prefers the video that moves less scores 1, one that prefers the other 0
+    m = t.merge(motion, on=["pair_id", "segment_idx"])
+    slower = np.where(m["motion_a"] < m["motion_b"], "a", "b")
+    still_lover = m.assign(preference=np.where(m["preference"].isin(["a", "b"]), slower, m["preference"]))[t.columns]
+    mover = still_lover.assign(preference=still_lover["preference"].map({"a": "b", "b": "a", "tie": "tie"}))
+    r_still = judge_report(still_lover, t, motion=motion, n_boot=50)["motion_bias"]
+    r_mover = judge_report(mover, t, motion=motion, n_boot=50)["motion_bias"]
+    assert r_still["judge_prefers_less_motion"]["value"] == 1.0 and r_mover["judge_prefers_less_motion"]["value"] == 0.0
+    assert r_still["reference_prefers_less_motion"] == r_mover["reference_prefers_less_motion"]  # the truth's own
 
 
 def scorer_table(rows):

@@ -18,17 +18,17 @@ import pytest
 from densedpo.synthetic import make_synthetic_pairs
 from densedpo.tables import LABELS, read_table, write_table
 from labeler.servers import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, missing, require_module
 
 FPS = 16.0
 ONE_FRAME = 1 / FPS
 
 
 def _chromium() -> str:
-    pytest.importorskip("playwright", reason="playwright is not installed (pip install playwright)")
+    require_module("chromium", "playwright", "pip install playwright")
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.skip("no chromium on PATH: `apt-get install -y chromium` (scripts/setup.sh does it where it may)")
+        missing("chromium", "no chromium on PATH: `apt-get install -y chromium` (scripts/setup.sh does where it may)")
     return path
 
 

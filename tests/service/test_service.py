@@ -16,7 +16,7 @@ import pytest
 
 from densedpo.synthetic import make_synthetic_pairs
 from labeler.servers import free_port
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, missing, run_cli
 from tests.labeler.test_vllm_integration import vllm_requests
 
 pytestmark = pytest.mark.vllm
@@ -401,7 +401,7 @@ def test_openapi_document_holds_under_schemathesis(service, root, tmp_path):
 
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     if st is None:
-        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+        missing("schemathesis", "schemathesis is not installed (pip install -e '.[dev]')")
     with service.client() as c:
         job = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
         wait_for(c, job["id"])
