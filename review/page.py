@@ -20,6 +20,7 @@ from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, Field
+from starlette.requests import Request
 
 from densedpo.errors import DenseDPOError
 from densedpo.files import JsonlWriter, read_jsonl
@@ -88,6 +89,19 @@ def queue_order(pairs: pd.DataFrame, labels: pd.DataFrame | None, order: str, se
     least = labels.assign(c=labels["confidence"].fillna(0.0)).groupby("pair_id")["c"].min()
     position = {p: i for i, p in enumerate(ids)}
     return sorted(ids, key=lambda p: (p not in least.index, least.get(p, 0.0), position[p]))
+
+
+def main_judge_rows(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(the rows the page shows as the judge's, the other judges' rows): a jury table's combined rows and its
+    members; a table of several judges without a jury, its first judge by name and the rest; else all, None."""
+    from densedpo.tables import JURY
+
+    if "judge" not in labels.columns or labels["judge"].nunique() <= 1:
+        return labels, None
+    names = sorted(labels["judge"].dropna().unique())
+    main = JURY if JURY in names else names[0]
+    chosen = labels["judge"].eq(main)
+    return labels[chosen].reset_index(drop=True), labels[~chosen].reset_index(drop=True)
 
 
 def left_side(pair_id: str, seed: int, blind: bool) -> str:
@@ -176,6 +190,9 @@ class ReviewSession:
                     f"--labels {cfg.labels} has pair_id {unknown[0]!r} that --pairs {cfg.pairs} lacks; "
                     "pass the pairs table the labels were made from."
                 )
+        self.other_labels = None
+        if self.labels is not None:  # a jury's table: one block per segment (the jury's), the others beside it
+            self.labels, self.other_labels = main_judge_rows(self.labels)
         self.by_id = {str(r["pair_id"]): r for r in self.pairs.to_dict("records")}
         self.queue = queue_order(self.pairs, self.labels, cfg.order, cfg.seed)
         self.store = HumanStore(cfg.human)
@@ -205,6 +222,14 @@ class ReviewSession:
             ]
         self._segments[pair_id] = segs
         return segs
+
+    def other_judges(self, pair_id: str, segment_idx: int) -> list[dict]:
+        """The jury members' rows of a segment (the side panel), when the table is a jury's."""
+        if self.other_labels is None:
+            return []
+        o = self.other_labels
+        rows = o[(o["pair_id"] == pair_id) & (o["segment_idx"] == segment_idx)]
+        return [{k: _plain_row(r).get(k) for k in ("judge", *JUDGE_FIELDS)} for r in rows.to_dict("records")]
 
     def fps(self, pair_id: str) -> float:
         fps = self.by_id[pair_id].get("fps")
@@ -242,6 +267,7 @@ class ReviewSession:
             seg = {k: s[k] for k in ("segment_idx", "frame_start", "frame_end", "t_start_s", "t_end_s")}
             if self.labels is not None and not self.cfg.blind and "preference" in s:
                 seg["judge"] = {k: s.get(k) for k in JUDGE_FIELDS}
+                seg["other_judges"] = self.other_judges(pair_id, int(s["segment_idx"]))
             seg["human"] = human.get(int(s["segment_idx"]))
             segments.append(seg)
         row = self.by_id[pair_id]
@@ -308,8 +334,21 @@ class LabelIn(BaseModel):
     choice: Literal["left", "right", "tie"]
 
 
+def same_origin_json(request: Request) -> None:
+    """Labels come from this page only: a JSON body (415 otherwise: a plain form or text, which another page can
+    send without a CORS preflight) from this origin (403 for another site's page open in the same browser)."""
+    from fastapi import HTTPException
+
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(415, "send the label as JSON (Content-Type: application/json)")
+    origin = request.headers.get("origin")
+    here = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if (origin is not None and origin != here) or request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        raise HTTPException(403, f"labels are accepted from the review page only ({here}), not from {origin}")
+
+
 def create_review_app(session: ReviewSession):
-    from fastapi import FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
 
     app = FastAPI(title="densedpo review", docs_url=None, redoc_url=None)
@@ -345,7 +384,7 @@ def create_review_app(session: ReviewSession):
             raise HTTPException(404, f"video {path} is gone")
         return FileResponse(path, media_type="video/mp4")  # answers Range requests: the players can seek
 
-    @app.post("/api/labels")
+    @app.post("/api/labels", dependencies=[Depends(same_origin_json)])
     def post_label(body: LabelIn):
         try:
             return session.label(pair_index(body.index), body.segment_idx, body.choice)

@@ -115,20 +115,35 @@ function renderDetails() {
       <tr><td>p(a) / p(b) / p(tie)</td><td>${fmt(j.p_a)} / ${fmt(j.p_b)} / ${fmt(j.p_tie)}</td></tr>
       <tr><td>a first → </td><td>${esc(j.answer_ab)}</td></tr><tr><td>b first → </td><td>${esc(j.answer_ba)}</td></tr>
       <tr><td>raw</td><td><code>${esc(j.raw_response)}</code></td></tr>`;
+    for (const o of s.other_judges || []) {
+      html += `<tr class="other-judge"><td>${esc(o.judge)}</td><td>${esc(o.preference)} · ${esc(o.status)} · ${fmt(o.confidence)}</td></tr>`;
+    }
   } else if (state.session.blind) {
     html += `<tr><td colspan="2">blind: judge hidden, sides drawn per pair</td></tr>`;
   }
   $("details").innerHTML = html + "</table>";
 }
 
-async function label(choice) {
+// Labels are taken in key order: each press labels the selected segment and selects the next at once, and the
+// saves go to the server one after the other (a quick double press labels two segments, never one twice).
+let saving = Promise.resolve();
+function label(choice) {
   const s = segs()[state.seg];
   if (!s) return;
+  const index = state.index;
+  if (state.seg < segs().length - 1) selectSegment(state.seg + 1, true);
+  saving = saving.then(() => save(index, s, choice)).catch(() => {});
+  return saving;
+}
+
+async function save(index, s, choice) {
   const out = await api("/api/labels", {method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({index: state.index, segment_idx: s.segment_idx, choice})});
+    body: JSON.stringify({index, segment_idx: s.segment_idx, choice})});
   s.human = out.human;
+  if (index !== state.index) return;  // the annotator moved on: the row is saved, this pair is not on screen
   $("saved").textContent = `saved: segment ${s.segment_idx} → ${sideName(out.human)}`;
-  if (state.seg < segs().length - 1) selectSegment(state.seg + 1, true); else { renderTimeline(); renderDetails(); }
+  renderTimeline();
+  renderDetails();
 }
 
 async function load(index) {

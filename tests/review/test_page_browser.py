@@ -247,10 +247,10 @@ def test_restart_resumes_and_annotators_keep_their_own_rows(browser, review, dat
     human = tmp_path / "shared.parquet"
     first = review("--labels", str(data["labels"]), "--human", str(human), "--annotator", "carol", "--order", "table")
     page = open_page(browser, first.url)
-    for _ in range(3):  # every segment of the first pair
+    for _ in range(3):  # every segment of the first pair, pressed as fast as the keyboard goes
         page.keyboard.press("1")
-        page.wait_for_timeout(150)
-    page.wait_for_selector("[data-testid=segment][data-index='2'][data-human='a']")
+    for k in range(3):
+        page.wait_for_selector(f"[data-testid=segment][data-index='{k}'][data-human='a']")
     page.close()
     first.stop()
     # a restart opens the first unfinished pair; a second annotator writes rows beside carol's
@@ -270,3 +270,24 @@ def test_restart_resumes_and_annotators_keep_their_own_rows(browser, review, dat
     assert len(mine) == 3 and set(mine["preference"]) == {"a"}
     assert len(saved[saved["annotator"] == "dan"]) == 1
     assert len(pd.read_json(Path(str(human) + ".journal.jsonl"), lines=True)) == 4
+
+
+def test_a_jury_table_shows_one_block_per_segment(browser, review, data, tmp_path):
+    """A jury's labels hold every segment once per judge: the timeline shows the jury's block only, and the
+    details panel lists its members' answers."""
+    rows = []
+    for judge, flip in (("x", False), ("y", True), ("jury", False)):
+        t = data["judge"].drop(columns=["artifact"]).copy()
+        if flip:
+            t["preference"] = t["preference"].map({"a": "b", "b": "a", "tie": "tie"})
+        rows.append(t.assign(judge=judge, judge_model=judge))
+    jury = write_table(pd.concat(rows, ignore_index=True), tmp_path / "jury.parquet", LABELS)
+    r = review("--labels", str(jury), "--human", str(tmp_path / "h.parquet"), "--order", "table")
+    pair = httpx.get(r.url + "api/pairs/0").json()
+    assert [s["segment_idx"] for s in pair["segments"]] == [0, 1, 2]
+    assert {s["judge"]["judge_model"] for s in pair["segments"]} == {"jury"}
+    assert [o["judge"] for o in pair["segments"][0]["other_judges"]] == ["x", "y"]
+    page = open_page(browser, r.url)
+    assert len(page.query_selector_all("[data-testid=segment]")) == 3
+    assert len(page.query_selector_all("#details tr.other-judge")) == 2
+    page.close()
