@@ -87,8 +87,17 @@ def label(
 ) -> None:
     """Label every 1 s segment of every pair with a judge (a VLM in both orders, a reward model, or a jury)."""
     from densedpo.config import build_config, write_run_file
-    from labeler.config import LabelConfig
+    from labeler.config import LabelConfig, judge_folder_defaults
 
+    # A judge folder may name the request layout it was trained on: used unless a flag or --config sets it.
+    given = dict(prompt=prompt, sample_fps=sample_fps, max_side=max_side, segment_seconds=segment_seconds)
+    from_file = _yaml_keys(config)
+    folder = judge_folder_defaults(model or from_file.get("model"))
+    use = {k: v for k, v in folder.items() if given[k] is None and k not in from_file}
+    if use:
+        console.print(f"judge folder {model or from_file.get('model')}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items())
+                      + " (its own request layout; pass the flag to override)")
+        prompt, sample_fps, max_side, segment_seconds = ({**given, **use}[k] for k in ("prompt", "sample_fps", "max_side", "segment_seconds"))
     cfg = build_config(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
         segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
@@ -119,6 +128,19 @@ def label(
     print_label_summary(result.summary, result.out)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))
+
+
+def _yaml_keys(config: Path | None) -> dict:
+    """The settings a --config file holds ({} without one); build_config reports a bad file."""
+    import yaml
+
+    if config is None or not config.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(config.read_text())
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _floats(flag: str, text: str | None) -> list[float] | None:

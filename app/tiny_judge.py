@@ -267,7 +267,14 @@ def _fit(model, processor, train_set: list[Example], eval_set: list[Example], re
 
 
 def _write_card(out: Path, info: dict, recipe: JudgeRecipe) -> None:
+    import yaml
+
+    from labeler.config import JUDGE_DEFAULTS_FILE
+
     (out / "training.json").write_text(json.dumps(info, indent=2))
+    # `label --model <this folder>` asks in the layout the judge was trained on, unless flags say otherwise
+    layout = {"prompt": recipe.prompt, "sample_fps": recipe.sample_fps, "max_side": recipe.max_side}
+    (out / JUDGE_DEFAULTS_FILE).write_text(yaml.safe_dump(layout, sort_keys=False))
     (out / "README.md").write_text(
         "# tiny trained judge (densedpo make-tiny vlm --trained)\n\n"
         f"Qwen2-VL, {info['parameters']:,} parameters, trained from random init for {recipe.steps} steps on "

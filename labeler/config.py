@@ -101,3 +101,21 @@ class LabelConfig:
 def cost_usd(prompt_tokens: float, completion_tokens: float, spec: JudgeSpec) -> float:
     """Estimated cost at the spec's prices (USD per million tokens)."""
     return (prompt_tokens * (spec.price_in or 0) + completion_tokens * (spec.price_out or 0)) / 1e6
+
+
+JUDGE_DEFAULTS_FILE = "densedpo-judge.yaml"  # in a judge's model folder: the request layout it was trained on
+JUDGE_LAYOUT_KEYS = ("prompt", "sample_fps", "max_side", "segment_seconds")
+
+
+def judge_folder_defaults(model: str | None) -> dict:
+    """The label settings a judge's model folder asks for (its `densedpo-judge.yaml`: e.g. the tiny trained judge
+    reads its own short prompt at 4 frames per second); {} for any other model."""
+    import yaml
+
+    path = Path(model) / JUDGE_DEFAULTS_FILE if model else None
+    if path is None or not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or set(data) - set(JUDGE_LAYOUT_KEYS):
+        raise DenseDPOError(f"{path} may set only {', '.join(JUDGE_LAYOUT_KEYS)}; it holds {data!r}.")
+    return data
