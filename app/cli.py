@@ -380,6 +380,64 @@ def _yaml_value(text: str):
         return text
 
 
+@app.command(
+    epilog="""Examples:\n
+  densedpo sample --prompts vbench-dynamic --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out samples/base --seeds-per-prompt 2\n
+  densedpo sample --prompts vbench-dynamic --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --lora run/final --out samples/dense --seeds-per-prompt 2\n
+  densedpo sample --prompts my_prompts.txt --model M --lora run/best --out samples/best --shard 0/4""",
+)
+def sample(
+    prompts: Annotated[str | None, typer.Option(help="vbench-dynamic, vbench-all (prompts/eval/), a .txt (one prompt per line) or a .parquet (prompt_id, prompt).")] = None,
+    model: Annotated[str | None, typer.Option(help="diffusers pipeline folder or hub id: the base model.")] = None,
+    lora: Annotated[Path | None, typer.Option(help="A LoRA folder `train` wrote (run/final, run/best, run/checkpoint-N); none: the base model.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder: {prompt_id}-{k}.mp4 and samples.parquet [default: samples/base].")] = None,
+    seeds_per_prompt: Annotated[int | None, typer.Option(help="Samples per prompt (k = 0 .. K-1) [default: 1].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed: sample (prompt_id, k) gets a seed from it, the same for base and policy [default: 0].")] = None,
+    mode: Annotated[str | None, typer.Option(help="t2v (text to video) [default: t2v]; SDEdit pairs from held-out clips: `densedpo generate`.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampler steps [default: 40].")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale [default: 8].")] = None,
+    num_frames: Annotated[int | None, typer.Option(help="Frames per video, 4k+1 [default: 81].")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate of the written videos [default: 16].")] = None,
+    height: Annotated[int | None, typer.Option(help="Video height [default: 480].")] = None,
+    width: Annotated[int | None, typer.Option(help="Video width [default: 832].")] = None,
+    shard: Annotated[str | None, typer.Option(help="i/n: only prompts with index % n == i.")] = None,
+    save_latents: Annotated[bool | None, typer.Option("--save-latents", help="Keep each sample's final latents (latents/).")] = None,
+    max_prompts: Annotated[int | None, typer.Option(help="Only the first N prompts.")] = None,
+    cpu_offload: Annotated[bool | None, typer.Option("--cpu-offload", help="Keep idle models on the CPU (diffusers model offload).")] = None,
+    vae_tiling: Annotated[bool | None, typer.Option("--vae-tiling", help="Decode in tiles to save memory.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; load no model.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Sample a model (and a LoRA from train) on prompts; base and policy runs share every sample's noise."""
+    from densedpo.config import build_config, write_run_file
+    from generation.sample import SampleConfig, plan_samples
+
+    cfg = build_config(
+        SampleConfig, config, prompts=prompts, model=model, lora=lora, out=out, seeds_per_prompt=seeds_per_prompt,
+        seed=seed, mode=mode, steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height,
+        width=width, shard=shard, save_latents=save_latents, max_prompts=max_prompts, cpu_offload=cpu_offload,
+        vae_tiling=vae_tiling,
+    )
+    if dry_run:
+        from generation.engine import parse_shard
+
+        tasks, done = plan_samples(cfg, *parse_shard(cfg.shard))
+        print_kv("sample plan (dry run)", {"prompts": len(tasks), "samples to make": sum(len(t.ks) for t in tasks),
+                                           "already finished": done, "lora": str(cfg.lora or "-"),
+                                           "frames / fps / size": f"{cfg.num_frames} / {cfg.fps:g} / {cfg.width}x{cfg.height}"})
+        return
+    _sigterm_as_interrupt()
+    from generation.sample import output_lock
+    from generation.sample import sample as run_sample
+
+    with output_lock(cfg):
+        write_run_file(cfg.out / "sample.run.yaml", "sample", cfg, ("torch", "diffusers", "peft"))
+        result = run_sample(cfg, console=console, progress=not quiet)
+    print_kv(f"samples → {result.samples_path}", {"samples made": result.made, "already finished": result.already_done,
+                                                  "seconds per sample": result.seconds_per_sample})
+
+
 @app.command("serve-scorer", epilog="""Example:\n
   densedpo serve-scorer --model checkpoints/VideoReward --port 8001\n
   densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""")

@@ -92,6 +92,30 @@ PREFERENCES = ("a", "b", "tie")
 POSITIONS = ("first", "second", "tie")  # what one order's answer chose, by position on screen
 LABEL_STATUSES = ("ok", "low_confidence", "order_inconsistent", "parse_error", "request_error")
 
+SAMPLES = Schema(
+    "samples",
+    (
+        Column("prompt_id", "str", doc="the prompt's id (its line number in a text file, or the table's)"),
+        Column("prompt", "str"),
+        Column("k", "int", doc="which sample of the prompt (0 .. seeds_per_prompt - 1)"),
+        Column("seed", "int", doc="a function of --seed, prompt_id and k only: base and policy share it"),
+        Column("video", "str"),
+        Column("model_id", "str"),
+        Column("lora", "str", required=False, nullable=True, doc="the LoRA folder loaded, if any"),
+        Column("lora_sha256", "str", required=False, nullable=True, doc="content digest of its weights"),
+        Column("num_frames", "int"),
+        Column("fps", "float"),
+        Column("height", "int"),
+        Column("width", "int"),
+        Column("num_inference_steps", "int"),
+        Column("guidance_scale", "float"),
+        Column("negative_prompt", "str", required=False, nullable=True),
+        Column("latents", "str", required=False, nullable=True, doc="final latents (--save-latents)"),
+    ),
+    key=("prompt_id", "k"),
+    path_columns=("video", "latents"),
+)
+
 LABELS = Schema(
     "labels",
     (

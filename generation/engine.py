@@ -171,7 +171,8 @@ def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
 class Sampler:
     """A diffusers video pipeline's parts, driven by our own loop so that η is a σ and both seeds batch."""
 
-    def __init__(self, cfg: GenerateConfig, device: str | None = None):
+    def __init__(self, cfg, device: str | None = None):
+        """cfg: a GenerateConfig, or any config with the same sampler fields (`sample`'s SampleConfig, + lora)."""
         import torch
         from diffusers import DiffusionPipeline
 
@@ -191,6 +192,12 @@ class Sampler:
                 raise DenseDPOError(f"--model {cfg.model!r} has no {part}; densedpo needs a Wan-style video pipeline.")
         if not hasattr(pipe.scheduler, "set_begin_index") or "sigmas" not in dir(pipe.scheduler):
             raise DenseDPOError(f"the scheduler {type(pipe.scheduler).__name__} is not a flow-matching scheduler.")
+        lora = getattr(cfg, "lora", None)
+        if lora is not None:  # the LoRA `train` saved, loaded as diffusers loads any LoRA of this pipeline
+            try:
+                pipe.load_lora_weights(str(lora))
+            except (OSError, ValueError, KeyError) as e:
+                raise DenseDPOError(f"cannot load --lora {lora} into {cfg.model!r}: {e}") from None
         if cfg.vae_tiling:
             pipe.vae.enable_tiling()
         if cfg.cpu_offload and self.device.type == "cuda":

@@ -1,0 +1,257 @@
+"""`densedpo sample`: videos from prompts with a model and, optionally, a LoRA that `train` made, paired by seed.
+
+sample() reads top to bottom: 1 plan (prompts x seeds_per_prompt; this shard's share; finished samples are
+skipped), 2 load the pipeline (and the LoRA) once, 3 per prompt: encode the caption once, draw each sample's
+initial noise on a CPU generator from its own seed, denoise the prompt's samples as one batch, write the videos
+(and latents), then each row last, 4 merge every shard's rows into samples.parquet under one lock.
+
+Pairing is the point: the seed of sample (prompt_id, k) is a function of --seed, prompt_id and k only, and the
+noise is drawn on the CPU, so a base run and a policy run start from identical noise on any device, process
+count, shard or resume; `evaluate` compares them sample by sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from densedpo.errors import DenseDPOError
+from densedpo.files import atomic_write_text, file_sha256
+from densedpo.progress import progress_bar
+from densedpo.tables import SAMPLES, read_table, write_table
+from generation.engine import Sampler, parse_shard
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "eval"
+PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbench_all_dimension.txt"}
+
+
+@dataclass
+class SampleConfig:
+    prompts: str
+    model: str
+    out: Path = Path("samples/base")
+    lora: Path | None = None
+    seeds_per_prompt: int = 1
+    seed: int = 0
+    steps: int = 40
+    guidance: float = 8.0
+    num_frames: int = 81
+    fps: float = 16.0
+    height: int = 480
+    width: int = 832
+    negative_prompt: str = ""
+    max_sequence_length: int = 512
+    shard: str | None = None
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    dtype: str = "auto"
+    save_latents: bool = False
+    max_prompts: int | None = None
+    mode: str = "t2v"  # t2v only here: aligned SDEdit pairs from held-out clips are `generate --lora`'s job
+
+    def check(self) -> None:
+        if self.mode != "t2v":
+            raise DenseDPOError(
+                f"--mode {self.mode!r}: sample makes text-to-video samples (t2v); for SDEdit pairs from held-out "
+                "clips run `densedpo generate --sources held_out.parquet` with the same --seed."
+            )
+        if self.seeds_per_prompt < 1:
+            raise DenseDPOError(f"--seeds-per-prompt must be at least 1, got {self.seeds_per_prompt}.")
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            raise DenseDPOError(f"--num-frames must be 4k+1 (e.g. 81, 49, 17), got {self.num_frames}.")
+        if self.height % 16 or self.width % 16:
+            raise DenseDPOError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}.")
+        if self.steps < 1 or self.fps <= 0:
+            raise DenseDPOError("--steps must be at least 1 and --fps positive.")
+        if self.lora is not None and not (Path(self.lora) / LORA_FILE).is_file():
+            raise DenseDPOError(
+                f"--lora {self.lora} holds no {LORA_FILE}: pass a folder `train` wrote (run/final, run/best or a "
+                "checkpoint-N)."
+            )
+        parse_shard(self.shard)
+
+    def settings(self) -> dict:
+        """What must match between two sample folders for `evaluate` to compare them."""
+        return {
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "height": self.height,
+            "width": self.width,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "negative_prompt": self.negative_prompt,
+        }
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def sample_seed(seed: int, prompt_id: str, k: int) -> int:
+    """The seed of sample k of a prompt: a function of (--seed, prompt_id, k) only."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}:{k}".encode()).digest()[:4], "big") % 2**31
+
+
+def safe_name(prompt_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(prompt_id))[:80] or "_"
+
+
+def load_prompts(spec: str) -> pd.DataFrame:
+    """prompt_id, prompt from a named set (vbench-dynamic, vbench-all), a text file (one prompt per line; ids
+    p0000, p0001, ... by line) or a parquet table with prompt_id and prompt."""
+    path = PROMPTS_DIR / PROMPT_SETS[spec] if spec in PROMPT_SETS else Path(spec)
+    if not path.is_file():
+        names = ", ".join(PROMPT_SETS)
+        raise DenseDPOError(f"--prompts {spec}: no such file or prompt set; give a .txt, a .parquet or one of {names}.")
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+        missing = [c for c in ("prompt_id", "prompt") if c not in df.columns]
+        if missing:
+            raise DenseDPOError(
+                f"--prompts {path} lacks column(s) {', '.join(missing)}; it needs prompt_id and prompt."
+            )
+        df = df[["prompt_id", "prompt"]].astype(str)
+    else:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        df = pd.DataFrame([(f"p{i:04d}", ln) for i, ln in enumerate(lines) if ln], columns=["prompt_id", "prompt"])
+    if df.empty:
+        raise DenseDPOError(f"--prompts {path} holds no prompt.")
+    twice = df["prompt_id"][df["prompt_id"].duplicated()]
+    if len(twice):
+        raise DenseDPOError(f"--prompts {path}: prompt_id {twice.iloc[0]!r} appears twice; ids must be unique.")
+    return df.reset_index(drop=True)
+
+
+@dataclass
+class SampleTask:
+    prompt_id: str
+    prompt: str
+    ks: list[int] = field(default_factory=list)  # the samples of this prompt still to make
+
+
+def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list[SampleTask], int]:
+    """(this shard's prompts with their missing samples, samples already finished). Prompts split modulo world."""
+    prompts = load_prompts(cfg.prompts)
+    if cfg.max_prompts is not None:
+        prompts = prompts.iloc[: cfg.max_prompts]
+    tasks, done = [], 0
+    for i, row in enumerate(prompts.itertuples(index=False)):
+        if i % world != rank:
+            continue
+        ks = [k for k in range(cfg.seeds_per_prompt) if not _row_path(cfg.out, row.prompt_id, k).exists()]
+        done += cfg.seeds_per_prompt - len(ks)
+        if ks:
+            tasks.append(SampleTask(str(row.prompt_id), str(row.prompt), ks))
+    return tasks, done
+
+
+def _row_path(out: Path, prompt_id: str, k: int) -> Path:
+    return out / "rows" / f"{safe_name(prompt_id)}-{k}.json"
+
+
+def lora_digest(lora: Path | None) -> str | None:
+    return file_sha256(Path(lora) / LORA_FILE) if lora is not None else None
+
+
+def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha: str | None) -> list[dict]:
+    """Every missing sample of one prompt, as one batch from pure noise; files first, the rows are returned."""
+    from densedpo.video import write_video
+    from generation.engine import _save_tensors
+
+    _, timesteps = sampler.schedule()
+    pos, neg = sampler.encode_prompt(task.prompt)
+    seeds = [sample_seed(cfg.seed, task.prompt_id, k) for k in task.ks]
+    latents = sampler.denoise(sampler.noise(seeds, sampler.latent_shape()), timesteps, 0, pos, neg)
+    videos = sampler.decode(latents)
+    rows = []
+    for k, seed, video, z in zip(task.ks, seeds, videos, latents):
+        name = f"{safe_name(task.prompt_id)}-{k}"
+        write_video(cfg.out / f"{name}.mp4", video, cfg.fps)
+        rel_latents = None
+        if cfg.save_latents:
+            rel_latents = f"latents/{name}.safetensors"
+            _save_tensors(cfg.out / rel_latents, {"latents": z})
+        rows.append(
+            {
+                "prompt_id": task.prompt_id,
+                "prompt": task.prompt,
+                "k": k,
+                "seed": seed,
+                "video": f"{name}.mp4",
+                "model_id": cfg.model,
+                "lora": str(Path(cfg.lora).resolve()) if cfg.lora is not None else None,
+                "lora_sha256": lora_sha,
+                **cfg.settings(),
+                "latents": rel_latents,
+            }
+        )
+    return rows
+
+
+def merge_samples(out: Path) -> Path | None:
+    """samples.parquet from every finished row under out/rows (all shards), under one lock on the table."""
+    from densedpo.locks import waiting
+
+    with waiting(out / ".samples.parquet.merge.lock"):
+        rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+        if not rows:
+            return None
+        df = pd.DataFrame(rows).drop_duplicates(["prompt_id", "k"]).sort_values(["prompt_id", "k"])
+        return write_table(df.reset_index(drop=True), out / "samples.parquet", SAMPLES)
+
+
+@dataclass
+class SampleResult:
+    samples_path: Path | None
+    made: int
+    already_done: int
+    seconds_per_sample: float
+
+
+def output_lock(cfg: SampleConfig):
+    from densedpo.locks import exclusive
+
+    rank, world = parse_shard(cfg.shard)
+    what = f"--out {cfg.out} (shard {rank}/{world})"
+    return exclusive(cfg.out / f".sample-shard-{rank}-of-{world}.lock", what, "choose another --out or --shard")
+
+
+def sample(cfg: SampleConfig, console=None, progress: bool = True) -> SampleResult:
+    """Make this shard's samples into cfg.out (see the module docstring)."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    with output_lock(cfg):
+        # 1. Plan.
+        rank, world = parse_shard(cfg.shard)
+        tasks, done = plan_samples(cfg, rank, world)
+        # 2. Load once (the LoRA as `train` saved it, through the pipeline's own load_lora_weights).
+        sampler = Sampler(cfg) if tasks else None
+        lora_sha = lora_digest(cfg.lora)
+        # 3. Sample.
+        made, t0 = 0, time.perf_counter()
+        with progress_bar(console, "samples", progress) as bar:
+            task_id = bar.add_task("sampling", total=sum(len(t.ks) for t in tasks))
+            for task in tasks:
+                for row in make_samples(sampler, task, cfg, lora_sha):
+                    atomic_write_text(_row_path(cfg.out, row["prompt_id"], row["k"]), json.dumps(row))
+                    made += 1
+                    bar.advance(task_id)
+        seconds = time.perf_counter() - t0
+        # 4. Merge every shard's rows.
+        path = merge_samples(cfg.out)
+    return SampleResult(path, made, done, seconds / made if made else float("nan"))
+
+
+def read_samples(folder: Path) -> pd.DataFrame:
+    """A sample folder's table (samples.parquet inside it, or the table's own path)."""
+    path = Path(folder)
+    path = path / "samples.parquet" if path.is_dir() else path
+    if not path.is_file():
+        raise DenseDPOError(f"{folder} holds no samples.parquet: run `densedpo sample --out {folder}` first.")
+    return read_table(path, SAMPLES)

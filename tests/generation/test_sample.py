@@ -1,0 +1,133 @@
+"""`densedpo sample` with a tiny random Wan 2.1: pairing by seed, LoRA loading, resume and shards.
+
+The tiny random VAE decodes every latent to nearly the same grey video, so tests that must tell samples apart
+compare the final latents (--save-latents), as the issue says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from densedpo.video import read_frames
+from generation.sample import SampleConfig, sample, sample_seed
+from tests.conftest import REPO
+
+SMALL = dict(steps=4, num_frames=9, height=32, width=32, guidance=3.0, fps=8.0, save_latents=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory) -> Path:
+    from densedpo.tiny import make_tiny_wan
+
+    return make_tiny_wan(tmp_path_factory.mktemp("wan"))
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text("a red ball rolls\na cat jumps over a fence\n\nwaves hit a rock\n")
+    return path
+
+
+def run(prompts, model, out, **kw) -> pd.DataFrame:
+    res = sample(SampleConfig(prompts=str(prompts), model=str(model), out=out, **{**SMALL, **kw}), progress=False)
+    return pd.read_parquet(res.samples_path)
+
+
+def latents(out: Path, row) -> torch.Tensor:
+    return load_file(out / row["latents"])["latents"]
+
+
+def zero_lora(model: Path, out: Path) -> Path:
+    """A LoRA whose delta is zero (B = 0 at init), saved in train's diffusers format."""
+    from diffusers import AutoModel
+    from peft import LoraConfig
+
+    from dpo.train import LORA_TARGETS, _save_lora
+
+    transformer = AutoModel.from_pretrained(str(model), subfolder="transformer")
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=True, target_modules=LORA_TARGETS))
+    out.mkdir(parents=True)
+    _save_lora(transformer, str(model), out)
+    return out
+
+
+def test_samples_follow_the_contract_and_pair_by_seed(tiny_wan, prompts, tmp_path):
+    df = run(prompts, tiny_wan, tmp_path / "base", seeds_per_prompt=2)
+    assert list(zip(df["prompt_id"], df["k"])) == [(p, k) for p in ("p0000", "p0001", "p0003") for k in (0, 1)]
+    assert df.loc[df["prompt_id"] == "p0003", "prompt"].iloc[0] == "waves hit a rock"  # ids are line numbers
+    assert all(s == sample_seed(0, p, k) for s, p, k in zip(df["seed"], df["prompt_id"], df["k"]))
+    assert df["seed"].is_unique and df["lora"].isna().all()
+    frames = read_frames(tmp_path / "base" / df["video"].iloc[0])
+    assert frames.shape == (9, 32, 32, 3)
+    z = {(r["prompt_id"], r["k"]): latents(tmp_path / "base", r) for _, r in df.iterrows()}
+    assert not torch.equal(z[("p0000", 0)], z[("p0000", 1)])  # another k: other noise
+
+
+def test_a_zero_lora_gives_the_base_videos_byte_for_byte(tiny_wan, prompts, tmp_path):
+    base = run(prompts, tiny_wan, tmp_path / "base", max_prompts=2)
+    lora = zero_lora(tiny_wan, tmp_path / "zero-lora")
+    policy = run(prompts, tiny_wan, tmp_path / "policy", max_prompts=2, lora=lora)
+    assert policy["lora_sha256"].notna().all() and policy["lora"].iloc[0] == str(lora.resolve())
+    for (_, b), (_, p) in zip(base.iterrows(), policy.iterrows()):
+        assert (tmp_path / "base" / b["video"]).read_bytes() == (tmp_path / "policy" / p["video"]).read_bytes()
+        assert torch.equal(latents(tmp_path / "base", b), latents(tmp_path / "policy", p))
+
+
+def test_shards_processes_and_resume_draw_the_same_noise(tiny_wan, prompts, tmp_path):
+    whole = run(prompts, tiny_wan, tmp_path / "whole")
+    # two shards, each in its own process, into one folder
+    for shard in ("0/2", "1/2"):
+        small = ["--steps", "4", "--num-frames", "9", "--height", "32", "--width", "32", "--guidance", "3"]
+        args = ["--prompts", prompts, "--model", tiny_wan, "--out", tmp_path / "shards", "--shard", shard]
+        args += [*small, "--fps", "8", "--save-latents", "--quiet"]
+        cmd = [sys.executable, "-m", "app.cli", "sample", *map(str, args)]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    sharded = pd.read_parquet(tmp_path / "shards" / "samples.parquet")
+    # a run stopped after one prompt, then resumed
+    run(prompts, tiny_wan, tmp_path / "resumed", max_prompts=1)
+    resumed = run(prompts, tiny_wan, tmp_path / "resumed")
+    for other, folder in ((sharded, "shards"), (resumed, "resumed")):
+        assert list(other["seed"]) == list(whole["seed"])
+        for (_, a), (_, b) in zip(whole.iterrows(), other.iterrows()):
+            assert torch.equal(latents(tmp_path / "whole", a), latents(tmp_path / folder, b)), folder
+
+
+def test_a_trained_lora_changes_the_latents(tiny_wan, prompts, tmp_path):
+    from dpo.train import TrainConfig, train
+    from tests.dpo.synthetic_latents import make_latent_pairs
+
+    pairs, labels = make_latent_pairs(tmp_path / "data", num_pairs=4)
+    fast = dict(warmup_steps=1, lora_rank=4, batch_size=2, val_fraction=0.0, eval_every=1000, save_every=1000)
+    cfg = TrainConfig(
+        pairs=pairs, labels=labels, model=str(tiny_wan), out=tmp_path / "run", max_steps=3, lr=5e-2, **fast
+    )
+    train(cfg, progress=False)
+    base = run(prompts, tiny_wan, tmp_path / "base", max_prompts=1)
+    policy = run(prompts, tiny_wan, tmp_path / "policy", max_prompts=1, lora=tmp_path / "run" / "final")
+    diff = (latents(tmp_path / "base", base.iloc[0]) - latents(tmp_path / "policy", policy.iloc[0])).abs().mean()
+    assert float(diff) > 1e-3
+
+
+def test_bad_prompts_and_lora_are_one_line_errors(tiny_wan, tmp_path):
+    from densedpo.errors import DenseDPOError
+
+    with pytest.raises(DenseDPOError, match="no such file or prompt set"):
+        run(tmp_path / "nope.txt", tiny_wan, tmp_path / "o")
+    with pytest.raises(DenseDPOError, match="holds no pytorch_lora_weights.safetensors"):
+        SampleConfig(prompts="vbench-dynamic", model="m", lora=tmp_path).check()
+    pd.DataFrame({"prompt_id": ["x", "x"], "prompt": ["a", "b"]}).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(DenseDPOError, match="prompt_id 'x' appears twice"):
+        run(tmp_path / "p.parquet", tiny_wan, tmp_path / "o2")
+    from generation.sample import load_prompts
+
+    assert len(load_prompts("vbench-dynamic")) == 72 and len(load_prompts("vbench-all")) == 946
+    assert np.all(load_prompts("vbench-dynamic")["prompt_id"].str.match(r"p\d{4}"))
