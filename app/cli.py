@@ -438,6 +438,65 @@ def sample(
                                                   "seconds per sample": result.seconds_per_sample})
 
 
+@app.command(
+    epilog="""Examples:\n
+  densedpo evaluate --base samples/base --policy dense=samples/dense --out eval/ --server http://127.0.0.1:8000\n
+  densedpo evaluate --base samples/base --policy dense=samples/dense --policy vanilla=samples/vanilla --judges judges.yaml --motion-bias-probe 32\n
+  densedpo evaluate --base samples/base --policy dense=samples/dense --no-judge --raft-weights raft_large_C_T_V1.pth""",
+)
+def evaluate(
+    base: Annotated[Path, typer.Option(help="The base model's sample folder (densedpo sample without --lora).")],
+    policy: Annotated[list[str], typer.Option(help="NAME=FOLDER of a trained model's samples (same prompts, seeds, settings); repeat to compare several.")],
+    out: Annotated[Path, typer.Option(help="Output folder: pairs.parquet, labels.parquet, report.json, report.md, plots/.")] = Path("eval"),
+    server: Annotated[list[str] | None, typer.Option(help="URL of a running judge server (as label); repeat for several.")] = None,
+    model: Annotated[str | None, typer.Option(help="The judge model (as label); without --server densedpo starts vLLM for it.")] = None,
+    api: Annotated[str | None, typer.Option(help="vllm, openai or transformers (as label) [default: vllm].")] = None,
+    judge: Annotated[str | None, typer.Option(help="chat or score (as label) [default: chat].")] = None,
+    judges: Annotated[Path | None, typer.Option(help="A jury YAML (as label): every judge's figures and the jury's.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt name or YAML (as label) [default: segment_preference_v1].")] = None,
+    sample_fps: Annotated[float | None, typer.Option(help="Frames per second shown to the judge [default: 8].")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="Below this a segment is a tie [default: 0.5].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the judge API key.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Judge requests in flight [default: 32].")] = None,
+    no_judge: Annotated[bool, typer.Option("--no-judge", help="Motion only: no preference figures, no server.")] = False,
+    raft_weights: Annotated[Path | None, typer.Option(help="torchvision raft_large weights (a file): motion by RAFT as VBench does [default: Farneback, a proxy].")] = None,
+    motion_bias_probe: Annotated[int, typer.Option(help="Frozen copies of N base videos against the originals through the judge (paper Table 8).")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over prompts for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Did training help? A trained model's samples against its base model's: per-segment preference and motion."""
+    from densedpo.config import build_config
+    from evaluation.evaluate import EvaluateConfig
+    from evaluation.evaluate import evaluate as run_evaluate
+    from evaluation.report import print_report
+    from labeler.config import LabelConfig, judge_folder_defaults
+
+    policies = {}
+    for item in policy:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise DenseDPOError(f"--policy {item!r}: write NAME=FOLDER, e.g. --policy dense=samples/dense.")
+        policies[name] = Path(folder)
+    cfg = EvaluateConfig(base=base, policies=policies, out=out, judge=not no_judge, raft_weights=raft_weights,
+                         motion_bias_probe=motion_bias_probe, bootstrap=bootstrap, seed=seed)
+    label_cfg = None
+    if not no_judge:
+        if not server and not model and not judges:
+            raise DenseDPOError("evaluate needs a judge: --server URL, --model M or --judges FILE (or --no-judge for motion only).")
+        layout = {k: v for k, v in judge_folder_defaults(model).items() if k in ("prompt", "sample_fps")}
+        prompt = prompt or layout.get("prompt")
+        sample_fps = sample_fps or layout.get("sample_fps")
+        label_cfg = build_config(
+            LabelConfig, None, pairs=out / "pairs.parquet", out=out / "labels.parquet", server=server or None,
+            model=model, api=api, judge=judge, judges=judges, prompt=prompt, sample_fps=sample_fps,
+            min_confidence=min_confidence, api_key_env=api_key_env, concurrency=concurrency,
+        )
+    _sigterm_as_interrupt()
+    result = run_evaluate(cfg, label_cfg, console=console, scorer_command=SCORER_COMMAND)
+    print_report(result.report)
+    console.print(f"report: {out / 'report.json'}, {out / 'report.md'}; plots in {out / 'plots'}")
+
+
 @app.command("serve-scorer", epilog="""Example:\n
   densedpo serve-scorer --model checkpoints/VideoReward --port 8001\n
   densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""")

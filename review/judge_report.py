@@ -23,15 +23,13 @@ A reference with several annotators is reduced to one label per segment by major
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_motion
+from densedpo.stats import Counts, bootstrap, ratio, rounded
 from densedpo.tables import POSITIONS
 from labeler.aggregate import clip_preference, decided
 
@@ -111,21 +109,6 @@ def reference_consensus(ref: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- per-pair counts
 
 
-@dataclass
-class Counts:
-    """Per-pair count vectors (rows: pairs, columns: named counts) and the figures computed from their sums."""
-
-    pairs: list[str]
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def add(self, name: str, per_pair: pd.Series) -> None:
-        self.columns[name] = per_pair.reindex(self.pairs, fill_value=0).to_numpy(float)
-
-    def matrix(self) -> tuple[list[str], np.ndarray]:
-        names = list(self.columns)
-        return names, np.stack([self.columns[n] for n in names], axis=1) if names else np.zeros((len(self.pairs), 0))
-
-
 def _per_pair(mask: pd.Series, pair_ids: pd.Series) -> pd.Series:
     return mask.astype(float).groupby(pair_ids.to_numpy()).sum()
 
@@ -201,16 +184,11 @@ def _motion_counts(counts: Counts, labels: pd.DataFrame, reference: pd.DataFrame
 # ---------------------------------------------------------------------------------------------- figures
 
 
-def _ratio(num, den):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
 def kappa(confusion: np.ndarray) -> np.ndarray:
     """Cohen's kappa from confusion matrices (..., K, K)."""
     n = confusion.sum(axis=(-1, -2))
-    p_o = _ratio(np.trace(confusion, axis1=-2, axis2=-1), n)
-    p_e = _ratio((confusion.sum(-1) * confusion.sum(-2)).sum(-1), n**2)
+    p_o = ratio(np.trace(confusion, axis1=-2, axis2=-1), n)
+    p_e = ratio((confusion.sum(-1) * confusion.sum(-2)).sum(-1), n**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(p_e < 1, (p_o - p_e) / (1 - p_e), np.nan)
 
@@ -221,44 +199,22 @@ def judge_figures(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     n_both = s["both_decided"]
     ece = sum(np.abs(s[f"ece_correct_{b}"] - s[f"ece_conf_{b}"]) for b in range(ECE_BINS))
     out = {
-        "segment_accuracy": _ratio(s["both_agree"], n_both),
-        "segment_accuracy_ties_wrong": _ratio(s["ref_decided_judge_same"], s["ref_decided"]),
-        "coverage": _ratio(s["ref_decided_judge_decided"], s["ref_decided"]),
+        "segment_accuracy": ratio(s["both_agree"], n_both),
+        "segment_accuracy_ties_wrong": ratio(s["ref_decided_judge_same"], s["ref_decided"]),
+        "coverage": ratio(s["ref_decided_judge_decided"], s["ref_decided"]),
         "cohen_kappa": kappa(confusion),
-        "clip_accuracy": _ratio(s["clip_agree"], s["clip_both_decided"]),
-        "ece": _ratio(ece, n_both),
-        "position_consistency": _ratio(s["orders_agree"], s["orders_answered"]),
-        "first_position_rate": _ratio(s["first_answers"], s["nontie_answers"]),
+        "clip_accuracy": ratio(s["clip_agree"], s["clip_both_decided"]),
+        "ece": ratio(ece, n_both),
+        "position_consistency": ratio(s["orders_agree"], s["orders_answered"]),
+        "first_position_rate": ratio(s["first_answers"], s["nontie_answers"]),
     }
     for t in THRESHOLDS:
-        out[f"curve_coverage_{t:.2f}"] = _ratio(s[f"curve_decided_{t:.2f}"], s["ref_decided"])
-        out[f"curve_accuracy_{t:.2f}"] = _ratio(s[f"curve_agree_{t:.2f}"], s[f"curve_decided_{t:.2f}"])
+        out[f"curve_coverage_{t:.2f}"] = ratio(s[f"curve_decided_{t:.2f}"], s["ref_decided"])
+        out[f"curve_accuracy_{t:.2f}"] = ratio(s[f"curve_agree_{t:.2f}"], s[f"curve_decided_{t:.2f}"])
     if "motion_judge_decided" in s:
-        out["judge_prefers_less_motion"] = _ratio(s["motion_judge_slower"], s["motion_judge_decided"])
-        out["reference_prefers_less_motion"] = _ratio(s["motion_reference_slower"], s["motion_reference_decided"])
+        out["judge_prefers_less_motion"] = ratio(s["motion_judge_slower"], s["motion_judge_decided"])
+        out["reference_prefers_less_motion"] = ratio(s["motion_reference_slower"], s["motion_reference_decided"])
     return out
-
-
-def bootstrap(counts: Counts, figures: Callable[[dict], dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """{figure: {"value", "ci95": [lo, hi]}}: the point value from all pairs, the interval from resampled pairs."""
-    names, x = counts.matrix()
-    point = figures({n: x[:, i].sum(keepdims=True) for i, n in enumerate(names)})
-    rng = np.random.default_rng(seed)
-    n_pairs = x.shape[0]
-    weights = rng.multinomial(n_pairs, np.full(n_pairs, 1 / n_pairs), size=n_boot) if n_pairs else np.zeros((0, 0))
-    sums = weights @ x if n_pairs else np.zeros((0, len(names)))
-    draws = figures({n: sums[:, i] for i, n in enumerate(names)})
-    out = {}
-    for name, value in point.items():
-        d = draws[name][np.isfinite(draws[name])] if n_pairs else np.array([])
-        lo, hi = np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan)
-        out[name] = {"value": _num(value[0]), "ci95": [_num(lo), _num(hi)]}
-    return out
-
-
-def _num(v) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else round(v, 6)
 
 
 def judge_report(
@@ -304,8 +260,8 @@ def reliability_bins(counts: Counts) -> list[dict]:
             {
                 "bin": [b / ECE_BINS, (b + 1) / ECE_BINS],
                 "segments": int(n),
-                "accuracy": _num(_ratio(counts.columns[f"ece_correct_{b}"].sum(), n)),
-                "mean_confidence": _num(_ratio(counts.columns[f"ece_conf_{b}"].sum(), n)),
+                "accuracy": rounded(ratio(counts.columns[f"ece_correct_{b}"].sum(), n)),
+                "mean_confidence": rounded(ratio(counts.columns[f"ece_conf_{b}"].sum(), n)),
             }
         )
     return out
@@ -365,7 +321,7 @@ def krippendorff_alpha(coincidence: np.ndarray) -> np.ndarray:
 def ceiling_figures(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     co = np.stack([np.stack([s[f"coincidence_{c}_{k}"] for k in CLASSES], -1) for c in CLASSES], -2)
     out = {
-        "pairwise_agreement": _ratio(s["annotator_pairs_agree"], s["annotator_pairs"]),
+        "pairwise_agreement": ratio(s["annotator_pairs_agree"], s["annotator_pairs"]),
         "krippendorff_alpha": krippendorff_alpha(co),
     }
     if "pair_confusion_a_a" in s:

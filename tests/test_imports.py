@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 FOUNDATION = "densedpo"
 STAGES = ["labeler", "generation", "dpo", "scorers"]
-ROOMS = ["service", "review"]  # floor 3: apps built on a stage (evaluation/ and sources/ join them)
+ROOMS = ["service", "review", "evaluation"]  # floor 3: apps built on a stage (sources/ joins them)
 APP = "app"
 PACKAGES = [FOUNDATION, *STAGES, *ROOMS, APP]
 

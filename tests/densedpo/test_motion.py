@@ -9,7 +9,7 @@ from densedpo.motion import dynamic_rule, top_flow, vbench_stride, video_motion
 
 
 def moving_square(num_frames: int, size: int, step_px: float, seed: int = 0) -> np.ndarray:
-    """A textured square (side size/2) moving right by step_px per frame over a static textured background."""
+    """A textured square (side size/2) moving by step_px per frame (right, then back) over a static background."""
     rng = np.random.default_rng(seed)
     background = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     import cv2
@@ -19,7 +19,8 @@ def moving_square(num_frames: int, size: int, step_px: float, seed: int = 0) -> 
     patch = cv2.GaussianBlur(rng.integers(0, 255, (side, side, 3), dtype=np.uint8), (3, 3), 0)
     frames = np.repeat(background[None], num_frames, axis=0)
     for t in range(num_frames):
-        x = int(round(t * step_px))
+        travel, span = t * step_px, size - side  # back and forth: any number of frames stays in the picture
+        x = int(round(travel % (2 * span) if travel % (2 * span) <= span else 2 * span - travel % (2 * span)))
         frames[t, size // 4 : size // 4 + side, x : x + side] = patch
     return frames
 
