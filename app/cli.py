@@ -483,9 +483,11 @@ def evaluate(
     if not no_judge:
         if not server and not model and not judges:
             raise DenseDPOError("evaluate needs a judge: --server URL, --model M or --judges FILE (or --no-judge for motion only).")
-        layout = {k: v for k, v in judge_folder_defaults(model).items() if k in ("prompt", "sample_fps")}
-        prompt = prompt or layout.get("prompt")
-        sample_fps = sample_fps or layout.get("sample_fps")
+        layout = judge_folder_defaults(model)
+        use = {k: layout[k] for k in ("prompt", "sample_fps") if k in layout and {"prompt": prompt, "sample_fps": sample_fps}[k] is None}
+        if use:
+            console.print(f"judge folder {model}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items()) + " (its own request layout)")
+        prompt, sample_fps = use.get("prompt", prompt), use.get("sample_fps", sample_fps)
         label_cfg = build_config(
             LabelConfig, None, pairs=out / "pairs.parquet", out=out / "labels.parquet", server=server or None,
             model=model, api=api, judge=judge, judges=judges, prompt=prompt, sample_fps=sample_fps,

@@ -76,6 +76,7 @@ def cached_tiny_judge(recipe: JudgeRecipe | None = None, console=None, root: Pat
     root = Path(root or cache_root())
     final = root / f"tiny-judge-{recipe.digest()}"
     if (final / "training.json").exists():
+        write_layout(final, recipe)  # folders trained before the layout file existed get it too
         return final
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / f".{final.name}.lock", f"the tiny judge cache {final}", "wait for the other run to finish"):
@@ -266,15 +267,20 @@ def _fit(model, processor, train_set: list[Example], eval_set: list[Example], re
     return history
 
 
-def _write_card(out: Path, info: dict, recipe: JudgeRecipe) -> None:
+def write_layout(out: Path, recipe: JudgeRecipe) -> None:
+    """`label --model <this folder>` asks in the layout the judge was trained on, unless flags say otherwise."""
     import yaml
 
     from labeler.config import JUDGE_DEFAULTS_FILE
 
-    (out / "training.json").write_text(json.dumps(info, indent=2))
-    # `label --model <this folder>` asks in the layout the judge was trained on, unless flags say otherwise
     layout = {"prompt": recipe.prompt, "sample_fps": recipe.sample_fps, "max_side": recipe.max_side}
-    (out / JUDGE_DEFAULTS_FILE).write_text(yaml.safe_dump(layout, sort_keys=False))
+    if not (out / JUDGE_DEFAULTS_FILE).exists():
+        (out / JUDGE_DEFAULTS_FILE).write_text(yaml.safe_dump(layout, sort_keys=False))
+
+
+def _write_card(out: Path, info: dict, recipe: JudgeRecipe) -> None:
+    (out / "training.json").write_text(json.dumps(info, indent=2))
+    write_layout(out, recipe)
     (out / "README.md").write_text(
         "# tiny trained judge (densedpo make-tiny vlm --trained)\n\n"
         f"Qwen2-VL, {info['parameters']:,} parameters, trained from random init for {recipe.steps} steps on "
