@@ -78,7 +78,8 @@ def print_report(report: dict, console=None) -> None:
         t.add_column(col, justify="right" if col.startswith("value") else "left")
     for row in rows(report):
         t.add_row(*row)
-    (console or Console()).print(t)
+    console = console or Console(width=max(Console().width, 140))  # wide: judge ids are long, logs not terminals
+    console.print(t)
 
 
 def plot_report(report: dict, folder: Path) -> list[Path]:
