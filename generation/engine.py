@@ -62,18 +62,7 @@ class GenerateConfig:
             raise DenseDPOError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
         if not 0.0 < self.eta_min <= self.eta_max <= 1.0:
             raise DenseDPOError(f"need 0 < --eta-min <= --eta-max <= 1, got {self.eta_min} and {self.eta_max}.")
-        if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            k = max(0, (self.num_frames - 1) // 4)
-            raise DenseDPOError(
-                f"--num-frames must be 4k+1 for Wan's causal VAE (e.g. {4 * k + 1} or {4 * k + 5}), "
-                f"got {self.num_frames}."
-            )
-        if self.height % 16 or self.width % 16:
-            raise DenseDPOError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}.")
-        if self.steps < 1 or self.fps <= 0:
-            raise DenseDPOError("--steps and --fps must be positive.")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise DenseDPOError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}.")
+        check_sampler_settings(self)
         parse_shard(self.shard)
 
     def settings(self) -> dict:
@@ -88,6 +77,21 @@ class GenerateConfig:
             "offset_s": self.offset_s,
             "negative_prompt": self.negative_prompt,
         }
+
+
+def check_sampler_settings(cfg) -> None:
+    """The checks every config the Sampler runs shares (generate's, sample's): frames, size, steps, fps, dtype."""
+    if cfg.num_frames < 1 or (cfg.num_frames - 1) % 4:
+        k = max(0, (cfg.num_frames - 1) // 4)
+        raise DenseDPOError(
+            f"--num-frames must be 4k+1 for Wan's causal VAE (e.g. {4 * k + 1} or {4 * k + 5}), got {cfg.num_frames}."
+        )
+    if cfg.height % 16 or cfg.width % 16:
+        raise DenseDPOError(f"--height and --width must be multiples of 16, got {cfg.height}x{cfg.width}.")
+    if cfg.steps < 1 or cfg.fps <= 0:
+        raise DenseDPOError("--steps and --fps must be positive.")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise DenseDPOError(f"--dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}.")
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:

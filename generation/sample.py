@@ -25,7 +25,7 @@ from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text, file_sha256
 from densedpo.progress import progress_bar
 from densedpo.tables import SAMPLES, read_table, write_table
-from generation.engine import Sampler, parse_shard
+from generation.engine import Sampler, check_sampler_settings, parse_shard
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "eval"
 PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbench_all_dimension.txt"}
@@ -53,7 +53,7 @@ class SampleConfig:
     dtype: str = "auto"
     save_latents: bool = False
     max_prompts: int | None = None
-    mode: str = "t2v"  # t2v only here: aligned SDEdit pairs from held-out clips are `generate --lora`'s job
+    mode: str = "t2v"  # t2v only: aligned SDEdit pairs from held-out clips are `densedpo generate`'s job
 
     def check(self) -> None:
         if self.mode != "t2v":
@@ -63,12 +63,7 @@ class SampleConfig:
             )
         if self.seeds_per_prompt < 1:
             raise DenseDPOError(f"--seeds-per-prompt must be at least 1, got {self.seeds_per_prompt}.")
-        if self.num_frames < 1 or (self.num_frames - 1) % 4:
-            raise DenseDPOError(f"--num-frames must be 4k+1 (e.g. 81, 49, 17), got {self.num_frames}.")
-        if self.height % 16 or self.width % 16:
-            raise DenseDPOError(f"--height and --width must be multiples of 16, got {self.height}x{self.width}.")
-        if self.steps < 1 or self.fps <= 0:
-            raise DenseDPOError("--steps must be at least 1 and --fps positive.")
+        check_sampler_settings(self)
         if self.lora is not None and not (Path(self.lora) / LORA_FILE).is_file():
             raise DenseDPOError(
                 f"--lora {self.lora} holds no {LORA_FILE}: pass a folder `train` wrote (run/final, run/best or a "
