@@ -81,6 +81,7 @@ def test_a_zero_lora_gives_the_base_videos_byte_for_byte(tiny_wan, prompts, tmp_
         assert torch.equal(latents(tmp_path / "base", b), latents(tmp_path / "policy", p))
 
 
+@pytest.mark.slow  # fresh interpreters (torch imports) or a training run
 def test_shards_processes_and_resume_draw_the_same_noise(tiny_wan, prompts, tmp_path):
     whole = run(prompts, tiny_wan, tmp_path / "whole")
     # two shards, each in its own process, into one folder
@@ -101,6 +102,7 @@ def test_shards_processes_and_resume_draw_the_same_noise(tiny_wan, prompts, tmp_
             assert torch.equal(latents(tmp_path / "whole", a), latents(tmp_path / folder, b)), folder
 
 
+@pytest.mark.slow  # fresh interpreters (torch imports) or a training run
 def test_a_trained_lora_changes_the_latents(tiny_wan, prompts, tmp_path):
     from dpo.train import TrainConfig, train
     from tests.dpo.synthetic_latents import make_latent_pairs

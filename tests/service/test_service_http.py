@@ -22,6 +22,7 @@ def service(tmp_path):
     svc.stop()
 
 
+@pytest.mark.slow  # probes 3000 videos
 def test_healthz_answers_while_a_slow_table_is_checked(service):
     """Checking a table probes every video: with 1500 pairs that takes seconds, during which /healthz and every
     other request must still be answered (the check runs in a worker thread, not on the event loop)."""
