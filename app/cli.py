@@ -461,6 +461,8 @@ def evaluate(
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Motion only: no preference figures, no server.")] = False,
     raft_weights: Annotated[Path | None, typer.Option(help="torchvision raft_large weights (a file): motion by RAFT as VBench does [default: Farneback, a proxy].")] = None,
     motion_bias_probe: Annotated[int, typer.Option(help="Frozen copies of N base videos against the originals through the judge (paper Table 8).")] = 0,
+    vbench_python: Annotated[Path | None, typer.Option(help="The python of a virtualenv with vbench: the paper's six VBench dimensions per model.")] = None,
+    vbench_cache: Annotated[Path | None, typer.Option(help="VBench's weights folder (VBENCH_CACHE_DIR); checked first, never downloaded.")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over prompts for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
@@ -478,7 +480,8 @@ def evaluate(
             raise DenseDPOError(f"--policy {item!r}: write NAME=FOLDER, e.g. --policy dense=samples/dense.")
         policies[name] = Path(folder)
     cfg = EvaluateConfig(base=base, policies=policies, out=out, judge=not no_judge, raft_weights=raft_weights,
-                         motion_bias_probe=motion_bias_probe, bootstrap=bootstrap, seed=seed)
+                         motion_bias_probe=motion_bias_probe, vbench_python=vbench_python, vbench_cache=vbench_cache,
+                         bootstrap=bootstrap, seed=seed)
     label_cfg = None
     if not no_judge:
         if not server and not model and not judges:

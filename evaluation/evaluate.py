@@ -39,6 +39,8 @@ class EvaluateConfig:
     judge: bool = True  # False: motion only (no judge, no server)
     raft_weights: Path | None = None
     motion_bias_probe: int = 0
+    vbench_python: Path | None = None
+    vbench_cache: Path | None = None
     bootstrap: int = 1000
     seed: int = 0
 
@@ -48,6 +50,8 @@ class EvaluateConfig:
         bad = [n for n in self.policies if not n or ":" in n or n == "base"]
         if bad:
             raise DenseDPOError(f"--policy name {bad[0]!r}: use a short name without ':' other than 'base'.")
+        if (self.vbench_python is None) != (self.vbench_cache is None):
+            raise DenseDPOError("--vbench-python and --vbench-cache go together (VBench's python, its weights).")
         if self.bootstrap < 1 or self.motion_bias_probe < 0:
             raise DenseDPOError("--bootstrap must be at least 1 and --motion-bias-probe at least 0.")
 
@@ -85,6 +89,17 @@ def evaluate(cfg: EvaluateConfig, label_cfg: LabelConfig | None, console=None, s
                 for judge, rows in judges_of(labels[labels["pair_id"].isin(mine["pair_id"])]).items()
             }
         report["policies"][name] = entry
+    if cfg.vbench_python is not None:
+        report["vbench"] = vbench_report(cfg)
+        for name in cfg.policies:
+            report["policies"][name]["vbench"] = {
+                dim: {
+                    "value": score,
+                    "base": report["vbench"]["base"][dim],
+                    "diff": score - report["vbench"]["base"][dim],
+                }
+                for dim, score in report["vbench"][name].items()
+            }
     # 4. The motion-bias probe.
     if cfg.judge and cfg.motion_bias_probe:
         report["probe"] = motion_bias_probe(cfg, label_cfg, pairs, pairs_path, console, scorer_command)
@@ -191,6 +206,16 @@ def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, cons
             )
             bar.advance(task)
     return pd.DataFrame(rows)
+
+
+def vbench_report(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
+    """VBench's six dimensions of the base and every policy (in VBench's own environment)."""
+    from evaluation.vbench_adapter import vbench_scores
+    from generation.sample import read_samples
+
+    folders = {"base": cfg.base, **cfg.policies}
+    tables = {name: read_samples(folder) for name, folder in folders.items()}
+    return vbench_scores(folders, tables, cfg.vbench_python, cfg.vbench_cache, cfg.out / "vbench")
 
 
 # ---------------------------------------------------------------------------------------------- probe

@@ -27,6 +27,8 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
             by_seg = " ".join(fmt(x).split(" ")[0] for x in figs["net_win_by_segment"])
             out.append((name, judge, "net_win_by_segment", by_seg))
         out += [(name, "", f, fmt(p[f])) for f in MOTION]
+        for dim, v in (p.get("vbench") or {}).items():
+            out.append((name, "VBench", dim, f"{v['value']:.4f} (base {v['base']:.4f}, {v['diff']:+.4f})"))
     for judge, figs in ((report.get("probe") or {}).get("judges") or {}).items():
         out.append(("probe", judge, "static_win_rate", fmt(figs["static_win_rate"])))
     return out
