@@ -359,7 +359,12 @@ def train(
 
     with output_lock(cfg):
         write_run_file(cfg.out / "train.run.yaml", "train", cfg, ("torch", "diffusers", "peft", "accelerate"))
-        result = run_train(cfg, console=console, progress=not quiet)
+        hook = None
+        if cfg.sample_every:
+            from app.train_samples import make_sample_hook
+
+            hook = make_sample_hook(cfg)
+        result = run_train(cfg, console=console, progress=not quiet, sample_hook=hook)
     last = result.history[-1] if result.history else {}
     print_kv(
         f"training → {result.out}",

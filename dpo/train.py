@@ -16,9 +16,11 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from densedpo.config import one_shot
@@ -66,6 +68,11 @@ class TrainConfig:
     logit_normal_std: float = 1.0
     seed: int = 0
     resume: Path | None = one_shot(None)
+    # samples while training: every sample_every steps, sample_prompts (a prompt set, .txt or .parquet) with the
+    # current LoRA, samples k in sample_seeds (the pairing rule of `densedpo sample`), into OUT/samples/step-N/
+    sample_every: int | None = None
+    sample_prompts: str | None = None
+    sample_seeds: str = "0"
 
     def check(self) -> None:
         if self.loss_form not in FORMS:
@@ -79,6 +86,10 @@ class TrainConfig:
             raise DenseDPOError("lr and beta must be positive.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise DenseDPOError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}.")
+        if self.sample_every is not None and (self.sample_every < 1 or not self.sample_prompts):
+            raise DenseDPOError("-o sample_every=N needs N >= 1 and -o sample_prompts=FILE (or a prompt set name).")
+        if not all(k.strip().isdigit() for k in str(self.sample_seeds).split(",")):
+            raise DenseDPOError(f"-o sample_seeds must be sample indices such as 0,1; got {self.sample_seeds!r}.")
         if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
             raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")
 
@@ -178,13 +189,22 @@ def output_lock(cfg: TrainConfig):
     )
 
 
-def train(cfg: TrainConfig, console=None, progress: bool = True) -> TrainResult:
-    """Run the recipe of the module docstring into cfg.out."""
+SampleHook = Callable[[int, object, Path], dict]  # (step, the policy transformer, folder) -> {metric: value, ...}
+
+
+def train(cfg: TrainConfig, console=None, progress: bool = True, sample_hook: SampleHook | None = None) -> TrainResult:
+    """Run the recipe of the module docstring into cfg.out. `sample_hook` samples the current policy when
+    cfg.sample_every is set: the app gives it (a stage does not sample with another stage's code); it returns
+    metrics for metrics.jsonl and TensorBoard, and `videos` (uint8 (T, H, W, 3) arrays) and `fps` for TensorBoard."""
+    if cfg.sample_every and sample_hook is None:
+        raise DenseDPOError(
+            "-o sample_every needs a sampler: run `densedpo train` (it gives one), or pass sample_hook."
+        )
     with output_lock(cfg):
-        return _train(cfg, console, progress)
+        return _train(cfg, console, progress, sample_hook)
 
 
-def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | None = None) -> TrainResult:
     from accelerate import Accelerator
     from rich.console import Console
 
@@ -252,6 +272,8 @@ def _train(cfg: TrainConfig, console, progress: bool) -> TrainResult:
                     bad_evals += 1
             if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
                 _save(out / f"checkpoint-{step}", cfg, accel, policy, opt, sched, step, best, bad_evals)
+            if cfg.sample_every and step % cfg.sample_every == 0 and accel.is_main_process:
+                _sample_now(sample_hook, step, accel.unwrap_model(policy), out, logger, console)
             if stop:
                 console.print(f"early stopping at step {step}: no better val accuracy for {bad_evals} evaluations")
                 break
@@ -460,12 +482,26 @@ def _load_checkpoint(path: Path, model, opt, sched) -> tuple[int, float, int]:
     return int(state["step"]), float(state["best_val_accuracy"]), int(state["bad_evals"])
 
 
+def _sample_now(hook: SampleHook, step: int, model, out: Path, logger, console) -> None:
+    """Samples of the current policy (eval mode, no grad), their metrics logged, their videos to TensorBoard."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        result = hook(step, model, out / "samples" / f"step-{step}")
+    model.train(was_training)
+    videos, fps = result.pop("videos", []), result.pop("fps", 16.0)
+    logger.log({"step": step, **result})
+    for i, video in enumerate(videos):
+        logger.video(f"samples/{i}", video, fps, step, console)
+
+
 class _Logger:
     """JSONL always; TensorBoard too when it is installed. Only the main process writes."""
 
     def __init__(self, out: Path, main: bool):
         self.f = open(out / "metrics.jsonl", "a") if main else None
         self.tb = None
+        self.warned_video = False
         if main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -483,6 +519,27 @@ class _Logger:
             for k, v in row.items():
                 if k != "step" and isinstance(v, int | float):
                     self.tb.add_scalar(k, v, row["step"])
+
+    def video(self, tag: str, video, fps: float, step: int, console) -> None:
+        """A uint8 (T, H, W, 3) video to TensorBoard: as a video where torch can (its add_video needs
+        `moviepy.editor`, i.e. moviepy < 2; without it torch prints a line and logs nothing), else as a strip of
+        frames, with one warning."""
+        if self.tb is None:
+            return
+        try:
+            import moviepy.editor  # noqa: F401
+
+            clip = torch.from_numpy(video).permute(0, 3, 1, 2)[None]  # (T, H, W, 3) -> (1, T, 3, H, W)
+            self.tb.add_video(tag, clip, step, fps=int(round(fps)))
+        except ImportError:
+            if not self.warned_video:
+                console.print(
+                    "[yellow]warning:[/] TensorBoard videos need moviepy < 2 (`moviepy.editor`); logging frame strips "
+                    "as images instead."
+                )
+                self.warned_video = True
+            frames = video[:: max(1, len(video) // 8)][:8]
+            self.tb.add_image(tag, np.concatenate(list(frames), axis=1), step, dataformats="HWC")
 
     def close(self) -> None:
         if self.f is not None:

@@ -318,3 +318,34 @@ def test_latent_cache_key_follows_the_model_and_the_video_bytes(tmp_path):
     video.write_bytes(b"video one, re-encoded")
     assert key != cache_path(tmp_path, row, table, model_identity(str(one)))  # other bytes
     assert key != cache_path(tmp_path, row._replace(prompt="a dog"), table, model_identity(str(one)))
+
+
+@pytest.mark.slow
+def test_samples_while_training(tiny_wan_model, tmp_path):
+    """-o sample_every=2: samples of the current LoRA at steps 2 and 4 (the pairs' settings, sample's pairing rule),
+    their motion in metrics.jsonl and TensorBoard, and without moviepy a frame strip image plus one warning."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from generation.sample import sample_seed
+
+    pairs, labels = make_latent_pairs(tmp_path / "data", num_pairs=4)
+    table = pd.read_parquet(pairs).assign(height=32, width=32, num_inference_steps=3, guidance_scale=2.0)
+    table.to_parquet(pairs)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball\na blue cube\n")
+    opts = ["max_steps=4", "lora_rank=4", "batch_size=2", "val_fraction=0", "sample_every=2", "sample_seeds=0,1"]
+    opts += [f"sample_prompts={prompts}"]
+    args = ["train", "--pairs", pairs, "--labels", labels, "--model", tiny_wan_model, "--out", tmp_path / "run"]
+    r = run_cli(*args, *[x for o in opts for x in ("-o", o)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    for step in (2, 4):
+        got = pd.read_parquet(tmp_path / "run" / "samples" / f"step-{step}" / "samples.parquet")
+        assert sorted(zip(got["prompt_id"], got["k"])) == [("p0000", 0), ("p0000", 1), ("p0001", 0), ("p0001", 1)]
+        assert list(got["seed"]) == [sample_seed(0, p, k) for p, k in zip(got["prompt_id"], got["k"])]
+        assert set(got["num_frames"]) == {17} and set(got["height"]) == {32}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows if "sample_motion" in x] == [2, 4]
+    assert r.stderr.count("TensorBoard videos need moviepy") == 1
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert "samples/0" in events.Tags()["images"] and "sample_motion" in events.Tags()["scalars"]

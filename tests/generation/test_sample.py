@@ -133,3 +133,16 @@ def test_bad_prompts_and_lora_are_one_line_errors(tiny_wan, tmp_path):
 
     assert len(load_prompts("vbench-dynamic")) == 72 and len(load_prompts("vbench-all")) == 946
     assert np.all(load_prompts("vbench-dynamic")["prompt_id"].str.match(r"p\d{4}"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_initial_noise_on_cuda_equals_the_cpu_draw(tiny_wan):
+    """The noise of sample (prompt_id, k) is drawn on a CPU generator: on CUDA it is the same tensor."""
+    from generation.engine import Sampler
+
+    cfg = SampleConfig(prompts="vbench-dynamic", model=str(tiny_wan), **SMALL)
+    cpu, cuda = Sampler(cfg, device="cpu"), Sampler(cfg, device="cuda")
+    seeds = [sample_seed(0, "p0000", k) for k in range(2)]
+    a, b = cpu.noise(seeds, cpu.latent_shape()), cuda.noise(seeds, cuda.latent_shape())
+    assert b.device.type == "cuda" and torch.equal(a, b.cpu())
