@@ -42,6 +42,7 @@ MAX_SEGMENT_SECONDS = 60.0
 MAX_SAMPLE_FPS = 60.0
 # The prompt field is an enum of the names this service holds, so its schema admits nothing the service refuses.
 PROMPT_NAMES = available_prompts()
+PROMPT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"  # and never a path
 PARQUET = "application/vnd.apache.parquet"
 
 
@@ -220,6 +221,7 @@ def submit_router(service: Service) -> APIRouter:
         prompt: Annotated[
             str | None,
             Form(
+                pattern=PROMPT_NAME,
                 description=f"A prompt name from the service's prompts/ [{DEFAULT_PROMPT}].",
                 json_schema_extra={"enum": PROMPT_NAMES},
             ),

@@ -229,7 +229,7 @@ def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
         while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 3):
             time.sleep(0.2)  # answers are coming in: the engine core and its worker are up
         assert proc.poll() is None, "labeling ended before the kill"
-        assert "VLLM::EngineCore" in {_title(p) for p in marked(mark)}
+        assert any(_title(p).startswith("VLLM::EngineCor") for p in marked(mark))  # comm holds 15 characters
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     left = wait_gone(mark, timeout_s=60)
