@@ -92,6 +92,7 @@ def test_second_label_on_a_busy_out_exits_and_the_first_finishes(synthetic, tmp_
     assert len(ids) == len(set(ids)) == 18
 
 
+@pytest.mark.slow  # starts generate and train in fresh interpreters (torch imports)
 @pytest.mark.parametrize("command", ["generate", "train"])
 def test_second_generate_or_train_on_a_busy_out_exits(command, tmp_path):
     out = tmp_path / "out"

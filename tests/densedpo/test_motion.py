@@ -60,6 +60,7 @@ def test_a_frozen_video_measures_zero_and_is_not_dynamic():
     assert len(m.scores) == 8  # 17 frames at 16 fps: 9 kept, 8 pairs
 
 
+@pytest.mark.slow  # torchvision's RAFT
 def test_raft_path_runs_with_random_weights():
     """RAFT (torchvision raft_small, weights=None: no download) through the same rule: padding to a multiple of 8
     (an odd size here) and subsampling; the numbers of a random network mean nothing."""

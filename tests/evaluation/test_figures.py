@@ -35,7 +35,7 @@ def test_the_interval_over_prompts_covers_the_true_net_win():
     for seed in range(200):
         rng = np.random.default_rng(seed)
         labels, pairs = simulated(rng, 40, 2, 5, 0.3, 0.1, spread=0.1)
-        lo, hi = preference_figures(labels, pairs, n_boot=300, seed=seed)["segment_net_win"]["ci"]
+        lo, hi = preference_figures(labels, pairs, n_boot=200, seed=seed)["segment_net_win"]["ci"]
         covered += lo <= 0.2 <= hi
     assert covered >= 180, covered
 
