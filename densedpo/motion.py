@@ -101,6 +101,19 @@ def video_motion(frames: np.ndarray, fps: float, flow: Callable | None = None, m
     return Motion(scores, threshold, needed, bool(dynamic), method)
 
 
+def segment_motion_means(motion: Motion, fps: float, num_frames: int, segment_seconds: float = 1.0) -> list[float]:
+    """Per segment of the clip (densedpo.segments), the mean score of the kept frame pairs that start in it: the
+    motion of each 1 s segment by the same measure as the whole video (0 for a segment with no pair)."""
+    from densedpo.segments import segment_bounds
+
+    stride = vbench_stride(fps)
+    out = []
+    for seg in segment_bounds(num_frames, fps, segment_seconds):
+        inside = [s for j, s in enumerate(motion.scores) if seg.frame_start <= j * stride < seg.frame_end]
+        out.append(float(np.mean(inside)) if inside else 0.0)
+    return out
+
+
 def raft_flow(weights: str | Path, device: str = "cpu", small: bool = False, iterations: int = 20) -> Callable:
     """A flow function from torchvision's RAFT with weights from a local file (no download): `raft_large`
     (VBench's network; torchvision's C_T_V1 weights) or `raft_small`. Frames are padded (edge values) to a

@@ -78,6 +78,7 @@ def evaluate(cfg: EvaluateConfig, label_cfg: LabelConfig | None, console=None, s
     # 3. Motion.
     flow, method = _flow(cfg.raft_weights)
     motion = video_motions(pairs, pairs_path, flow, method, console)
+    motion.to_parquet(cfg.out / "motion.parquet", index=False)  # per sample, for plots and scripts
     report["motion_method"] = method
     for name in cfg.policies:
         mine = pairs[pairs["policy"] == name]
@@ -176,7 +177,7 @@ def _flow(raft_weights: Path | None):
 def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, console) -> pd.DataFrame:
     """Per pair: each side's VBench dynamic degree and mean motion (a base video shared by policies is measured
     once)."""
-    from densedpo.motion import video_motion
+    from densedpo.motion import segment_motion_means, video_motion
     from densedpo.progress import progress_bar
     from densedpo.video import probe, read_frames
 
@@ -185,14 +186,16 @@ def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, cons
     def measure(rel: str):
         path = resolve_path(pairs_path, rel)
         if path not in cache:
-            cache[path] = video_motion(read_frames(path), probe(path).fps, flow=flow, method=method)
+            frames, fps = read_frames(path), probe(path).fps
+            m = video_motion(frames, fps, flow=flow, method=method)
+            cache[path] = (m, segment_motion_means(m, fps, len(frames)))
         return cache[path]
 
     rows = []
     with progress_bar(console, "pairs") as bar:
         task = bar.add_task(f"motion ({method})", total=len(pairs))
         for r in pairs.itertuples(index=False):
-            a, b = measure(r.video_a), measure(r.video_b)
+            (a, seg_a), (b, seg_b) = measure(r.video_a), measure(r.video_b)
             rows.append(
                 {
                     "pair_id": r.pair_id,
@@ -202,6 +205,7 @@ def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, cons
                     "dynamic_base": float(b.dynamic),
                     "motion_policy": a.mean,
                     "motion_base": b.mean,
+                    **{f"segment_motion_diff_{i}": pa - pb for i, (pa, pb) in enumerate(zip(seg_a, seg_b))},
                 }
             )
             bar.advance(task)

@@ -54,8 +54,9 @@ def preference_figures(labels: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = 
 
 
 def motion_figures(motion: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Per sample pair (prompt_id, dynamic_policy, dynamic_base, motion_policy, motion_base) -> dynamic-degree rate
-    of each side and their difference, mean motion difference, share of samples where the policy moves less."""
+    """Per sample pair (prompt_id, dynamic_policy, dynamic_base, motion_policy, motion_base, segment_motion_diff_i)
+    -> dynamic-degree rate of each side and their difference, mean motion difference (overall and per 1 s segment),
+    share of samples where the policy moves less."""
     prompt = motion["prompt_id"]
     counts = Counts(sorted(prompt.unique()))
     counts.add("n", per_cluster(pd.Series(1.0, index=motion.index), prompt))
@@ -63,17 +64,26 @@ def motion_figures(motion: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> d
     counts.add("dyn_base", per_cluster(motion["dynamic_base"], prompt))
     counts.add("motion_diff", per_cluster(motion["motion_policy"] - motion["motion_base"], prompt))
     counts.add("moves_less", per_cluster(motion["motion_policy"] < motion["motion_base"] - 1e-9, prompt))
+    segments = sorted(int(c.rsplit("_", 1)[1]) for c in motion.columns if c.startswith("segment_motion_diff_"))
+    for i in segments:  # samples shorter than i + 1 segments do not count there
+        present = motion[f"segment_motion_diff_{i}"].notna()
+        counts.add(f"seg_n_{i}", per_cluster(present, prompt))
+        counts.add(f"seg_diff_{i}", per_cluster(motion[f"segment_motion_diff_{i}"].fillna(0.0), prompt))
 
     def figures(s: dict) -> dict:
-        return {
+        out = {
             "dynamic_degree_policy": ratio(s["dyn_policy"], s["n"]),
             "dynamic_degree_base": ratio(s["dyn_base"], s["n"]),
             "dynamic_degree_diff": ratio(s["dyn_policy"] - s["dyn_base"], s["n"]),
             "motion_diff": ratio(s["motion_diff"], s["n"]),
             "moves_less_share": ratio(s["moves_less"], s["n"]),
         }
+        out.update({f"motion_diff_segment_{i}": ratio(s[f"seg_diff_{i}"], s[f"seg_n_{i}"]) for i in segments})
+        return out
 
-    return bootstrap(counts, figures, n_boot, seed, interval="ci")
+    figs = bootstrap(counts, figures, n_boot, seed, interval="ci")
+    figs["motion_diff_by_segment"] = [figs.pop(f"motion_diff_segment_{i}") for i in segments]
+    return figs
 
 
 def static_win_figures(labels: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:

@@ -27,6 +27,8 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
             by_seg = " ".join(fmt(x).split(" ")[0] for x in figs["net_win_by_segment"])
             out.append((name, judge, "net_win_by_segment", by_seg))
         out += [(name, "", f, fmt(p[f])) for f in MOTION]
+        by_seg = " ".join(fmt(x).split(" ")[0] for x in p.get("motion_diff_by_segment", []))
+        out.append((name, "", "motion_diff_by_segment", by_seg))
         for dim, v in (p.get("vbench") or {}).items():
             out.append((name, "VBench", dim, f"{v['value']:.4f} (base {v['base']:.4f}, {v['diff']:+.4f})"))
     for judge, figs in ((report.get("probe") or {}).get("judges") or {}).items():
@@ -129,4 +131,37 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
     paths.append(folder / "dynamic_degree.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
+    paths += _motion_scatter(folder.parent / "motion.parquet", folder, plt)
+    probe = (report.get("probe") or {}).get("judges") or {}
+    if probe:
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        rates = [figs["static_win_rate"]["value"] or 0.0 for figs in probe.values()]
+        ax.bar(range(len(rates)), rates, color="tab:purple")
+        ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
+        ax.set_xticks(range(len(rates)), [j[:30] for j in probe], fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title("motion-bias probe: share of decided segments won by the frozen copy")
+        paths.append(folder / "probe.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
     return paths
+
+
+def _motion_scatter(table: Path, folder: Path, plt) -> list[Path]:
+    """Base vs policy motion per sample (points under the diagonal: the policy moves less)."""
+    import pandas as pd
+
+    if not table.exists():
+        return []
+    motion = pd.read_parquet(table)
+    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+    for name, g in motion.groupby("policy"):
+        ax.scatter(g["motion_base"], g["motion_policy"], s=14, label=name)
+    top = float(max(motion["motion_base"].max(), motion["motion_policy"].max(), 1e-6))
+    ax.plot([0, top], [0, top], color="0.5", lw=0.8)
+    ax.set_xlabel("base motion (top-5% flow, px)")
+    ax.set_ylabel("policy motion")
+    ax.legend(fontsize=7)
+    fig.savefig(folder / "motion_scatter.png", dpi=110)
+    plt.close(fig)
+    return [folder / "motion_scatter.png"]

@@ -77,6 +77,9 @@ def test_a_frozen_policy_moves_less_than_a_moving_base(tmp_path):
     assert p["dynamic_degree_diff"]["value"] == -1.0 and p["dynamic_degree_diff"]["ci"][1] < 0
     assert p["motion_diff"]["value"] < 0 and p["motion_diff"]["ci"][1] < 0 and p["moves_less_share"]["value"] == 1.0
     assert r.report["motion_method"] == "farneback"
+    by_segment = p["motion_diff_by_segment"]  # 33 frames at 16 fps: 2 segments, each moves less
+    assert len(by_segment) == 2 and all(x["value"] < 0 and x["ci"][1] < 0 for x in by_segment)
+    assert (tmp_path / "eval" / "plots" / "motion_scatter.png").exists()
     assert (tmp_path / "eval" / "report.md").exists() and (tmp_path / "eval" / "plots" / "dynamic_degree.png").exists()
     # the same folder as its own policy: no difference at all
     same = evaluate(EvaluateConfig(base=base, policies={"same": base}, out=tmp_path / "eval2", judge=False), None)
@@ -106,3 +109,22 @@ def test_frozen_copies_have_the_length_fps_and_frame():
     for at, k in ((0.0, 0), (0.25, 4), (0.5, 8), (0.75, 12)):
         copy = frozen_copy(frames, at)
         assert copy.shape == frames.shape and (copy == frames[k]).all()
+
+
+def test_a_policy_trained_on_the_evaluating_judge_is_flagged(tmp_path):
+    """The LoRA's train run file names its labels table; that table's judge is the judge that evaluates: warn."""
+    from densedpo.tables import LABELS, write_table
+    from evaluation.evaluate import self_preference
+
+    segment = {"pair_id": "x", "segment_idx": 0, "frame_start": 0, "frame_end": 16, "t_start_s": 0.0, "t_end_s": 1.0}
+    answer = {"preference": "a", "status": "ok", "judge": "chat:qwen", "judge_model": "Qwen/Qwen2.5-VL-7B-Instruct"}
+    table = pd.DataFrame([{**segment, **answer}]).reindex(columns=[c for c in LABELS.names if c != "annotator"])
+    write_table(table, tmp_path / "train_labels.parquet", LABELS)
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "train.run.yaml").write_text(f"labels: {tmp_path / 'train_labels.parquet'}\n")
+    pairs = pd.DataFrame({"policy": ["dense", "other"], "policy_lora": [str(tmp_path / "run" / "final"), None]})
+    same = pd.DataFrame({"judge": ["chat:qwen"], "judge_model": ["Qwen/Qwen2.5-VL-7B-Instruct"]})
+    warnings = self_preference(pairs, same)
+    assert len(warnings) == 1 and "policy dense was trained on labels of" in warnings[0] and "chat:qwen" in warnings[0]
+    held_out = pd.DataFrame({"judge": ["chat:o3"], "judge_model": ["o3"]})
+    assert self_preference(pairs, held_out) == []
