@@ -398,7 +398,10 @@ def sample(
     out: Annotated[Path | None, typer.Option(help="Output folder: {prompt_id}-{k}.mp4 and samples.parquet \\[default: samples/base].")] = None,
     seeds_per_prompt: Annotated[int | None, typer.Option(help="Samples per prompt (k = 0 .. K-1) \\[default: 1].")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed: sample (prompt_id, k) gets a seed from it, the same for base and policy \\[default: 0].")] = None,
-    mode: Annotated[str | None, typer.Option(help="t2v (text to video) \\[default: t2v]; SDEdit pairs from held-out clips: `densedpo generate`.")] = None,
+    mode: Annotated[str | None, typer.Option(help="t2v (from noise) or sdedit (each --sources clip noised to its eta and denoised with its pair's two seeds, as generate does) \\[default: t2v].")] = None,
+    sources: Annotated[Path | None, typer.Option(help="--mode sdedit: held-out clips (sources.parquet: source_id, video, prompt).")] = None,
+    eta_min: Annotated[float | None, typer.Option(help="--mode sdedit: lowest noise level eta \\[default: 0.65].")] = None,
+    eta_max: Annotated[float | None, typer.Option(help="--mode sdedit: highest noise level eta \\[default: 0.8].")] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps \\[default: 40].")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale \\[default: 8].")] = None,
     num_frames: Annotated[int | None, typer.Option(help="Frames per video, 4k+1 \\[default: 81].")] = None,
@@ -420,7 +423,7 @@ def sample(
 
     cfg = build_config(
         SampleConfig, config, prompts=prompts, model=model, lora=lora, out=out, seeds_per_prompt=seeds_per_prompt,
-        seed=seed, mode=mode, steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height,
+        seed=seed, mode=mode, sources=sources, eta_min=eta_min, eta_max=eta_max, steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height,
         width=width, shard=shard, save_latents=save_latents, max_prompts=max_prompts, cpu_offload=cpu_offload,
         vae_tiling=vae_tiling,
     )

@@ -33,7 +33,7 @@ PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbe
 
 @dataclass
 class SampleConfig:
-    prompts: str
+    prompts: str | None
     model: str
     out: Path = Path("samples/base")
     lora: Path | None = None
@@ -53,13 +53,23 @@ class SampleConfig:
     dtype: str = "auto"
     save_latents: bool = False
     max_prompts: int | None = None
-    mode: str = "t2v"  # t2v only: aligned SDEdit pairs from held-out clips are `densedpo generate`'s job
+    # t2v: from pure noise. sdedit: each held-out clip of --sources noised to its η and denoised with the two seeds of
+    # its pair (k = 0, 1), exactly as `generate` draws them: base and policy edit the same clip from the same noise.
+    mode: str = "t2v"
+    sources: Path | None = None
+    eta_min: float = 0.65
+    eta_max: float = 0.8
+    offset_s: float = 0.0
 
     def check(self) -> None:
-        if self.mode != "t2v":
+        if self.mode not in ("t2v", "sdedit"):
+            raise DenseDPOError(f"--mode must be t2v or sdedit, got {self.mode!r}.")
+        if self.mode == "t2v" and not self.prompts:
+            raise DenseDPOError("--prompts is required: vbench-dynamic, vbench-all, a .txt or a .parquet.")
+        if self.mode == "sdedit" and (self.sources is None or self.seeds_per_prompt > 2):
             raise DenseDPOError(
-                f"--mode {self.mode!r}: sample makes text-to-video samples (t2v); for SDEdit pairs from held-out "
-                "clips run `densedpo generate --sources held_out.parquet` with the same --seed."
+                "--mode sdedit needs --sources (held-out clips: source_id, video, prompt) and at most 2 "
+                "--seeds-per-prompt (the two seeds of a pair)."
             )
         if self.seeds_per_prompt < 1:
             raise DenseDPOError(f"--seeds-per-prompt must be at least 1, got {self.seeds_per_prompt}.")
@@ -96,6 +106,17 @@ def safe_name(prompt_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(prompt_id))[:80] or "_"
 
 
+def load_prompts_of(cfg: SampleConfig) -> pd.DataFrame:
+    """prompt_id, prompt (and, in sdedit mode, the clip's video path) of a run."""
+    if cfg.mode != "sdedit":
+        return load_prompts(cfg.prompts)
+    from densedpo.tables import SOURCES, resolve_path
+
+    src = read_table(cfg.sources, SOURCES)
+    videos = [str(resolve_path(cfg.sources, v)) for v in src["video"]]
+    return pd.DataFrame({"prompt_id": src["source_id"].astype(str), "prompt": src["prompt"], "video": videos})
+
+
 def load_prompts(spec: str) -> pd.DataFrame:
     """prompt_id, prompt from a named set (vbench-dynamic, vbench-all), a text file (one prompt per line; ids
     p0000, p0001, ... by line) or a parquet table with prompt_id and prompt."""
@@ -127,11 +148,12 @@ class SampleTask:
     prompt_id: str
     prompt: str
     ks: list[int] = field(default_factory=list)  # the samples of this prompt still to make
+    video: str | None = None  # sdedit: the clip
 
 
 def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list[SampleTask], int]:
     """(this shard's prompts with their missing samples, samples already finished). Prompts split modulo world."""
-    prompts = load_prompts(cfg.prompts)
+    prompts = load_prompts_of(cfg)
     if cfg.max_prompts is not None:
         prompts = prompts.iloc[: cfg.max_prompts]
     tasks, done = [], 0
@@ -141,7 +163,7 @@ def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list
         ks = [k for k in range(cfg.seeds_per_prompt) if not _row_path(cfg.out, row.prompt_id, k).exists()]
         done += cfg.seeds_per_prompt - len(ks)
         if ks:
-            tasks.append(SampleTask(str(row.prompt_id), str(row.prompt), ks))
+            tasks.append(SampleTask(str(row.prompt_id), str(row.prompt), ks, getattr(row, "video", None)))
     return tasks, done
 
 
@@ -158,10 +180,25 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
     from densedpo.video import write_video
     from generation.engine import _save_tensors
 
-    _, timesteps = sampler.schedule()
+    sigmas, timesteps = sampler.schedule()
     pos, neg = sampler.encode_prompt(task.prompt)
-    seeds = [sample_seed(cfg.seed, task.prompt_id, k) for k in task.ks]
-    latents = sampler.denoise(sampler.noise(seeds, sampler.latent_shape()), timesteps, 0, pos, neg)
+    if cfg.mode == "sdedit":  # generate's η and pair seeds for this clip; the same start σ rule
+        from generation.engine import load_clip
+        from generation.sdedit import nearest_sigma_index, noise_to_level, pair_randomness
+
+        eta, seed_a, seed_b = pair_randomness(cfg.seed, task.prompt_id, cfg.eta_min, cfg.eta_max)
+        seeds = [(seed_a, seed_b)[k] for k in task.ks]
+        start = nearest_sigma_index(sigmas, eta)
+        noise = sampler.noise(seeds, sampler.latent_shape())
+        x0 = sampler.encode_video(load_clip(Path(task.video), cfg))
+        x, extra = (
+            noise_to_level(x0.expand_as(noise), noise, sigmas[start]),
+            {"strength": eta, "start_sigma": sigmas[start]},
+        )
+    else:
+        seeds = [sample_seed(cfg.seed, task.prompt_id, k) for k in task.ks]
+        x, start, extra = sampler.noise(seeds, sampler.latent_shape()), 0, {}
+    latents = sampler.denoise(x, timesteps, start, pos, neg)
     videos = sampler.decode(latents)
     rows = []
     for k, seed, video, z in zip(task.ks, seeds, videos, latents):
@@ -183,6 +220,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
                 "lora_sha256": lora_sha,
                 **cfg.settings(),
                 "latents": rel_latents,
+                **extra,
             }
         )
     return rows
