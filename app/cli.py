@@ -466,6 +466,7 @@ def evaluate(
     min_confidence: Annotated[float | None, typer.Option(help="Below this a segment is a tie \\[default: 0.5].")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the judge API key.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Judge requests in flight \\[default: 32].")] = None,
+    config: Annotated[Path | None, typer.Option(help="A label YAML (any `densedpo label` option, e.g. a labels.parquet.run.yaml) for the judge; these flags override it.")] = None,
     no_judge: Annotated[bool, typer.Option("--no-judge", help="Motion only: no preference figures, no server.")] = False,
     raft_weights: Annotated[Path | None, typer.Option(help="torchvision raft_large weights (a file): motion by RAFT as VBench does \\[default: Farneback, a proxy].")] = None,
     motion_bias_probe: Annotated[int, typer.Option(help="Frozen copies of N base videos against the originals through the judge (paper Table 8).")] = 0,
@@ -492,15 +493,16 @@ def evaluate(
                          bootstrap=bootstrap, seed=seed)
     label_cfg = None
     if not no_judge:
-        if not server and not model and not judges:
-            raise DenseDPOError("evaluate needs a judge: --server URL, --model M or --judges FILE (or --no-judge for motion only).")
+        from_file = _yaml_keys(config)
+        if not server and not model and not judges and not ({"server", "model", "judges"} & set(from_file)):
+            raise DenseDPOError("evaluate needs a judge: --server URL, --model M, --judges FILE or --config (or --no-judge for motion only).")
         layout = judge_folder_defaults(model)
         use = {k: layout[k] for k in ("prompt", "sample_fps") if k in layout and {"prompt": prompt, "sample_fps": sample_fps}[k] is None}
         if use:
             console.print(f"judge folder {model}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items()) + " (its own request layout)")
         prompt, sample_fps = use.get("prompt", prompt), use.get("sample_fps", sample_fps)
         label_cfg = build_config(
-            LabelConfig, None, pairs=out / "pairs.parquet", out=out / "labels.parquet", server=server or None,
+            LabelConfig, config, pairs=out / "pairs.parquet", out=out / "labels.parquet", server=server or None,
             model=model, api=api, judge=judge, judges=judges, prompt=prompt, sample_fps=sample_fps,
             min_confidence=min_confidence, api_key_env=api_key_env, concurrency=concurrency,
         )

@@ -30,7 +30,9 @@ def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
     run(prompts, wan, tmp_path / "base", **small)
     run(prompts, wan, tmp_path / "zero", lora=zero_lora(wan, tmp_path / "lora"), **small)
     policy = f"zero={tmp_path / 'zero'}"
-    args = ["--base", tmp_path / "base", "--policy", policy, "--out", tmp_path / "eval", "--server", vllm_server]
+    judge = tmp_path / "judge.yaml"  # the judge from a label YAML, as a label run file holds it
+    judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.5\nconcurrency: 8\n")
+    args = ["--base", tmp_path / "base", "--policy", policy, "--out", tmp_path / "eval", "--config", judge]
     r = run_cli("evaluate", *args, "--bootstrap", "200")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
