@@ -332,6 +332,7 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML with any training key (see docs); flags and -o override it.")] = None,
     override: Annotated[list[str] | None, typer.Option("-o", "--override", help="key=value for any config key, e.g. -o beta=500 -o lora_rank=64.")] = None,
     resume: Annotated[Path | None, typer.Option(help="A checkpoint folder to continue from exactly.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an --out that holds a run (its checkpoints and metrics go; the latent cache stays).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and data counts; train nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -345,7 +346,7 @@ def train(
         if not sep:
             raise DenseDPOError(f"-o {item!r} must look like key=value (e.g. -o lr=1e-5).")
         values[key.strip()] = _yaml_value(value)
-    values.update({k: v for k, v in dict(pairs=pairs, labels=labels, model=model, out=out, resume=resume).items() if v is not None})
+    values.update({k: v for k, v in dict(pairs=pairs, labels=labels, model=model, out=out, resume=resume, overwrite=overwrite or None).items() if v is not None})
     cfg = build_config(TrainConfig, config, **values)
     if dry_run:
         from dpo.data import join_tables
@@ -354,10 +355,11 @@ def train(
         print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
         return
     _sigterm_as_interrupt()
-    from dpo.train import output_lock
+    from dpo.train import claim_out, output_lock
     from dpo.train import train as run_train
 
     with output_lock(cfg):
+        claim_out(cfg)  # before the run file: a refused rerun leaves the earlier run's file as it was
         write_run_file(cfg.out / "train.run.yaml", "train", cfg, ("torch", "diffusers", "peft", "accelerate"))
         hook = None
         if cfg.sample_every:

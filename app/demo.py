@@ -109,6 +109,7 @@ def _train(out: Path, wan: Path, pairs: Path, labels: Path, console):
         labels=labels,
         model=str(wan),
         out=out / "run",
+        overwrite=True,  # a rerun of the demo trains again
         max_steps=20,
         warmup_steps=5,
         lr=1e-3,
@@ -132,12 +133,16 @@ def _did_training_help(out: Path, wan: Path, judge: Path, lora: Path, console) -
     """7. Sample the base model and the trained LoRA on the same prompts and seeds. 8. Evaluate: the trained tiny
     judge per segment, motion by VBench's rule. With a random Wan both sides are noise: the figures show the
     machinery, not a result."""
+    import shutil
+
     from evaluation.evaluate import EvaluateConfig, evaluate
     from evaluation.report import print_report
     from generation.sample import SampleConfig, sample
     from labeler.config import LabelConfig, judge_folder_defaults
 
     console.rule("7. sample the base model and the trained LoRA (same prompts, same seeds)")
+    for stale in (out / "samples" / "dense", out / "eval"):  # a rerun trained a new LoRA: its samples are new
+        shutil.rmtree(stale, ignore_errors=True)
     prompts = out / "eval_prompts.txt"
     prompts.write_text("a red circle bounces\na blue square slides left\na green ball rolls over sand\n")
     small = dict(steps=10, guidance=5.0, num_frames=33, height=64, width=64, fps=16.0, seeds_per_prompt=2)

@@ -12,8 +12,13 @@ def print_kv(title: str, data: dict) -> None:
 
     t = Table(title=title, show_header=False)
     for k, v in data.items():
-        t.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+        t.add_row(k, number(v) if isinstance(v, float) else str(v))
     Console().print(t)
+
+
+def number(v: float) -> str:
+    """3 decimals, or 3 significant digits for small values (an lr of 1e-5 is not 0.000)."""
+    return f"{v:.3g}" if v != 0 and abs(v) < 0.01 else f"{v:.3f}"
 
 
 def print_label_summary(s: dict, out: Path) -> None:

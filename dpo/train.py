@@ -68,6 +68,7 @@ class TrainConfig:
     logit_normal_std: float = 1.0
     seed: int = 0
     resume: Path | None = one_shot(None)
+    overwrite: bool = one_shot(False)  # start over in an --out that holds a run
     # samples while training: every sample_every steps, sample_prompts (a prompt set, .txt or .parquet) with the
     # current LoRA, samples k in sample_seeds (the pairing rule of `densedpo sample`), into OUT/samples/step-N/
     sample_every: int | None = None
@@ -201,7 +202,32 @@ def train(cfg: TrainConfig, console=None, progress: bool = True, sample_hook: Sa
             "-o sample_every needs a sampler: run `densedpo train` (it gives one), or pass sample_hook."
         )
     with output_lock(cfg):
+        claim_out(cfg)
         return _train(cfg, console, progress, sample_hook)
+
+
+RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "final", "best", "samples")  # plus checkpoint-N; cache/ is kept
+
+
+def claim_out(cfg: TrainConfig) -> None:
+    """An --out that holds a run is continued (--resume), started over (--overwrite), or refused: a plain rerun
+    would overwrite its checkpoints and append a second run to its metrics.jsonl."""
+    import shutil
+
+    out = Path(cfg.out)
+    held = [out / n for n in RUN_OUTPUTS if (out / n).exists()] + sorted(out.glob("checkpoint-*"))
+    if not held or cfg.resume is not None:
+        return
+    if not cfg.overwrite:
+        raise DenseDPOError(
+            f"--out {out} holds a training run ({held[0].name}): pass --resume {out}/checkpoint-N to continue it, "
+            "--overwrite to start over (the latent cache is kept), or choose another --out."
+        )
+    for path in held:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | None = None) -> TrainResult:

@@ -260,12 +260,13 @@ def sample(cfg: SampleConfig, console=None, progress: bool = True) -> SampleResu
 
     console = console or Console(stderr=True)
     with output_lock(cfg):
-        # 1. Plan.
+        # 1. Plan (a folder holds the samples of one model, LoRA and settings: resuming never mixes two).
+        lora_sha = lora_digest(cfg.lora)
+        check_same_run(cfg, lora_sha)
         rank, world = parse_shard(cfg.shard)
         tasks, done = plan_samples(cfg, rank, world)
         # 2. Load once (the LoRA as `train` saved it, through the pipeline's own load_lora_weights).
         sampler = Sampler(cfg) if tasks else None
-        lora_sha = lora_digest(cfg.lora)
         # 3. Sample.
         made, t0 = 0, time.perf_counter()
         with progress_bar(console, "samples", progress) as bar:
@@ -279,6 +280,22 @@ def sample(cfg: SampleConfig, console=None, progress: bool = True) -> SampleResu
         # 4. Merge every shard's rows.
         path = merge_samples(cfg.out)
     return SampleResult(path, made, done, seconds / made if made else float("nan"))
+
+
+def check_same_run(cfg: SampleConfig, lora_sha: str | None) -> None:
+    """Refuse to resume into a folder whose samples came from another model, LoRA (by content) or settings: the
+    finished samples would be skipped and the folder would mix two models."""
+    done = sorted((cfg.out / "rows").glob("*.json"))
+    if not done:
+        return
+    row = json.loads(done[0].read_text())
+    now = {"model_id": cfg.model, "lora_sha256": lora_sha, **cfg.settings()}
+    for key, value in now.items():
+        if row.get(key) != value:
+            raise DenseDPOError(
+                f"--out {cfg.out} holds samples with {key} {row.get(key)!r}, this run has {value!r}: choose another "
+                "--out (or delete that folder to start over)."
+            )
 
 
 def read_samples(folder: Path) -> pd.DataFrame:

@@ -349,3 +349,18 @@ def test_samples_while_training(tiny_wan_model, tmp_path):
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert "samples/0" in events.Tags()["images"] and "sample_motion" in events.Tags()["scalars"]
+
+
+def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(latent_data, tiny_wan_model, tmp_path):
+    from densedpo.errors import DenseDPOError
+
+    out = tmp_path / "run"
+    train(cfg(latent_data, tiny_wan_model, out, max_steps=2, save_every=2), progress=False)
+    lines = (out / "metrics.jsonl").read_text()
+    with pytest.raises(DenseDPOError, match=r"holds a training run .* --resume .* --overwrite"):
+        train(cfg(latent_data, tiny_wan_model, out, max_steps=2), progress=False)
+    assert (out / "metrics.jsonl").read_text() == lines  # nothing of the first run was touched
+    train(cfg(latent_data, tiny_wan_model, out, max_steps=3, resume=out / "checkpoint-2"), progress=False)
+    train(cfg(latent_data, tiny_wan_model, out, max_steps=1, overwrite=True), progress=False)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in x]
+    assert steps == [1] and not (out / "checkpoint-2").exists()  # started over

@@ -168,3 +168,13 @@ def test_sdedit_samples_are_generates_pairs(tiny_wan, tmp_path):
             ours = load_file(tmp_path / "s" / mine.iloc[k]["latents"])["latents"]
             theirs = load_file(tmp_path / "gen" / getattr(row, side))["latents"]
             assert torch.equal(ours, theirs), (row.source_id, k)
+
+
+def test_resuming_into_a_folder_of_another_lora_or_settings_is_refused(tiny_wan, prompts, tmp_path):
+    from densedpo.errors import DenseDPOError
+
+    run(prompts, tiny_wan, tmp_path / "s", max_prompts=1)
+    with pytest.raises(DenseDPOError, match=r"holds samples with lora_sha256 None, this run has '[0-9a-f]{64}'"):
+        run(prompts, tiny_wan, tmp_path / "s", lora=zero_lora(tiny_wan, tmp_path / "lora"))
+    with pytest.raises(DenseDPOError, match=r"holds samples with num_inference_steps 4, this run has 5"):
+        run(prompts, tiny_wan, tmp_path / "s", steps=5)
