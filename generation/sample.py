@@ -71,6 +71,8 @@ class SampleConfig:
                 "--mode sdedit needs --sources (held-out clips: source_id, video, prompt) and at most 2 "
                 "--seeds-per-prompt (the two seeds of a pair)."
             )
+        if self.mode == "sdedit" and not 0.0 < self.eta_min <= self.eta_max <= 1.0:
+            raise DenseDPOError(f"need 0 < --eta-min <= --eta-max <= 1, got {self.eta_min} and {self.eta_max}.")
         if self.seeds_per_prompt < 1:
             raise DenseDPOError(f"--seeds-per-prompt must be at least 1, got {self.seeds_per_prompt}.")
         check_sampler_settings(self)

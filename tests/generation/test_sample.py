@@ -124,6 +124,8 @@ def test_bad_prompts_and_lora_are_one_line_errors(tiny_wan, tmp_path):
 
     with pytest.raises(DenseDPOError, match="no such file or prompt set"):
         run(tmp_path / "nope.txt", tiny_wan, tmp_path / "o")
+    with pytest.raises(DenseDPOError, match=r"need 0 < --eta-min <= --eta-max <= 1, got 0\.9 and 0\.7"):
+        SampleConfig(prompts=None, model="m", mode="sdedit", sources=tmp_path, eta_min=0.9, eta_max=0.7).check()
     with pytest.raises(DenseDPOError, match="holds no pytorch_lora_weights.safetensors"):
         SampleConfig(prompts="vbench-dynamic", model="m", lora=tmp_path).check()
     pd.DataFrame({"prompt_id": ["x", "x"], "prompt": ["a", "b"]}).to_parquet(tmp_path / "p.parquet")
