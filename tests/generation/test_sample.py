@@ -77,8 +77,14 @@ def test_a_zero_lora_gives_the_base_videos_byte_for_byte(tiny_wan, prompts, tmp_
     policy = run(prompts, tiny_wan, tmp_path / "policy", max_prompts=2, lora=lora)
     assert policy["lora_sha256"].notna().all() and policy["lora"].iloc[0] == str(lora.resolve())
     for (_, b), (_, p) in zip(base.iterrows(), policy.iterrows()):
-        assert (tmp_path / "base" / b["video"]).read_bytes() == (tmp_path / "policy" / p["video"]).read_bytes()
+        # the sampling is bit-identical; the videos too, up to the CPU VAE decode: once in a full-suite process the
+        # decode of bit-identical latents differed by <= 4 levels on 10% of one video's pixels, so pixels get a
+        # tolerance (latents decide the pairing; the decode is diffusers' and oneDNN's)
         assert torch.equal(latents(tmp_path / "base", b), latents(tmp_path / "policy", p))
+        frames_b, frames_p = (
+            read_frames(tmp_path / f / r["video"]).astype(int) for f, r in (("base", b), ("policy", p))
+        )
+        assert np.abs(frames_b - frames_p).max() <= 8 and np.abs(frames_b - frames_p).mean() < 0.5
 
 
 @pytest.mark.slow  # fresh interpreters (torch imports) or a training run
