@@ -125,7 +125,7 @@ def label(
     with output_lock(cfg):  # a second run on a busy --out touches nothing
         hooks = LabelHooks(on_planned=run_file)
         result = label_pairs(cfg, console=console, progress=not quiet, hooks=hooks, scorer_command=SCORER_COMMAND)
-    print_label_summary(result.summary, result.out)
+    print_label_summary(result.summary, result.out, cfg.min_confidence)
     if result.summary["failure_rate"] > cfg.max_failure_rate:
         raise DenseDPOError(failure_message(result.summary, cfg.max_failure_rate))
 
@@ -311,10 +311,14 @@ def generate(
     _sigterm_as_interrupt()
     from generation.engine import generate_pairs, output_lock
 
-    with output_lock(cfg):
+    def run_file() -> None:  # once a clip can make a pair: a run that can make nothing writes no file
         write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"))
-        result = generate_pairs(cfg, console=console, progress=not quiet)
+
+    with output_lock(cfg):
+        result = generate_pairs(cfg, console=console, progress=not quiet, on_planned=run_file)
     print_generate_summary(result)
+    if result.made == 0 and result.skipped and not result.already_done:
+        raise DenseDPOError(f"no pair made: all {len(result.skipped)} sources were skipped (reasons above).")
 
 
 @app.command(
@@ -351,7 +355,7 @@ def train(
     if dry_run:
         from dpo.data import join_tables
 
-        _, _, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge)
+        _, _, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge, cfg.who())
         print_kv("train plan (dry run)", {**counts, **{k: v for k, v in to_plain(cfg).items() if v is not None}})
         return
     _sigterm_as_interrupt()

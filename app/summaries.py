@@ -21,8 +21,10 @@ def number(v: float) -> str:
     return f"{v:.3g}" if v != 0 and abs(v) < 0.01 else f"{v:.3f}"
 
 
-def print_label_summary(s: dict, out: Path) -> None:
+def print_label_summary(s: dict, out: Path, min_confidence: float | None = None) -> None:
     from rich.table import Table
+
+    from densedpo.tables import MIN_NON_TIE_FRACTION
 
     t = Table(title=f"labels → {out}")
     t.add_column("status")
@@ -43,11 +45,27 @@ def print_label_summary(s: dict, out: Path) -> None:
             "images sent": s.get("images_sent", "–"),
             "segments/s": s["segments_per_s"],
             "judge": s["judge_model"],
+            f"pairs train keeps (> {MIN_NON_TIE_FRACTION:.0%} decided)": s["trainable_pairs"],
         },
     )
+    warning = few_trainable_warning(s["trainable_pairs"], s["pairs"], min_confidence)
+    if warning:
+        Console(stderr=True).print(warning, style="yellow", markup=False, soft_wrap=True)
     judges = s.get("judges") or {}
     if len(judges) > 1 or any("prompt_tokens" in j for j in judges.values()):
         print_judges_table(judges)
+
+
+def few_trainable_warning(trainable: int, pairs: int, min_confidence: float | None) -> str | None:
+    """One line when none or few (under a quarter) of the labeled pairs would pass train's non-tie filter."""
+    if pairs == 0 or trainable >= max(1, pairs / 4):
+        return None
+    lower = f" (now {min_confidence:g})" if min_confidence is not None else ""
+    return (
+        f"warning: only {trainable} of {pairs} pairs have enough decided segments for `densedpo train`; try a lower "
+        f"--min-confidence{lower} (eval-labels --reference shows each threshold's coverage and accuracy) or a "
+        "stronger judge (--model, --judges)."
+    )
 
 
 def print_judges_table(judges: dict[str, dict]) -> None:
@@ -100,7 +118,7 @@ def print_generate_summary(r) -> None:
             "pairs made": r.made,
             "already finished": r.already_done,
             "skipped": len(r.skipped),
-            "seconds per pair": r.seconds_per_pair,
+            "seconds per pair": r.seconds_per_pair if r.made else "–",
         },
     )
     if r.skipped:

@@ -314,3 +314,62 @@ def one_judge(labels: pd.DataFrame, where: str | Path, judge: str | None, flag: 
     if judge not in names:
         raise DenseDPOError(f"{flag}={judge}: {where} has no rows of that judge; it has {', '.join(names)}.")
     return labels[labels["judge"] == judge].reset_index(drop=True)
+
+
+MAJORITY = "majority"  # -o annotator=majority: one label per segment, the annotators' majority vote
+
+
+def majority_vote(labels: pd.Series) -> str:
+    """The most frequent of a segment's a/b/tie labels; equal top counts are a tie (no position or name bias)."""
+    counts = labels.value_counts()
+    top = counts[counts == counts.max()]
+    return str(top.index[0]) if len(top) == 1 else "tie"
+
+
+def annotator_majority(labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment (the first row's other columns): preference = the majority of the annotators' a/b/tie,
+    where every non-ok row counts as a tie; status ok; annotator = "majority"."""
+    three = labels["preference"].where(labels["status"].eq("ok") & labels["preference"].isin(["a", "b"]), "tie")
+    key = ["pair_id", "segment_idx"]
+    vote = three.groupby([labels[k] for k in key], sort=False).agg(majority_vote)
+    first = labels.drop_duplicates(key).set_index(key)
+    first["preference"] = vote.reindex(first.index).to_numpy()
+    return first.assign(status="ok", annotator=MAJORITY, confidence=float("nan")).reset_index()
+
+
+def one_annotator(labels: pd.DataFrame, where: str | Path, annotator: str | None) -> pd.DataFrame:
+    """The rows of one annotator (`annotator`), or their majority vote (`annotator="majority"`, train's
+    `-o annotators=majority`), from a human table that may hold several; several annotators and no choice is a
+    one-line error naming them and both options."""
+    if "annotator" not in labels.columns or labels["annotator"].isna().all():
+        if annotator is not None:
+            raise DenseDPOError(f"-o annotator={annotator} but {where} has no annotator column (not human labels).")
+        return labels
+    names = sorted(labels["annotator"].dropna().unique())
+    if annotator is None:
+        if len(names) <= 1 or not labels.duplicated(["pair_id", "segment_idx"]).any():
+            return labels
+        raise DenseDPOError(
+            f"{where} holds the labels of {len(names)} annotators ({', '.join(names[:5])}"
+            f"{', …' if len(names) > 5 else ''}); train on one with -o annotator=NAME, or on their majority vote "
+            f"per segment with -o annotators={MAJORITY}."
+        )
+    if annotator == MAJORITY:
+        return annotator_majority(labels)
+    if annotator not in names:
+        raise DenseDPOError(f"-o annotator={annotator}: {where} has no rows of that annotator; it has {', '.join(names)}.")
+    return labels[labels["annotator"] == annotator].reset_index(drop=True)
+
+
+MIN_NON_TIE_FRACTION = 0.2  # train's default: a pair trains when more than this share of its segments is decided
+
+
+def non_tie_share(labels: pd.DataFrame) -> pd.Series:
+    """Per pair_id, the share of its segments that carry a preference (status ok, a or b): train's filter reads it."""
+    decided = labels["status"].eq("ok") & labels["preference"].isin(["a", "b"])
+    return decided.groupby(labels["pair_id"].to_numpy()).mean()
+
+
+def trainable_pairs(labels: pd.DataFrame, min_non_tie_fraction: float = MIN_NON_TIE_FRACTION) -> int:
+    """How many pairs pass train's non-tie filter (share of decided segments > min_non_tie_fraction)."""
+    return int((non_tie_share(labels) > min_non_tie_fraction).sum())

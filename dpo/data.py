@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from densedpo.errors import DenseDPOError
-from densedpo.tables import LABELS, PAIRS, one_judge, read_table, resolve_path
+from densedpo.tables import LABELS, PAIRS, non_tie_share, one_annotator, one_judge, read_table, resolve_path
 from dpo.segments import latent_labels, row_label
 
 
@@ -29,13 +29,19 @@ class Example:
 
 
 def join_tables(
-    pairs_path: Path, labels_path: Path, min_non_tie_fraction: float, judge: str | None = None
+    pairs_path: Path,
+    labels_path: Path,
+    min_non_tie_fraction: float,
+    judge: str | None = None,
+    annotator: str | None = None,
 ) -> tuple[pd.DataFrame, dict, dict]:
     """(kept pairs, segment labels per pair, counts). Non-ok rows are ties; keep pairs with > min share non-tie.
 
-    A table of several judges trains on one of them: `judge`, by default the jury's combined rows."""
+    A table of several judges trains on one of them: `judge`, by default the jury's combined rows; a human table of
+    several annotators on one (`annotator`) or their majority vote (`annotator="majority"`)."""
     pairs = read_table(pairs_path, PAIRS)
     labels = one_judge(read_table(labels_path, LABELS), labels_path, judge, flag="-o judge")
+    labels = one_annotator(labels, labels_path, annotator)
     unknown = sorted(set(labels["pair_id"]) - set(pairs["pair_id"]))
     if unknown:
         raise DenseDPOError(
@@ -55,11 +61,8 @@ def join_tables(
         segs.setdefault(row.pair_id, []).append(
             (int(row.frame_start), int(row.frame_end), row_label(row.preference, row.status))
         )
-    keep = []
-    for pid in pairs["pair_id"]:
-        s = segs.get(pid, [])
-        keep.append(bool(s) and sum(1 for *_, v in s if v != 0) / len(s) > min_non_tie_fraction)
-    kept = pairs[keep].reset_index(drop=True)
+    share = non_tie_share(labels)
+    kept = pairs[pairs["pair_id"].map(share).fillna(0.0).gt(min_non_tie_fraction)].reset_index(drop=True)
     counts = {"pairs": len(pairs), "labeled": sum(1 for p in pairs["pair_id"] if p in segs), "kept": len(kept)}
     if kept.empty:
         raise DenseDPOError(

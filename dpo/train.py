@@ -27,6 +27,7 @@ from densedpo.config import one_shot
 from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text
 from densedpo.progress import progress_bar
+from densedpo.tables import MAJORITY, MIN_NON_TIE_FRACTION
 from dpo.data import Example, join_tables, load_examples, split_val
 from dpo.loss import FORMS, clip_labels, dense_dpo_loss, per_frame_error
 
@@ -57,8 +58,10 @@ class TrainConfig:
     full_finetune: bool = False
     gradient_checkpointing: bool = False
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, no on CPU
-    min_non_tie_fraction: float = 0.2
+    min_non_tie_fraction: float = MIN_NON_TIE_FRACTION  # a pair trains when more of its segments are decided
     judge: str | None = None  # a table of several judges: whose rows to train on (default: the jury's)
+    annotator: str | None = None  # a human table of several annotators: whose rows to train on
+    annotators: str | None = None  # "majority": train on the annotators' majority vote per segment instead
     val_fraction: float = 0.1
     eval_every: int = 50
     save_every: int = 250
@@ -74,6 +77,10 @@ class TrainConfig:
     sample_every: int | None = None
     sample_prompts: str | None = None
     sample_seeds: str = "0"
+
+    def who(self) -> str | None:
+        """The annotator rule for join_tables: a name, "majority", or None (the table has one)."""
+        return MAJORITY if self.annotators else self.annotator
 
     def check(self) -> None:
         if self.loss_form not in FORMS:
@@ -91,6 +98,10 @@ class TrainConfig:
             raise DenseDPOError("-o sample_every=N needs N >= 1 and -o sample_prompts=FILE (or a prompt set name).")
         if not all(k.strip().isdigit() for k in str(self.sample_seeds).split(",")):
             raise DenseDPOError(f"-o sample_seeds must be sample indices such as 0,1; got {self.sample_seeds!r}.")
+        if self.annotators not in (None, MAJORITY) or (self.annotators and self.annotator):
+            raise DenseDPOError(
+                f"-o annotators can only be {MAJORITY} (and not with -o annotator), got {self.annotators!r}."
+            )
         if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
             raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")
 
@@ -241,7 +252,7 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
     out = Path(cfg.out)
 
     # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
-    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge)
+    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge, cfg.who())
     if accel.is_main_process:
         load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)  # encodes what is missing, once
     accel.wait_for_everyone()

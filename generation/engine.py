@@ -23,6 +23,7 @@ from densedpo.latents import LatentCodec
 from densedpo.progress import progress_bar
 from densedpo.tables import PAIRS, SOURCES, read_table, resolve_path, write_table
 from generation.sdedit import (
+    frames_that_fit,
     make_pair_id,
     nearest_sigma_index,
     noise_to_level,
@@ -143,6 +144,71 @@ def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTas
 
 class SourceUnusable(DenseDPOError):
     """A source clip that cannot make a pair (unreadable, too short): skipped with its reason, the run goes on."""
+
+
+@dataclass
+class ClipCheck:
+    """What probing the plan's clips found: the reason each unusable one cannot make a pair, and how many frames
+    (4k+1) each readable clip could give at the run's fps and offset."""
+
+    problems: dict[str, str]
+    too_short: list[str]
+    fits: dict[str, int]  # source_id -> frames that fit
+
+    def advice(self, cfg: GenerateConfig) -> str:
+        """Which --num-frames / --offset-s would let the too-short clips make pairs ("" when none is too short)."""
+        short = [self.fits[s] for s in self.too_short if s in self.fits]
+        if not short:
+            return ""
+        tips = []
+        n = min(short)
+        if n >= 5:
+            tips.append(f"--num-frames {n} ({(n - 1) / cfg.fps:.2f} s at {cfg.fps:g} fps), which fits all of them")
+        if cfg.offset_s > 0:
+            tips.append("--offset-s 0, which gives them more frames")
+        if not tips:
+            tips.append("a lower --fps spreads the frames over more of each clip")
+        return "; ".join(tips)
+
+
+def check_clips(tasks: list[PairTask], cfg: GenerateConfig, until_usable: bool = False) -> ClipCheck:
+    """Probe each task's clip (readable, long enough for cfg's frames at cfg's fps from cfg's offset) without
+    decoding it. until_usable: stop at the first clip that can make a pair (the run's cheap start-up check)."""
+    from densedpo.video import probe
+
+    check = ClipCheck({}, [], {})
+    for task in tasks:
+        try:
+            info = probe(task.video)
+        except DenseDPOError as e:
+            check.problems[task.source_id] = str(e)
+            continue
+        check.fits[task.source_id] = frames_that_fit(info.fps, info.num_frames, cfg.fps, cfg.offset_s)
+        try:
+            source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
+        except ValueError as e:
+            check.problems[task.source_id] = str(e)
+            check.too_short.append(task.source_id)
+            continue
+        if until_usable:
+            break
+    return check
+
+
+def nothing_to_make(n_sources: int, check: ClipCheck, cfg: GenerateConfig) -> str:
+    """The one line of a run none of whose sources can make a pair."""
+    short = len(check.too_short)
+    need = cfg.offset_s + (cfg.num_frames - 1) / cfg.fps
+    parts = [f"none of the {n_sources} sources can make a pair"]
+    if short:
+        parts.append(
+            f"{short} too short for {cfg.num_frames} frames at {cfg.fps:g} fps from {cfg.offset_s:g} s "
+            f"(more than {need:.2f} s)"
+        )
+    if len(check.problems) > short:
+        parts.append(f"{len(check.problems) - short} unreadable")
+    advice = check.advice(cfg)
+    return ": ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + (f". Try {advice}." if advice else ".")
 
 
 def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
@@ -392,20 +458,27 @@ def output_lock(cfg: GenerateConfig):
     )
 
 
-def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True) -> GenerateResult:
-    """Make this process's pairs into cfg.out (see the module docstring)."""
+def generate_pairs(cfg: GenerateConfig, console=None, progress: bool = True, on_planned=None) -> GenerateResult:
+    """Make this process's pairs into cfg.out (see the module docstring). on_planned() runs once the plan holds a
+    clip that can make a pair (the CLI writes its run file there: a run that can make nothing leaves no file)."""
     with output_lock(cfg):
-        return _generate_pairs(cfg, console, progress)
+        return _generate_pairs(cfg, console, progress, on_planned or (lambda: None))
 
 
-def _generate_pairs(cfg: GenerateConfig, console, progress: bool) -> GenerateResult:
+def _generate_pairs(cfg: GenerateConfig, console, progress: bool, on_planned) -> GenerateResult:
     from rich.console import Console
 
     console = console or Console(stderr=True)
 
-    # 1. Plan: this process's share of the sources; finished pairs (row file present) are skipped.
+    # 1. Plan: this process's share of the sources; finished pairs (row file present) are skipped. A run (not an
+    #    accelerate rank, whose peers wait for it) none of whose clips can make a pair stops here, before any file.
     rank, world, state = _distributed(cfg)
     tasks, done = plan_tasks(cfg, rank, world)
+    if tasks and state is None:
+        check = check_clips(tasks, cfg, until_usable=True)
+        if len(check.problems) == len(tasks):
+            raise DenseDPOError(nothing_to_make(len(tasks), check, cfg))
+    on_planned()
 
     # 2. Load the pipeline once.
     sampler = Sampler(cfg, device=str(state.device) if state is not None else None) if tasks else None
@@ -446,12 +519,17 @@ def _distributed(cfg: GenerateConfig):
 
 
 def dry_run_plan(cfg: GenerateConfig) -> dict:
+    """The plan, with every clip probed: how many pairs can be made, which clips cannot and what would fit them."""
     rank, world = parse_shard(cfg.shard)
     tasks, done = plan_tasks(cfg, rank, world)
-    etas = [t.eta for t in tasks if t.eta is not None]
+    check = check_clips(tasks, cfg)
+    etas = [t.eta for t in tasks if t.eta is not None and t.source_id not in check.problems]
+    short = len(check.too_short)
     return {
-        "pairs to make": len(tasks),
+        "pairs to make": len(tasks) - len(check.problems),
         "already finished": done,
+        "clips too short": f"{short}: {check.advice(cfg)}" if short else 0,
+        "clips unreadable": len(check.problems) - short,
         "mode": cfg.mode,
         "eta range drawn": f"{min(etas):.3f}–{max(etas):.3f}" if etas else "-",
         "frames / fps / size": f"{cfg.num_frames} / {cfg.fps:g} / {cfg.width}x{cfg.height}",

@@ -68,3 +68,14 @@ def source_frame_indices(src_fps: float, src_frames: int, fps: float, num_frames
             f"the clip has {src_frames / src_fps:.2f} s"
         )
     return idx
+
+
+def frames_that_fit(src_fps: float, src_frames: int, fps: float, offset_s: float) -> int:
+    """The most frames (4k+1, Wan's causal VAE) `source_frame_indices` can take from a clip at `fps` from
+    `offset_s`; 0 when not even one fits."""
+    if offset_s < 0 or int(np.floor(offset_s * src_fps + 1e-6)) >= src_frames:
+        return 0
+    n = int(np.floor(((src_frames - 1e-6) / src_fps - offset_s) * fps - 1e-6)) + 2  # one past the estimate
+    while n > 1 and int(np.floor((offset_s + (n - 1) / fps) * src_fps + 1e-6)) >= src_frames:
+        n -= 1
+    return n - (n - 1) % 4

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from densedpo.tables import LABEL_STATUSES, LABELS
+from densedpo.tables import LABEL_STATUSES, LABELS, trainable_pairs
 from labeler.aggregate import combine_judges, decided
 from labeler.config import JURY, LabelConfig, cost_usd
 from labeler.journal import journal_path_for, read_journal
@@ -114,6 +114,7 @@ def summarize(labels: pd.DataFrame) -> dict:
         "mean_confidence": float(conf.mean()) if len(conf) else math.nan,
         "order_agreement_rate": float(agreement.mean()) if len(agreement) else math.nan,
         "failure_rate": failed / n if n else 0.0,
+        "trainable_pairs": trainable_pairs(labels) if n else 0,  # pass train's default non-tie filter
     }
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_motion
 from densedpo.stats import Counts, bootstrap, ratio, rounded
-from densedpo.tables import POSITIONS
+from densedpo.tables import POSITIONS, majority_vote
 from labeler.aggregate import clip_preference, decided
 
 CLASSES = ("a", "b", "tie")
@@ -96,13 +96,7 @@ def reference_consensus(ref: pd.DataFrame) -> pd.DataFrame:
     ref = ref.assign(_label=three_class(ref))
     if "annotator" not in ref.columns or ref.groupby(KEY).size().max() == 1:
         return ref[KEY].assign(preference=ref["_label"].to_numpy(), status="ok")
-
-    def majority(labels: pd.Series) -> str:
-        counts = labels.value_counts()
-        top = counts[counts == counts.max()]
-        return str(top.index[0]) if len(top) == 1 else "tie"
-
-    out = ref.groupby(KEY, sort=False)["_label"].agg(majority).reset_index()
+    out = ref.groupby(KEY, sort=False)["_label"].agg(majority_vote).reset_index()
     return out.rename(columns={"_label": "preference"}).assign(status="ok")
 
 

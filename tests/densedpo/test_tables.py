@@ -110,3 +110,22 @@ def test_read_errors(tmp_path):
 def test_resolve_path(tmp_path):
     assert resolve_path(tmp_path / "t.parquet", "v/a.mp4") == tmp_path.resolve() / "v/a.mp4"
     assert resolve_path(tmp_path / "t.parquet", "/abs/a.mp4").as_posix() == "/abs/a.mp4"
+
+
+def test_trainable_pairs_follow_train_filter_and_the_label_summary_warns_when_few():
+    """A pair trains when more than 20% of its segments are decided (ok and a/b); label's summary warns below 1/4."""
+    from app.summaries import few_trainable_warning
+    from densedpo.tables import non_tie_share, trainable_pairs
+
+    rows = []
+    for pid, decided in (("p0", 0), ("p1", 1), ("p2", 2), ("p3", 5)):
+        for k in range(5):  # 5 segments each: p1 has 20% decided (not > 20%), p2 40%
+            rows.append((pid, k, "a" if k < decided else "tie", "ok"))
+    rows.append(("p4", 0, "b", "low_confidence"))  # not ok: a tie whatever its preference
+    df = pd.DataFrame(rows, columns=["pair_id", "segment_idx", "preference", "status"])
+    assert non_tie_share(df).to_dict() == {"p0": 0.0, "p1": 0.2, "p2": 0.4, "p3": 1.0, "p4": 0.0}
+    assert trainable_pairs(df) == 2 and trainable_pairs(df, 0.0) == 3
+    assert few_trainable_warning(2, 5, 0.5) is None
+    w = few_trainable_warning(1, 5, 0.5)
+    assert w.startswith("warning: only 1 of 5 pairs") and "--min-confidence (now 0.5)" in w and "\n" not in w
+    assert few_trainable_warning(0, 1, None).startswith("warning: only 0 of 1")

@@ -253,7 +253,9 @@ def test_bf16_autocast_step_on_cuda(latent_data, tiny_wan_model, tmp_path):
     assert res.steps == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in res.history)
 
 
-def test_labels_with_several_annotators_per_segment_are_refused(tmp_path):
+def test_labels_of_several_annotators_train_on_one_or_on_their_majority(tmp_path):
+    """Two or three annotators: refused with both options named; -o annotator=NAME takes theirs; majority votes
+    per segment (equal top votes are ties)."""
     import pandas as pd
 
     from densedpo.errors import DenseDPOError
@@ -262,11 +264,33 @@ def test_labels_with_several_annotators_per_segment_are_refused(tmp_path):
     from dpo.data import join_tables
 
     pairs, truth = make_synthetic_pairs(tmp_path, num_pairs=1)
-    t = read_table(truth, LABELS)
-    two = pd.concat([t.assign(annotator="x"), t.assign(annotator="y")], ignore_index=True)
-    path = write_table(two, tmp_path / "human.parquet", LABELS)
-    with pytest.raises(DenseDPOError, match=r"row 3: .* has several labels .*annotator"):
-        join_tables(pairs, path, 0.2)
+    t = read_table(truth, LABELS).assign(status="ok")
+    n = len(t)
+    x = t.assign(annotator="x", preference=["a"] * n)
+    y = t.assign(annotator="y", preference=["b"] * n)
+    z = t.assign(annotator="z", preference=["a"] * (n - 1) + ["tie"])
+    two = write_table(pd.concat([x, y], ignore_index=True), tmp_path / "two.parquet", LABELS)
+    with pytest.raises(DenseDPOError, match=r"2 annotators \(x, y\); .*-o annotator=NAME.*-o annotators=majority"):
+        join_tables(pairs, two, 0.2)
+    pid = t["pair_id"].iloc[0]
+    _, segs, _ = join_tables(pairs, two, 0.0, annotator="y")
+    assert [v for *_, v in segs[pid]] == [-1] * n
+    with pytest.raises(DenseDPOError, match="no pair .* non-tie"):  # one a, one b everywhere: all ties
+        join_tables(pairs, two, 0.0, annotator="majority")
+    three = write_table(pd.concat([x, y, z], ignore_index=True), tmp_path / "three.parquet", LABELS)
+    _, segs, _ = join_tables(pairs, three, 0.0, annotator="majority")
+    assert [v for *_, v in segs[pid]] == [1] * (n - 1) + [0]  # last segment: a, b, tie -> no majority
+    with pytest.raises(DenseDPOError, match=r"-o annotator=w: .* it has x, y"):
+        join_tables(pairs, two, 0.0, annotator="w")
+
+
+def test_train_config_takes_annotators_majority_only():
+    from densedpo.errors import DenseDPOError
+    from dpo.train import TrainConfig
+
+    assert TrainConfig(pairs=Path("p"), labels=Path("l"), model="m", annotators="majority").who() == "majority"
+    with pytest.raises(DenseDPOError, match="annotators can only be majority"):
+        TrainConfig(pairs=Path("p"), labels=Path("l"), model="m", annotators="all").check()
 
 
 def test_a_jury_table_trains_on_the_jury_or_the_named_judge(tmp_path):

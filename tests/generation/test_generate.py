@@ -294,6 +294,22 @@ def test_dry_run_plans_and_loads_nothing(sources, tiny_wan, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written, no model loaded (the model path does not exist)
 
 
+def test_sources_too_short_are_found_by_the_dry_run_and_stop_the_run_with_exit_2(sources, tiny_wan, tmp_path):
+    """24-frame clips at 16 fps and generate's default 81 frames: the dry run says all four are too short and the
+    most frames that fit (4k+1: 21); the run exits 2 with one line saying so, before any file is written."""
+    args = ["--sources", sources, "--model", tiny_wan, "--out", tmp_path / "o", "--height", "32", "--width", "32"]
+    r = run_cli("generate", *args, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"pairs to make\s*│\s*0\b", r.stdout), r.stdout
+    assert re.search(r"clips too short\s*│\s*4: --num-frames 21 \(1\.25 s at 16 fps\)", r.stdout), r.stdout
+    r = run_cli("generate", *args, "--offset-s", "0.25", "--quiet")
+    assert r.returncode == 2
+    line = " ".join(r.stderr.split())
+    assert "none of the 4 sources can make a pair: 4 too short for 81 frames at 16 fps from 0.25 s" in line, line
+    assert "Try --num-frames 17 (1.00 s at 16 fps), which fits all of them; --offset-s 0" in line, line
+    assert not (tmp_path / "o" / "generate.run.yaml").exists() and not (tmp_path / "o" / "pairs.parquet").exists()
+
+
 def test_a_bug_is_not_a_skipped_source(tiny_wan, sources, tmp_path, monkeypatch):
     """Only a source's own problems are skipped; a ValueError from the model or the writer stops the run."""
 

@@ -38,6 +38,7 @@ def test_consistent_judge_gives_ok_rows(synthetic, tmp_path):
     assert len(df) == 9 and (df["status"] == "ok").all() and (df["preference"] == "a").all()
     assert df["confidence"].min() > 0.9 and df["order_agreement"].all()
     assert res.summary["coverage"] == 1.0 and res.summary["status_counts"]["ok"] == 9
+    assert res.summary["trainable_pairs"] == 3
     assert fake.chat_requests() == {rid: 1 for rid in all_ids(pairs_path)}
     # Scored against the synthetic truth, an always-"a" judge is right exactly on the truth's "a" segments.
     truth = pd.read_parquet(pairs_path.parent / "truth_labels.parquet")

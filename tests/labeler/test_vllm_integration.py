@@ -9,6 +9,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from densedpo.tables import trainable_pairs
 from labeler.config import LabelConfig
 from labeler.engine import label_pairs
 from labeler.journal import journal_path_for, read_journal
@@ -34,6 +35,9 @@ def test_label_cli_against_real_vllm(vllm_server, synthetic, tiny_vlm, tmp_path)
     for status, n in counts.items():  # the closing summary table shows the table's own counts
         assert re.search(rf"{status}\s*│\s*{n}\s*│", r.stdout), (status, n, r.stdout)
     assert "coverage" in r.stdout
+    trainable = trainable_pairs(pd.read_parquet(out))  # the summary says how many pairs train would keep
+    assert re.search(rf"pairs train keeps \(> 20% decided\)\s+{trainable}\b", r.stdout), r.stdout
+    assert ("warning: only" in r.stderr) == (trainable < 3 / 4), r.stderr
     assert vllm_requests(vllm_server) - before == 18 + 1  # 9 segments x 2 orders, plus the constraint probe
 
     df = pd.read_parquet(out)
