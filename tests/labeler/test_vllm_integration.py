@@ -36,7 +36,7 @@ def test_label_cli_against_real_vllm(vllm_server, synthetic, tiny_vlm, tmp_path)
         assert re.search(rf"{status}\s*│\s*{n}\s*│", r.stdout), (status, n, r.stdout)
     assert "coverage" in r.stdout
     trainable = trainable_pairs(pd.read_parquet(out))  # the summary says how many pairs train would keep
-    assert re.search(rf"pairs train keeps \(> 20% decided\)\s+{trainable}\b", r.stdout), r.stdout
+    assert re.search(rf"pairs train keeps \(> 20% decided\)\s*│\s*{trainable}\b", r.stdout), r.stdout
     assert ("warning: only" in r.stderr) == (trainable < 3 / 4), r.stderr
     assert vllm_requests(vllm_server) - before == 18 + 1  # 9 segments x 2 orders, plus the constraint probe
 
@@ -238,3 +238,25 @@ def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
     proc.wait()
     left = wait_gone(mark, timeout_s=60)
     assert left == [], f"outlived the labeler: {[(p, _title(p)) for p in left]}"
+
+
+def test_vllm_command_prints_a_server_that_starts_and_labels(tiny_vlm, synthetic, tmp_path):
+    """`densedpo vllm-command` prints one shell line (environment + command) that starts, on this machine, the
+    server `label --model` would; label then works against it."""
+    from densedpo.supervise import supervised
+    from labeler.servers import _wait_healthy, free_port
+
+    pairs_path, _ = synthetic
+    port = free_port()
+    r = run_cli("vllm-command", "--model", tiny_vlm, "--port", port, "--pairs", pairs_path)
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert "\n" not in line and line.startswith("env VLLM_NO_USAGE_STATS=1 ") and f"--port {port}" in line
+    assert '{"image": 18, "video": 0}' in line  # the last segment of these pairs shows 9 frames per video
+    with supervised(["bash", "-c", line], log_path=tmp_path / "vllm.log") as proc:
+        _wait_healthy(proc, f"http://127.0.0.1:{port}", tmp_path / "vllm.log", 600)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]["id"] == str(tiny_vlm)
+        out = tmp_path / "labels.parquet"
+        r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", f"http://127.0.0.1:{port}")
+        assert r.returncode == 0, r.stderr
+        assert len(pd.read_parquet(out)) == 9
