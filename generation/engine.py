@@ -80,6 +80,13 @@ class GenerateConfig:
         }
 
 
+def model_id(model: str) -> str:
+    """What tables record as the model: a local folder as an absolute path (valid from any working directory), a
+    hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def check_sampler_settings(cfg) -> None:
     """The checks every config the Sampler runs shares (generate's, sample's): frames, size, steps, fps, dtype."""
     if cfg.num_frames < 1 or (cfg.num_frames - 1) % 4:
@@ -402,7 +409,7 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
         "seed_b": task.seed_b,
         "num_inference_steps": cfg.steps,
         "guidance_scale": cfg.guidance,
-        "model_id": cfg.model,
+        "model_id": model_id(cfg.model),
     }
 
 

@@ -25,7 +25,7 @@ from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text, file_sha256
 from densedpo.progress import progress_bar
 from densedpo.tables import SAMPLES, read_table, write_table
-from generation.engine import Sampler, check_sampler_settings, parse_shard
+from generation.engine import Sampler, check_sampler_settings, model_id, parse_shard
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "eval"
 PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbench_all_dimension.txt"}
@@ -217,7 +217,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
                 "k": k,
                 "seed": seed,
                 "video": f"{name}.mp4",
-                "model_id": cfg.model,
+                "model_id": model_id(cfg.model),
                 "lora": str(Path(cfg.lora).resolve()) if cfg.lora is not None else None,
                 "lora_sha256": lora_sha,
                 **cfg.settings(),
@@ -291,7 +291,7 @@ def check_same_run(cfg: SampleConfig, lora_sha: str | None) -> None:
     if not done:
         return
     row = json.loads(done[0].read_text())
-    now = {"model_id": cfg.model, "lora_sha256": lora_sha, **cfg.settings()}
+    now = {"model_id": model_id(cfg.model), "lora_sha256": lora_sha, **cfg.settings()}
     for key, value in now.items():
         if row.get(key) != value:
             raise DenseDPOError(

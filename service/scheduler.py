@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from densedpo.errors import DenseDPOError
+from densedpo.tables import LABEL_STATUSES
 from labeler.config import LabelConfig
 from labeler.engine import LabelHooks, LabelingStopped, label_pairs
 from labeler.plan import plan_pairs
@@ -91,6 +92,7 @@ class Scheduler:
             result = label_pairs(cfg, progress=False, hooks=hooks)
         except LabelingStopped:
             if job_id in self.cancelled:
+                self._record_finished_rows(job)
                 self.store.transition(job_id, ("running",), "cancelled", finished_at=time.time())
             # else: the service is stopping; the job stays 'running' and is requeued at the next start
             return
@@ -116,6 +118,16 @@ class Scheduler:
         )
         self.store.transition(
             job_id, ("running",), "failed" if error else "completed", finished_at=time.time(), error=error
+        )
+
+    def _record_finished_rows(self, job: dict) -> None:
+        """A stopped job's figures are its finished rows' (what GET .../labels returns): segments done, statuses."""
+        rows = self.partial(job)
+        counts = rows["status"].value_counts() if rows is not None else pd.Series(dtype=int)
+        self.store.update(
+            job["id"],
+            status_counts={s: int(counts.get(s, 0)) for s in LABEL_STATUSES},
+            segments_done=0 if rows is None else len(rows),
         )
 
     def cancel(self, job_id: str) -> dict | None:

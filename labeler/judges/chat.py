@@ -122,6 +122,11 @@ class VllmChatJudge(Judge):
         video = ":video" if self.spec.frames_as == "video" else ""
         return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{video}"
 
+    @property
+    def confidence_from(self) -> str:
+        """Where a row's confidence comes from (the label summary's judges table shows it)."""
+        return f"votes of {self.spec.samples} samples" if self.spec.samples else "logprobs"
+
     def fingerprint(self) -> dict:
         return {
             **super().fingerprint(),
@@ -197,10 +202,6 @@ class OpenAIChatJudge(VllmChatJudge):
     def default_id(self, model: str) -> str:
         samples = f":samples{self.spec.samples}" if self.spec.samples else ""
         return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{samples}"
-
-    @property
-    def confidence_from(self) -> str:
-        return f"votes of {self.spec.samples} samples" if self.spec.samples else "logprobs"
 
     def body(self, messages: list[dict]) -> dict:
         body = {"model": self.model, "messages": messages, "response_format": answer_schema(self.prompt.choices)}

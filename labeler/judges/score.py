@@ -52,6 +52,8 @@ class ScoreJudge(Judge):
         super().__init__(spec)
         self.text = spec.score_text or (VIDEOREWARD_TEXT if spec.api == "transformers" else SCORE_TEXT)
 
+    confidence_from = "score difference (Rao-Kupper)"
+
     def fingerprint(self) -> dict:
         return {**super().fingerprint(), "text_sha": short_sha(self.text), "score_weights": self.spec.score_weights}
 

@@ -65,3 +65,13 @@ def test_source_frame_indices_resample_and_refuse_short_clips():
     assert source_frame_indices(16, 17, 16, 17, 0.0) == list(range(17))
     with pytest.raises(ValueError, match="need 1.06 s, the clip has 1.00 s"):
         source_frame_indices(16, 16, 16, 17, 0.0)
+
+
+def test_model_id_of_a_local_folder_is_absolute(tmp_path, monkeypatch):
+    """Tables record a local model folder as an absolute path (valid from any working directory); hub ids stay."""
+    from generation.engine import model_id
+
+    (tmp_path / "models" / "wan").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "models")
+    assert model_id("wan") == str(tmp_path / "models" / "wan")
+    assert model_id("Wan-AI/Wan2.1-T2V-1.3B-Diffusers") == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"

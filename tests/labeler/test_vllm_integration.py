@@ -34,7 +34,7 @@ def test_label_cli_against_real_vllm(vllm_server, synthetic, tiny_vlm, tmp_path)
     counts = pd.read_parquet(out)["status"].value_counts()
     for status, n in counts.items():  # the closing summary table shows the table's own counts
         assert re.search(rf"{status}\s*│\s*{n}\s*│", r.stdout), (status, n, r.stdout)
-    assert "coverage" in r.stdout
+    assert "coverage" in r.stdout and "│ logprobs" in r.stdout  # the judges table says where confidence comes from
     trainable = trainable_pairs(pd.read_parquet(out))  # the summary says how many pairs train would keep
     assert re.search(rf"pairs train keeps \(> 20% decided\)\s*│\s*{trainable}\b", r.stdout), r.stdout
     assert ("warning: only" in r.stderr) == (trainable < 3 / 4), r.stderr

@@ -208,6 +208,12 @@ def test_two_jobs_queue_and_cancel_keeps_finished_work(service):
         assert r.status_code == 200 and r.headers["X-Densedpo-Partial"] == "true"
         rows = pd.read_parquet(io.BytesIO(r.content))
         assert 3 <= len(rows) < 36 and not rows.duplicated(["pair_id", "segment_idx"]).any()
+        while not c.get(f"/v1/label-jobs/{big['id']}").json()["status_counts"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the worker records the finished rows' figures as it stops
+        job = c.get(f"/v1/label-jobs/{big['id']}").json()
+        rows = pd.read_parquet(io.BytesIO(c.get(f"/v1/label-jobs/{big['id']}/labels").content))
+        assert job["segments_done"] == len(rows) == sum(job["status_counts"].values())  # not 36/36, not {}
+        assert {k: v for k, v in job["status_counts"].items() if v} == rows["status"].value_counts().to_dict()
         done = wait_for(c, small["id"])
         assert done["state"] == "completed" and done["started_at"] >= cancelled["finished_at"] - 0.5
 
