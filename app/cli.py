@@ -35,8 +35,8 @@ SCORER_COMMAND = (sys.executable, "-m", "app.cli", "serve-scorer")
 def _sigterm_as_interrupt() -> None:
     """SIGTERM unwinds like Ctrl-C, so managed servers stop and journals close on every exit path."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    def handler(signum, frame):  # as SIGINT: inside asyncio.run its runner cancels the main task cleanly
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -847,8 +847,15 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("interrupted: finished work is saved; rerun the same command to resume.")
+        console.print(INTERRUPTED)
         sys.exit(130)
+    except SystemExit as e:  # typer turns a KeyboardInterrupt (Ctrl-C, SIGTERM) inside a command into exit 130
+        if e.code == 130:
+            console.print(INTERRUPTED)
+        raise
+
+
+INTERRUPTED = "interrupted: finished work is saved; rerun the same command to resume."
 
 
 if __name__ == "__main__":

@@ -357,7 +357,9 @@ def one_annotator(labels: pd.DataFrame, where: str | Path, annotator: str | None
     if annotator == MAJORITY:
         return annotator_majority(labels)
     if annotator not in names:
-        raise DenseDPOError(f"-o annotator={annotator}: {where} has no rows of that annotator; it has {', '.join(names)}.")
+        raise DenseDPOError(
+            f"-o annotator={annotator}: {where} has no rows of that annotator; it has {', '.join(names)}."
+        )
     return labels[labels["annotator"] == annotator].reset_index(drop=True)
 
 

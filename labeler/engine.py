@@ -28,11 +28,11 @@ from densedpo.tables import LABELS, write_table
 from labeler.client import RequestFailed, ServerPool
 from labeler.config import JURY, LabelConfig
 from labeler.frames import prepare_pair
-from labeler.journal import Journal, journal_path_for
+from labeler.journal import Journal, journal_path_for, read_journal
 from labeler.judges import Judge, JudgeSpec, make_judge
 from labeler.judges.score import POOLING_ARGS
 from labeler.parse import OrderResult
-from labeler.plan import PairPlan, frames_per_video, plan_pairs, request_id
+from labeler.plan import PairPlan, frames_per_video, journal_judges, plan_pairs, request_id
 from labeler.rows import RunStats, assemble_rows, judge_summaries, summarize
 from labeler.segments import Segment, sample_frame_indices
 
@@ -324,10 +324,31 @@ def label_pairs(
         if hooks.on_planned:
             hooks.on_planned()
 
+        # 2. Resume, before any server: a journal that answers every request needs none.
+        finished = journal_answers_all(cfg, plans, specs)
+        if finished is not None:
+            judges, results = finished
+            console.print(f"resuming: all {len(results)} answers are journaled; nothing left to ask (no server).")
+            return _write_labels(cfg, plans, results, judges, rule, RunStats(), [], 0.0, [])
+
         # 3. Servers: ours (embedded vLLM, one per model of the jury) or the user's.
         with contextlib.ExitStack() as stack:
             server_urls = start_servers(specs, plans, cfg, stack, console, scorer_command)
             return asyncio.run(_label_async(cfg, plans, specs, rule, server_urls, console, progress, hooks))
+
+
+def journal_answers_all(cfg: LabelConfig, plans: list[PairPlan], specs) -> tuple[list[Judge], dict] | None:
+    """(judges bound as the journal recorded them, its answers) when the journal of cfg.out was written with this
+    run's settings and answers every request; else None (the run asks, through servers)."""
+    header, results = read_journal(journal_path_for(cfg.out))
+    if cfg.restart or header is None:
+        return None
+    judges, bound = journal_judges(specs, header)
+    if not bound or any(s.model not in (None, j.model) for s, j in zip(specs, judges)):
+        return None
+    if fingerprint(cfg, judges) != header or any(_todo(plans, judges, results, cfg)):
+        return None
+    return judges, results
 
 
 def fingerprint(cfg: LabelConfig, judges: list[Judge]) -> dict:
@@ -352,12 +373,12 @@ def _check_ids(judges: list[Judge]) -> list[str]:
     return ids
 
 
-def _todo(plans: list[PairPlan], judges: list[Judge], journal: Journal, cfg: LabelConfig) -> Todo:
-    """Per pair, every (segment, judge, unit) the journal has no answer for."""
+def _todo(plans: list[PairPlan], judges: list[Judge], journaled: dict, cfg: LabelConfig) -> Todo:
+    """Per pair, every (segment, judge, unit) the journal's answers (`journaled`) do not answer."""
     # Parse errors are journaled answers (at temperature 0 the same request gives the same answer), so only
     # --retry-parse-errors asks them again; the new answer supersedes the old line.
     redo = {"parse_error"} if cfg.retry_parse_errors else set()
-    answered = {key for key, r in journal.results.items() if r.status not in redo}
+    answered = {key for key, r in journaled.items() if r.status not in redo}
     return [
         [
             (s, j, u)
@@ -377,11 +398,15 @@ async def _label_async(cfg, plans, specs, rule, server_urls, console, progress, 
         pools = [await pools_open.enter_async_context(open_pool(s, u, cfg)) for s, u in zip(specs, server_urls)]
         for judge, pool in zip(judges, pools):
             await judge.start(pool)
-        ids = _check_ids(judges)
+        _check_ids(judges)
 
         # 2. Resume: skip every request already answered in the journal.
         with Journal(journal_path_for(cfg.out), fingerprint(cfg, judges), restart=cfg.restart) as journal:
-            todo = _todo(plans, judges, journal, cfg)
+            todo = _todo(plans, judges, journal.results, cfg)
+            n_units = n_segments * sum(len(j.units) for j in judges)
+            left = sum(len(t) for t in todo)
+            if left < n_units:
+                console.print(f"resuming: {n_units - left} of {n_units} answers journaled in {journal.path}")
             stats = RunStats()
             # 4. Ask.
             with progress_bar(console, PROGRESS_UNIT, progress) as bar:
@@ -393,12 +418,16 @@ async def _label_async(cfg, plans, specs, rule, server_urls, console, progress, 
                 raise LabelingStopped(f"stopped; answered requests are saved in {journal.path}.")
             results = {**journal.results, **failures}
         latencies = [x for p in pools for x in p.latencies_s()]
+    return _write_labels(cfg, plans, results, judges, rule, stats, todo, elapsed, latencies)
 
-    # 5. Aggregate and write (atomically).
+
+def _write_labels(cfg, plans, results, judges, rule, stats: RunStats, todo: Todo, elapsed: float, latencies):
+    """5. Aggregate and write (atomically); the summary of the table and of this run's requests."""
+    ids = [j.id for j in judges]
     labels = assemble_rows(plans, results, cfg, judges, rule)
     write_table(labels, cfg.out, LABELS, extra_metadata={"judges": ",".join(ids), "combine": rule})
     summary = summarize(labels[labels["judge"] == (JURY if len(judges) > 1 else judges[0].id)])
-    n_asked = len(tracker.units_left)
+    n_asked = len({(i, s.segment_idx) for i, t in enumerate(todo) for s, *_ in t})
     summary.update(
         requests_sent=stats.requests_sent,
         requests_planned=sum(len(t) for t in todo),

@@ -221,6 +221,42 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert len(lines) == 36 and len({x["request_id"] for x in lines}) == 36
 
 
+@pytest.mark.slow
+def test_sigterm_is_one_line_and_the_rerun_says_it_resumes_and_a_finished_journal_needs_no_server(tmp_path):
+    """SIGTERM mid-run: exit 130 with the one "interrupted" line (no traceback); the rerun says how many answers
+    were journaled; a third run, nothing left to ask, sends no request and, given --model, starts no vLLM."""
+    pairs_path, _ = make_synthetic_pairs(tmp_path / "data", num_pairs=6, num_frames=49, height=32, width=32)
+    out = tmp_path / "labels.parquet"
+    journal = journal_path_for(out)
+    with FakeServer(delay_s=0.05) as fake:
+        args = [sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out", str(out), "--quiet"]
+        proc = subprocess.Popen(
+            [*args, "--server", fake.url, "--concurrency", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 12):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        text = (stdout + stderr).decode()
+        assert proc.returncode == 130, text
+        assert "Traceback" not in text and text.strip().splitlines() == [
+            "interrupted: finished work is saved; rerun the same command to resume."
+        ], text
+        answered = len(read_journal(journal)[1])
+        r = subprocess.run([*args, "--server", fake.url], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"resuming: {answered} of 36 answers journaled" in " ".join((r.stdout + r.stderr).split())
+        fake.counts.clear()
+        r = subprocess.run([*args, "--server", fake.url], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert sum(fake.counts.values()) == 0  # no probe, no /v1/models: nothing left to ask
+    r = subprocess.run([*args, "--model", "fake-vlm"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    text = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 0 and "starting vLLM" not in text and "nothing left to ask (no server)" in text, text
+    assert len(pd.read_parquet(out)) == 18
+
+
 def test_a_jury_judge_that_fails_every_request_fails_the_run(synthetic, tmp_path):
     """Failed judges do not vote, so the jury's rows stand on the other judge alone: the failure rate must be
     checked per judge, and the summary must show each judge's failures."""

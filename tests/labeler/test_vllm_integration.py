@@ -201,10 +201,11 @@ def _title(pid: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when", ["starting", "labeling"])
-def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
-    """kill -9 of `label --model` while vLLM starts or while it labels: the API server, the engine core and its
-    workers (renamed VLLM::EngineCore / VLLM::Worker) all go. Found by an environment marker they all inherit."""
+@pytest.mark.parametrize("when, signum", [("starting", 9), ("labeling", 9), ("labeling", 15)])
+def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum):
+    """kill -9 of `label --model` while vLLM starts or while it labels, or SIGTERM while it labels: the API server,
+    the engine core and its workers (renamed VLLM::EngineCore / VLLM::Worker) all go. Found by an environment
+    marker they all inherit. SIGTERM ends with exit 130 and the one "interrupted" line, no traceback."""
     import os
     import signal
     import subprocess
@@ -222,7 +223,7 @@ def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
     cmd = [sys.executable, "-m", "app.cli", "label", "--pairs", pairs_path, "--out", out, "--model", tiny_vlm]
     env = {**os.environ, "DENSEDPO_TEST_MARK": mark}
     args = [str(a) for a in cmd] + ["--quiet", "--concurrency", "1"]
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log, journal = out.with_name(out.name + ".vllm.log"), out.with_name(out.name + ".journal.jsonl")
     deadline = time.monotonic() + 300
     if when == "starting":
@@ -234,8 +235,11 @@ def test_sigkill_of_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when):
             time.sleep(0.2)  # answers are coming in: the engine core and its worker are up
         assert proc.poll() is None, "labeling ended before the kill"
         assert any(_title(p).startswith("VLLM::EngineCor") for p in marked(mark))  # comm holds 15 characters
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1] == "interrupted: finished work is saved; rerun the same command to resume."
     left = wait_gone(mark, timeout_s=60)
     assert left == [], f"outlived the labeler: {[(p, _title(p)) for p in left]}"
 
