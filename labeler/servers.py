@@ -144,13 +144,65 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: f
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
             raise DenseDPOError(
-                f"{what} exited with code {proc.returncode} while starting; last log lines ({log_path}): "
-                + " | ".join(tail)
+                f"{what} exited with code {proc.returncode} while starting: {start_failure_cause(text, url)} "
+                f"Full log: {log_path}"
             )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                 return
         time.sleep(0.5)
     raise DenseDPOError(f"{what} did not become healthy within {timeout_s:.0f} s; see its log at {log_path}.")
+
+
+# (pattern in the server's log, the likely cause and its fix), first match wins: vLLM's last line is often only
+# "See root cause above", so the log is searched for the line that names the cause.
+START_FAILURES = (
+    (
+        r"address already in use|Errno 98",
+        "the port is taken ({url}): another server is listening there; stop it, or let densedpo pick a free port.",
+    ),
+    (
+        r"out of memory|Cannot allocate memory|OutOfMemoryError|MemoryError|insufficient memory|"
+        r"No available memory for the cache blocks",
+        "not enough memory for the model and its KV-cache reservation ({memory}); free memory (other vLLM "
+        "processes?), or lower VLLM_CPU_KVCACHE_SPACE (CPU) / --gpu-memory-utilization or --max-model-len.",
+    ),
+    (
+        r"does not appear to have a file named|is not a valid model identifier|No such file or directory|"
+        r"Invalid repository ID or local directory|"
+        r"Repository Not Found|Can't load the configuration|Unrecognized model|OSError: .*config\.json",
+        "the model could not be loaded: check that --model is a folder with config.json and weights (or a hub id "
+        "this machine can download).",
+    ),
+)
+
+
+def start_failure_cause(log: str, url: str = "") -> str:
+    """The likely cause of a server that died while starting, from its log: the known causes first (port, memory
+    against the KV-cache reservation, the model folder), else the log's first error line."""
+    import re
+
+    for pattern, cause in START_FAILURES:
+        m = re.search(pattern, log, re.IGNORECASE)
+        if m:
+            line = log[log.rfind("\n", 0, m.start()) + 1 : log.find("\n", m.end()) % (len(log) + 1)].strip()
+            return cause.format(url=url, memory=memory_note()) + f" (log: {line[:200]!r})"
+    errors = [m.group(1) for m in re.finditer(r"^(?!.*WARNING).*?(\b[\w.]*(?:Error|Exception): .*)$", log, re.M)]
+    if errors:
+        return f"first error in the log: {errors[0].strip()[:300]!r}."
+    tail = [ln.strip() for ln in log.strip().splitlines()[-3:]]
+    return f"no error in its log; its last lines: {' | '.join(tail)!r}." if tail else "its log is empty."
+
+
+def memory_note() -> str:
+    """Free memory against what vLLM reserves for its KV cache, as far as this machine tells."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free_gib = int(meminfo["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return "free memory unknown"
+    kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1") if is_cpu_build() else None
+    reserve = f"; the CPU build reserves {kv} GiB of KV cache besides the weights" if kv else ""
+    return f"{free_gib:.1f} GiB available now{reserve}"

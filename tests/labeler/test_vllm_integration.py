@@ -264,3 +264,16 @@ def test_vllm_command_prints_a_server_that_starts_and_labels(tiny_vlm, synthetic
         r = run_cli("label", "--pairs", pairs_path, "--out", out, "--server", f"http://127.0.0.1:{port}")
         assert r.returncode == 0, r.stderr
         assert len(pd.read_parquet(out)) == 9
+
+
+def test_vllm_that_cannot_load_the_model_names_the_cause_and_the_log(tmp_path):
+    """A real vLLM start on a folder with no model in it: one error naming the model folder and the log."""
+    from densedpo.errors import DenseDPOError
+    from labeler.servers import managed_vllm
+
+    (tmp_path / "empty-model").mkdir()
+    log = tmp_path / "vllm.log"
+    with pytest.raises(DenseDPOError) as e:
+        with managed_vllm(str(tmp_path / "empty-model"), log_path=log, max_images=2, startup_timeout_s=300):
+            pass
+    assert "the model could not be loaded" in str(e.value) and f"Full log: {log}" in str(e.value), str(e.value)
