@@ -28,6 +28,7 @@ from generation.sdedit import (
     nearest_sigma_index,
     noise_to_level,
     pair_randomness,
+    sigmas_in_range,
     source_frame_indices,
 )
 
@@ -288,11 +289,29 @@ class Sampler:
         self.spatial = int(getattr(pipe, "vae_scale_factor_spatial", 8))
         self.codec = LatentCodec(pipe.vae, self.device)
 
-    def schedule(self) -> tuple[list[float], object]:
-        """Per-step σ (without the final 0) and timesteps for cfg.steps, under the model's own flow shift."""
+    def schedule(self, steps: int | None = None) -> tuple[list[float], object]:
+        """Per-step σ (without the final 0) and timesteps for cfg.steps (or `steps`), under the model's flow shift."""
         s = self.pipe.scheduler
-        s.set_timesteps(self.cfg.steps, device=self.device)
+        s.set_timesteps(steps or self.cfg.steps, device=self.device)
         return [float(x) for x in s.sigmas[: len(s.timesteps)]], s.timesteps
+
+    def eta_range_warning(self) -> str | None:
+        """One line when no step of cfg.steps' schedule has σ in [eta_min, eta_max] (every pair then starts
+        outside the range), naming the fewest steps whose schedule has one; None when the grid fits."""
+        lo, hi = self.cfg.eta_min, self.cfg.eta_max
+        sigmas, _ = self.schedule()
+        if sigmas_in_range(sigmas, lo, hi).any():
+            return None
+        fits = next(
+            (n for n in range(self.cfg.steps + 1, 1001) if sigmas_in_range(self.schedule(n)[0], lo, hi).any()), None
+        )
+        self.schedule()
+        nearest = sigmas[nearest_sigma_index(sigmas, (lo + hi) / 2)]
+        fix = f"--steps {fits} has one" if fits else "widen --eta-min/--eta-max"
+        return (
+            f"warning: no step of the {self.cfg.steps}-step schedule has σ in [{lo:g}, {hi:g}]; pairs start at the "
+            f"nearest, σ {nearest:.3f}; {fix}."
+        )
 
     def encode_prompt(self, prompt: str):
         """(prompt_embeds, negative_prompt_embeds or None), each (1, L, D), encoded once per pair."""
@@ -367,7 +386,7 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
     if cfg.mode == "sdedit":
         clip = load_clip(task.video, cfg)
         x0 = sampler.encode_video(clip)  # encoded once, shared by both seeds
-        start = nearest_sigma_index(sigmas, task.eta)
+        start = nearest_sigma_index(sigmas, task.eta, cfg.eta_min, cfg.eta_max)
         start_sigma = sigmas[start]
         x = noise_to_level(x0.expand_as(noise), noise, start_sigma)
     else:
@@ -487,8 +506,11 @@ def _generate_pairs(cfg: GenerateConfig, console, progress: bool, on_planned) ->
             raise DenseDPOError(nothing_to_make(len(tasks), check, cfg))
     on_planned()
 
-    # 2. Load the pipeline once.
+    # 2. Load the pipeline once; say so when the schedule's σ grid misses the η range.
     sampler = Sampler(cfg, device=str(state.device) if state is not None else None) if tasks else None
+    warning = sampler.eta_range_warning() if sampler is not None and cfg.mode == "sdedit" else None
+    if warning and rank == 0:
+        console.print(warning, style="yellow", markup=False, highlight=False, soft_wrap=True)
 
     # 3. One pair per source: files first, row last.
     skipped: dict[str, str] = {}

@@ -190,7 +190,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
 
         eta, seed_a, seed_b = pair_randomness(cfg.seed, task.prompt_id, cfg.eta_min, cfg.eta_max)
         seeds = [(seed_a, seed_b)[k] for k in task.ks]
-        start = nearest_sigma_index(sigmas, eta)
+        start = nearest_sigma_index(sigmas, eta, cfg.eta_min, cfg.eta_max)
         noise = sampler.noise(seeds, sampler.latent_shape())
         x0 = sampler.encode_video(load_clip(Path(task.video), cfg))
         x, extra = (

@@ -12,15 +12,26 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def nearest_sigma_index(sigmas: Sequence[float], eta: float) -> int:
-    """Index of the step whose σ is closest to η (ties go to the earlier, noisier step).
+def nearest_sigma_index(sigmas: Sequence[float], eta: float, lo: float | None = None, hi: float | None = None) -> int:
+    """Index of the step whose σ is closest to η (ties go to the earlier, noisier step); with bounds, the closest
+    among the steps whose σ lies in [lo, hi] when there is one (a coarse grid never leaves the run's η range).
 
     `sigmas` are the per-step noise levels of the schedule, highest first, without the final 0.
     """
     s = np.asarray(sigmas, dtype=np.float64)
     if s.ndim != 1 or len(s) == 0:
         raise ValueError("sigmas must be a non-empty 1-D sequence")
-    return int(np.argmin(np.abs(s - eta)))
+    distance = np.abs(s - eta)
+    inside = sigmas_in_range(s, lo, hi)
+    if inside.any():
+        distance = np.where(inside, distance, np.inf)
+    return int(np.argmin(distance))
+
+
+def sigmas_in_range(sigmas: Sequence[float], lo: float | None, hi: float | None) -> np.ndarray:
+    """Which steps' σ lie in [lo, hi] (open ends when None; 1e-9 of slack for float schedules)."""
+    s = np.asarray(sigmas, dtype=np.float64)
+    return (s >= (lo if lo is not None else -np.inf) - 1e-9) & (s <= (hi if hi is not None else np.inf) + 1e-9)
 
 
 def noise_to_level(x0, noise, sigma: float):

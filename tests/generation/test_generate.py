@@ -378,3 +378,26 @@ def test_shards_merging_at_once_keep_every_row(sdedit_run, tmp_path, monkeypatch
     engine.merge_rows(tmp_path)  # shard B
     shard_a.join()
     assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == len(rows) == 4
+
+
+def test_start_sigma_stays_in_the_eta_range_or_the_run_says_which_steps_would(tiny_wan, sources, tmp_path):
+    """10 steps: the σ grid has 0.75 and 0.667 in [0.65, 0.8], so every pair starts there (the nearest grid point to
+    η may be 0.818, outside). 8 steps: no σ in [0.76, 0.8]; the run warns once, naming the fewest steps that have."""
+    import io
+
+    from diffusers import DiffusionPipeline
+    from rich.console import Console
+
+    df = gen(sources, tiny_wan, tmp_path / "ten", steps=10, eta_min=0.65, eta_max=0.8)
+    assert df["start_sigma"].between(0.65, 0.8).all(), df[["strength", "start_sigma"]]
+
+    buf = io.StringIO()
+    cfg = GenerateConfig(
+        sources=sources, model=str(tiny_wan), out=tmp_path / "eight", **{**SMALL, "steps": 8}, eta_min=0.76, eta_max=0.8
+    )
+    generate_pairs(cfg, console=Console(file=buf, width=300), progress=False)
+    sched = DiffusionPipeline.from_pretrained(tiny_wan).scheduler
+    fits = next(n for n in range(9, 100) if sched.set_timesteps(n) or any(0.76 <= s <= 0.8 for s in sched.sigmas))
+    lines = [x for x in buf.getvalue().splitlines() if "warning" in x]
+    assert len(lines) == 1 and "no step of the 8-step schedule has σ in [0.76, 0.8]" in lines[0], buf.getvalue()
+    assert f"--steps {fits} has one" in lines[0]

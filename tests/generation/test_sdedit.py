@@ -75,3 +75,11 @@ def test_model_id_of_a_local_folder_is_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "models")
     assert model_id("wan") == str(tmp_path / "models" / "wan")
     assert model_id("Wan-AI/Wan2.1-T2V-1.3B-Diffusers") == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+
+
+def test_nearest_sigma_index_within_bounds():
+    sigmas = [1.0, 0.964, 0.923, 0.875, 0.818, 0.75, 0.667, 0.563]  # UniPC, 10 steps, shift 3
+    assert nearest_sigma_index(sigmas, 0.79) == 4  # 0.818 is the nearest ...
+    assert nearest_sigma_index(sigmas, 0.79, 0.65, 0.8) == 5  # ... but outside [0.65, 0.8]: 0.75
+    assert nearest_sigma_index(sigmas, 0.79, 0.77, 0.8) == 4  # nothing inside: the nearest overall
+    assert nearest_sigma_index(sigmas, 0.75, 0.75, 0.75) == 5  # closed bounds
