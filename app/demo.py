@@ -165,4 +165,6 @@ def _did_training_help(out: Path, wan: Path, judge: Path, lora: Path, console) -
 
 
 def _fmt(fig: dict) -> str:
-    return "–" if fig["value"] is None else f"{fig['value']:.3f} [{fig['ci95'][0]:.2f}, {fig['ci95'][1]:.2f}]"
+    from densedpo.stats import with_interval
+
+    return with_interval(fig["value"], *fig["ci95"])

@@ -143,11 +143,9 @@ JUDGE_ROWS = (
 
 
 def _ci(fig: dict | None) -> str:
-    if not fig or fig["value"] is None:
-        return "–"
-    lo, hi = fig["ci95"]
-    interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-    return f"{fig['value']:.3f}{interval}"
+    from densedpo.stats import with_interval
+
+    return with_interval(fig["value"], *fig["ci95"]) if fig else "–"
 
 
 def print_judge_report(report: dict) -> None:

@@ -64,3 +64,13 @@ def bootstrap(
 def rounded(v) -> float | None:
     v = float(v)
     return None if math.isnan(v) else round(v, 6)
+
+
+def with_interval(value: float | None, lo: float | None = None, hi: float | None = None, signed: bool = False) -> str:
+    """A figure and its interval at one precision (3 decimals): "0.812 [0.701, 0.905]"; "–" without a value."""
+    if value is None or value != value:
+        return "–"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    if lo is None or hi is None:
+        return f.format(value)
+    return f"{f.format(value)} [{f.format(lo)}, {f.format(hi)}]"

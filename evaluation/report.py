@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from densedpo.plots import fitted_title
+from densedpo.stats import with_interval
+
 MOTION = ("dynamic_degree_policy", "dynamic_degree_base", "dynamic_degree_diff", "motion_diff", "moves_less_share")
 PREFERENCE = ("segment_win_rate", "segment_tie_rate", "segment_loss_rate", "segment_net_win", "clip_net_win")
 
 
 def fmt(fig: dict | None) -> str:
-    if not fig or fig.get("value") is None:
-        return "–"
-    lo, hi = fig["ci"]
-    return f"{fig['value']:+.3f} [{lo:+.2f}, {hi:+.2f}]" if lo is not None else f"{fig['value']:+.3f}"
+    return with_interval(fig.get("value"), *fig["ci"], signed=True) if fig else "–"
 
 
 def rows(report: dict) -> list[tuple[str, str, str, str]]:
@@ -108,10 +108,10 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
             series = [x["value"] for x in figs["net_win_by_segment"]]
             ax2.plot(range(len(series)), series, marker="o", label=f"{name} / {judge}")
         ax1.set_xticks(range(len(entries)), [f"{n}\n{j}"[:40] for n, j, _ in entries], fontsize=7)
-        ax1.set_title("segments: win / tie / loss (policy vs base)")
+        fitted_title(ax1, "segments: win / tie / loss (policy vs base)")
         ax1.legend(fontsize=7)
         ax2.axhline(0, color="0.5", lw=0.8)
-        ax2.set_title("net win by segment index")
+        fitted_title(ax2, "net win by segment index")
         ax2.set_xlabel("segment")
         ax2.legend(fontsize=7)
         paths.append(folder / "preference.png")
@@ -126,7 +126,7 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
         ax.bar(i + 0.2, policy, 0.4, color="tab:blue", label="policy" if i == 0 else None)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 1)
-    ax.set_title(f"dynamic degree ({report['motion_method']})")
+    fitted_title(ax, f"dynamic degree ({report['motion_method']})")
     ax.legend()
     paths.append(folder / "dynamic_degree.png")
     fig.savefig(paths[-1], dpi=110)
@@ -140,7 +140,7 @@ def plot_report(report: dict, folder: Path) -> list[Path]:
         ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
         ax.set_xticks(range(len(rates)), [j[:30] for j in probe], fontsize=7)
         ax.set_ylim(0, 1)
-        ax.set_title("motion-bias probe: share of decided segments won by the frozen copy")
+        fitted_title(ax, "motion-bias probe: share of decided segments won by the frozen copy")
         paths.append(folder / "probe.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)

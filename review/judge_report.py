@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_motion
+from densedpo.plots import fitted_title
 from densedpo.stats import Counts, bootstrap, ratio, rounded
 from densedpo.tables import POSITIONS, majority_vote
 from labeler.aggregate import clip_preference, decided
@@ -383,9 +384,26 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     paths = []
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for fig, kind in ((reliability_figure(report, name), "reliability"), (coverage_figure(report, name), "coverage")):
+        paths.append(out_dir / f"{slug}_{kind}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def reliability_figure(report: dict, name: str):
+    """Accuracy per confidence bin against the diagonal; "no decided segments" when there is nothing to bin."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), constrained_layout=True)
     bins = [b for b in report["reliability"] if b["segments"]]
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="judge confidence", ylabel="agreement with reference")
+    ece = report["ece"]["value"]
+    if not bins or ece is None:
+        ax.text(0.5, 0.5, "no decided segments", ha="center", va="center", fontsize=12, color="0.3")
+        fitted_title(ax, f"{name}\nECE –")
+        return fig
     ax.bar(
         [b["bin"][0] for b in report["reliability"]],
         [b["accuracy"] or 0 for b in report["reliability"]],
@@ -396,20 +414,16 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
         label="accuracy per bin",
     )
     ax.plot([b["mean_confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="C3", label="bin means")
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="judge confidence",
-        ylabel="agreement with reference",
-        title=f"{name}\nECE {report['ece']['value'] if report['ece']['value'] is not None else float('nan'):.3f}",
-    )
+    fitted_title(ax, f"{name}\nECE {ece:.3f}")
     ax.legend(loc="upper left", fontsize=8)
-    paths.append(out_dir / f"{slug}_reliability.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+
+def coverage_figure(report: dict, name: str):
+    """Accuracy and coverage (with 95% bands) at each --min-confidence threshold."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
     t = [c["threshold"] for c in report["coverage_curve"]]
     for key, color in (("segment_accuracy", "C0"), ("coverage", "C1")):
         v = [c[key]["value"] if c[key]["value"] is not None else np.nan for c in report["coverage_curve"]]
@@ -419,13 +433,10 @@ def plot_report(report: dict, name: str, out_dir: Path) -> list[Path]:
         ax.fill_between(t, lo, hi, color=color, alpha=0.15)
     if report["min_confidence_for_target"] is not None:
         ax.axvline(report["min_confidence_for_target"], color="k", lw=1, ls=":", label="lowest threshold on target")
-    ax.set(xlabel="--min-confidence", ylim=(0, 1.02), title=f"{name}: accuracy vs coverage")
+    ax.set(xlabel="--min-confidence", ylim=(0, 1.02))
+    fitted_title(ax, f"{name}: accuracy vs coverage")
     ax.legend(loc="lower left", fontsize=8)
-    paths.append(out_dir / f"{slug}_coverage.png")
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- the command

@@ -231,7 +231,10 @@ def test_sigterm_is_one_line_and_the_rerun_says_it_resumes_and_a_finished_journa
     with FakeServer(delay_s=0.05) as fake:
         args = [sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out", str(out), "--quiet"]
         proc = subprocess.Popen(
-            [*args, "--server", fake.url, "--concurrency", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*args, "--server", fake.url, "--concurrency", "2"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 12):

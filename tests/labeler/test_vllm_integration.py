@@ -239,7 +239,9 @@ def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum):
     _, stderr = proc.communicate(timeout=120)
     if signum == signal.SIGTERM:
         assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-        assert stderr.strip().splitlines()[-1] == "interrupted: finished work is saved; rerun the same command to resume."
+        assert (
+            stderr.strip().splitlines()[-1] == "interrupted: finished work is saved; rerun the same command to resume."
+        )
     left = wait_gone(mark, timeout_s=60)
     assert left == [], f"outlived the labeler: {[(p, _title(p)) for p in left]}"
 

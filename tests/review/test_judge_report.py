@@ -272,3 +272,30 @@ def test_fit_tie_margin_reports_a_held_out_figure():
     assert fit["agreement"] == pytest.approx(margin_agreement(d, noisy, fit["value"]))
     # the fitted figure is optimistic (chosen on the same data); the held-out one is at most it, and not trivial
     assert 0.5 < fit["heldout_agreement"] <= fit["agreement"]
+
+
+def test_plots_keep_long_titles_inside_and_say_when_nothing_is_decided():
+    """A long judge id wraps instead of running off the figure; a judge that decided nothing gets "no decided
+    segments" and no "ECE nan"; intervals print at one precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from densedpo.stats import with_interval
+    from review.judge_report import coverage_figure, reliability_figure
+
+    name = "chat:tiny-judge-5c5f68bbbc3e:segment_preference_tiny_judge_v1@9b582f1e:samples5:video"
+    for report in (judge_report(table(["tie"]), table(["a"]), n_boot=20), judge_report(table(["a"]), table(["a"]))):
+        for fig in (reliability_figure(report, name), coverage_figure(report, name)):
+            fig.canvas.draw()
+            box, title = fig.bbox, fig.axes[0].title.get_window_extent()
+            assert box.x0 <= title.x0 and title.x1 <= box.x1 and title.y1 <= box.y1, (title, box)
+            assert "nan" not in fig.axes[0].get_title()
+            plt.close(fig)
+    undecided = reliability_figure(judge_report(table(["tie"]), table(["a"]), n_boot=20), name)
+    assert [t.get_text() for t in undecided.axes[0].texts] == ["no decided segments"]
+    assert undecided.axes[0].get_title().endswith("ECE –")
+    assert with_interval(0.5, 0.3333, 0.66667) == "0.500 [0.333, 0.667]"
+    assert with_interval(-0.1, -0.25, 0.05, signed=True) == "-0.100 [-0.250, +0.050]"
+    assert with_interval(None) == with_interval(float("nan")) == "–"
