@@ -321,8 +321,17 @@ def generate(
         raise DenseDPOError(f"no pair made: all {len(result.skipped)} sources were skipped (reasons above).")
 
 
+def _train_keys() -> str:
+    """train --help's list of -o keys, with defaults and help, from the config dataclass itself."""
+    from densedpo.config import keys_help
+    from dpo.config import TrainConfig
+
+    rows = keys_help(TrainConfig, skip=("out", "resume", "overwrite"))
+    return "\n".join(f"  {k}={d}: {h}".replace("[", "\\[") for k, d, h in rows)
+
+
 @app.command(
-    epilog="""Examples:\n
+    epilog="""Keys for -o key=value (or a --config YAML), with their defaults:\n\n""" + _train_keys() + """\n\nExamples:\n
   densedpo train --pairs pairs/pairs.parquet --labels labels.parquet --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --out runs/dense\n
   densedpo train --pairs pairs.parquet --labels labels.parquet --model M --out runs/r1 -o lr=2e-5 -o max_steps=500\n
   densedpo train --config runs/r1/train.run.yaml --resume runs/r1/checkpoint-250\n
@@ -334,7 +343,7 @@ def train(
     model: Annotated[str | None, typer.Option(help="diffusers pipeline folder or hub id whose transformer is trained.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder: checkpoints, metrics.jsonl, TensorBoard \\[default: runs/densedpo].")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with any training key (see docs); flags and -o override it.")] = None,
-    override: Annotated[list[str] | None, typer.Option("-o", "--override", help="key=value for any config key, e.g. -o beta=500 -o lora_rank=64.")] = None,
+    override: Annotated[list[str] | None, typer.Option("-o", "--override", help="key=value for any key listed below, e.g. -o beta=500 -o lora_rank=64.")] = None,
     resume: Annotated[Path | None, typer.Option(help="A checkpoint folder to continue from exactly.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an --out that holds a run (its checkpoints and metrics go; the latent cache stays).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and data counts; train nothing.")] = False,

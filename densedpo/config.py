@@ -82,11 +82,28 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def one_shot(default: Any = None) -> Any:
+def one_shot(default: Any = None, help: str = "") -> Any:
     """A config field that acts once (`--restart`, `--resume`, ...): never written to a run file, so re-running
     from that file repeats the run's settings, not its one-time action (a killed `--restart` run resumed with its
     run file must not delete its journal again)."""
-    return dataclasses.field(default=default, metadata={"one_shot": True})
+    return dataclasses.field(default=default, metadata={"one_shot": True, "help": help})
+
+
+def key(default: Any, help: str) -> Any:
+    """A config field with its one-line help: `--help` lists the keys from the dataclass itself (keys_help)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def keys_help(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+    """(key, default, help) of every optional field of a config dataclass but `skip`, in declaration order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or _required(f):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
+        out.append((f.name, shown, f.metadata.get("help", "")))
+    return out
 
 
 def to_plain(cfg: Any, *, run_file: bool = False) -> dict[str, Any]:

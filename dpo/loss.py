@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FORMS = ("dense", "eq7")
+from dpo.config import FORMS
 
 
 @dataclass

@@ -23,87 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densedpo.config import one_shot
 from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text
 from densedpo.progress import progress_bar
-from densedpo.tables import MAJORITY, MIN_NON_TIE_FRACTION
+from dpo.config import TrainConfig
 from dpo.data import Example, join_tables, load_examples, split_val
-from dpo.loss import FORMS, clip_labels, dense_dpo_loss, per_frame_error
+from dpo.loss import clip_labels, dense_dpo_loss, per_frame_error
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 PROGRESS_UNIT = "steps · loss {task.fields[loss]:.4f} · acc {task.fields[acc]:.2f}"
-
-
-@dataclass
-class TrainConfig:
-    pairs: Path
-    labels: Path
-    model: str
-    out: Path = Path("runs/densedpo")
-    beta: float = 500.0
-    loss_form: str = "dense"  # dense (App. E) | eq7
-    label_mode: str = "dense"  # dense: per latent frame | clip: one majority label per pair (vanilla Flow-DPO)
-    lr: float = 1e-5
-    warmup_steps: int = 250
-    max_steps: int = 1000
-    batch_size: int = 1  # pairs per process per micro-step
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    lora_rank: int = 128
-    lora_alpha: float | None = None  # default: the rank
-    full_finetune: bool = False
-    gradient_checkpointing: bool = False
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, no on CPU
-    min_non_tie_fraction: float = MIN_NON_TIE_FRACTION  # a pair trains when more of its segments are decided
-    judge: str | None = None  # a table of several judges: whose rows to train on (default: the jury's)
-    annotator: str | None = None  # a human table of several annotators: whose rows to train on
-    annotators: str | None = None  # "majority": train on the annotators' majority vote per segment instead
-    val_fraction: float = 0.1
-    eval_every: int = 50
-    save_every: int = 250
-    log_every: int = 10
-    early_stopping_patience: int | None = None  # evaluations without a better val accuracy
-    logit_normal_mean: float = 0.0
-    logit_normal_std: float = 1.0
-    seed: int = 0
-    resume: Path | None = one_shot(None)
-    overwrite: bool = one_shot(False)  # start over in an --out that holds a run
-    # samples while training: every sample_every steps, sample_prompts (a prompt set, .txt or .parquet) with the
-    # current LoRA, samples k in sample_seeds (the pairing rule of `densedpo sample`), into OUT/samples/step-N/
-    sample_every: int | None = None
-    sample_prompts: str | None = None
-    sample_seeds: str = "0"
-
-    def who(self) -> str | None:
-        """The annotator rule for join_tables: a name, "majority", or None (the table has one)."""
-        return MAJORITY if self.annotators else self.annotator
-
-    def check(self) -> None:
-        if self.loss_form not in FORMS:
-            raise DenseDPOError(f"loss_form must be one of {', '.join(FORMS)}, got {self.loss_form!r}.")
-        if self.label_mode not in ("dense", "clip"):
-            raise DenseDPOError(f"label_mode must be dense or clip, got {self.label_mode!r}.")
-        for k in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "log_every", "lora_rank"):
-            if getattr(self, k) < 1:
-                raise DenseDPOError(f"{k} must be at least 1, got {getattr(self, k)}.")
-        if self.lr <= 0 or self.beta <= 0:
-            raise DenseDPOError("lr and beta must be positive.")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise DenseDPOError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}.")
-        if self.sample_every is not None and (self.sample_every < 1 or not self.sample_prompts):
-            raise DenseDPOError("-o sample_every=N needs N >= 1 and -o sample_prompts=FILE (or a prompt set name).")
-        if not all(k.strip().isdigit() for k in str(self.sample_seeds).split(",")):
-            raise DenseDPOError(f"-o sample_seeds must be sample indices such as 0,1; got {self.sample_seeds!r}.")
-        if self.annotators not in (None, MAJORITY) or (self.annotators and self.annotator):
-            raise DenseDPOError(
-                f"-o annotators can only be {MAJORITY} (and not with -o annotator), got {self.annotators!r}."
-            )
-        if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
-            raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")
 
 
 # ---------------------------------------------------------------------------------------------- randomness
