@@ -680,7 +680,8 @@ def _check(r) -> dict | list:
 @jobs_app.command("submit")
 def jobs_submit(
     service: ServiceOpt,
-    pairs: Annotated[Path | None, typer.Option(help="A pairs table to upload (video paths relative to the service's --data-root).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="A pairs table to upload (its video paths relative to --base under the service's --data-root).")] = None,
+    base: Annotated[str | None, typer.Option(help="With --pairs: the folder under the service's --data-root the table's video paths are relative to (where generate wrote it) \\[default: the root].")] = None,
     path: Annotated[str | None, typer.Option(help="Instead of uploading: a pairs table path under the service's --data-root.")] = None,
     out: Annotated[Path | None, typer.Option(help="With --wait: where to write the labels.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow progress and download the labels when done.")] = False,
@@ -699,7 +700,8 @@ def jobs_submit(
         if pairs is not None:
             if not pairs.exists():
                 raise DenseDPOError(f"--pairs {pairs} not found.")
-            r = c.post("/v1/label-jobs", data=settings, files={"file": (pairs.name, pairs.read_bytes())}, headers=headers)
+            data = {**settings, **({"base": base} if base else {})}
+            r = c.post("/v1/label-jobs", data=data, files={"file": (pairs.name, pairs.read_bytes())}, headers=headers)
         elif path:
             r = c.post("/v1/label-jobs", data={**settings, "path": path}, headers=headers)
         else:

@@ -204,7 +204,15 @@ def submit_router(service: Service) -> APIRouter:
     async def submit(
         file: Annotated[
             UploadFile,
-            File(description="A pairs table (parquet) to upload; its video paths are relative to --data-root."),
+            File(description="A pairs table (parquet) to upload; its video paths are relative to `base`."),
+        ] = None,
+        base: Annotated[
+            str | None,
+            Form(
+                description="With `file`: the folder under --data-root the uploaded table's video paths are relative "
+                "to (e.g. the folder `generate` wrote it in) [the root itself].",
+                max_length=4096,
+            ),
         ] = None,
         path: Annotated[
             str | None, Form(description="Instead of `file`: a pairs table under --data-root.", max_length=4096)
@@ -243,16 +251,18 @@ def submit_router(service: Service) -> APIRouter:
                 raise HTTPException(413, f"upload larger than --max-upload-mb {service.cfg.max_upload_mb:g}")
         elif not path:
             raise HTTPException(422, "send a pairs table as the `file` field or a `path` under --data-root")
-        return await run_in_threadpool(create_job, service, upload, path, settings, idempotency_key)
+        return await run_in_threadpool(create_job, service, upload, path, settings, idempotency_key, base)
 
     return router
 
 
-def create_job(service: Service, upload: bytes | None, path: str | None, settings: dict, key: str | None):
+def create_job(
+    service: Service, upload: bytes | None, path: str | None, settings: dict, key: str | None, base: str | None = None
+):
     """Idempotency first (a retry stores nothing; a key reused for another payload is refused), then the checks,
     then the job. Blocking work (table reading, video probing): runs in a worker thread, off the event loop."""
     digest = hashlib.sha256(upload if upload is not None else f"path:{path}".encode())
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps({**settings, **({"base": base} if base else {})}, sort_keys=True).encode())
     if key:
         existing = service.store.by_idempotency_key(key)
         if existing is not None:
@@ -266,7 +276,7 @@ def create_job(service: Service, upload: bytes | None, path: str | None, setting
     job_id = secrets.token_hex(8)
     job_dir = service.jobs_root / job_id
     try:
-        accepted = check_submission(upload, path, settings, job_dir, service.data_root, service.cfg.max_images)
+        accepted = check_submission(upload, path, settings, job_dir, service.data_root, service.cfg.max_images, base)
     except PathOutsideRoot as e:
         raise HTTPException(400, str(e)) from None
     except DenseDPOError as e:  # an invalid setting, table or video: the CLI's one-line message

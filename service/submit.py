@@ -36,23 +36,39 @@ class Accepted:
 
 
 def check_submission(
-    upload: bytes | None, path: str | None, settings: dict, job_dir: Path, data_root: Path, max_images: int
+    upload: bytes | None,
+    path: str | None,
+    settings: dict,
+    job_dir: Path,
+    data_root: Path,
+    max_images: int,
+    base: str | None = None,
 ) -> Accepted:
-    """Validate a submission like the CLI does, so a bad table is refused now, not failed later.
+    """Validate a submission like the CLI does, so a bad table is refused now, not failed later. An upload's video
+    paths are relative to `base`, a folder under --data-root (the root itself by default).
 
     Blocking (reads the table, probes every video): the route runs it in a worker thread. Raises PathOutsideRoot
     (400) or DenseDPOError (422) with the CLI's one-line message."""
     cfg_job = LabelConfig(pairs=Path("-"), out=job_dir / "labels.parquet", server=["-"], **settings)
     cfg_job.check()  # the CLI's own checks and messages
     if upload is not None:
-        df = _read_upload(upload, data_root)
+        df = _read_upload(upload, data_root, base)
         pairs_path = job_dir / "pairs.parquet"
     else:
         pairs_path = confined(data_root, path)
         df = read_table(pairs_path, PAIRS)
         _confine_videos(df, pairs_path, data_root)
     cfg_job.pairs = pairs_path
-    plans = plan_pairs(cfg_job, df)
+    try:
+        plans = plan_pairs(cfg_job, df)
+    except DenseDPOError as e:
+        if upload is None or "not found" not in str(e):
+            raise
+        where = f"the folder {base!r} under --data-root" if base else "--data-root itself"
+        raise DenseDPOError(
+            f"{e} An uploaded table's video paths are relative to {where}: send the folder they are relative to "
+            "as the `base` form field (densedpo jobs submit --base FOLDER)."
+        ) from None
     images = max_images_per_request(plans, cfg_job.sample_fps)
     if images > max_images:
         raise DenseDPOError(
@@ -63,8 +79,9 @@ def check_submission(
     return Accepted(df, pairs_path)
 
 
-def _read_upload(data: bytes, data_root: Path) -> pd.DataFrame:
-    """An uploaded pairs table, validated, with its video paths made absolute under --data-root."""
+def _read_upload(data: bytes, data_root: Path, base: str | None = None) -> pd.DataFrame:
+    """An uploaded pairs table, validated, with its video paths (relative to `base` under --data-root) made
+    absolute."""
     import pyarrow.parquet as pq
 
     try:
@@ -72,9 +89,10 @@ def _read_upload(data: bytes, data_root: Path) -> pd.DataFrame:
     except Exception as e:  # pyarrow raises several types for bytes that are not parquet
         raise DenseDPOError(f"the upload is not a parquet table ({type(e).__name__}).") from None
     df = validate(df, PAIRS, where="uploaded pairs table")
-    _confine_videos(df, data_root / "pairs.parquet", data_root)
+    base_dir = confined(data_root, base) if base else data_root.resolve()
+    _confine_videos(df, base_dir / "pairs.parquet", data_root)
     for col in ("video_a", "video_b"):
-        df[col] = [str(confined(data_root, v)) for v in df[col]]
+        df[col] = [str(resolve_path(base_dir / "pairs.parquet", v)) for v in df[col]]
     return df
 
 

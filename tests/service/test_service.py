@@ -172,6 +172,24 @@ def test_bad_uploads(service, root):
         assert r.status_code == 422 and "sample_fps" in r.json()["detail"]
 
 
+def test_an_upload_says_which_folder_its_video_paths_are_relative_to(service, root):
+    """A table as `generate` writes it (video paths relative to its own folder) uploaded without `base`: 422 naming
+    the field; with base=small it is accepted and labeled; a base outside --data-root is refused (400)."""
+    table = (root / "data/small/pairs.parquet").read_bytes()
+    with service.client() as c:
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", table)})
+        detail = r.json()["detail"]
+        assert r.status_code == 422 and "video not found" in detail and "relative to --data-root itself" in detail
+        assert "`base` form field" in detail, detail
+        r = c.post("/v1/label-jobs", files={"file": ("p.parquet", table)}, data={"base": "../"})
+        assert r.status_code == 400 and "outside --data-root" in r.json()["detail"]
+        r = c.post(
+            "/v1/label-jobs", files={"file": ("p.parquet", table)}, data={"base": "small", "min_confidence": "0"}
+        )
+        assert r.status_code == 201, r.text
+        assert wait_for(c, r.json()["id"])["segments_done"] == 9
+
+
 def test_idempotency_and_upload(service, root):
     small = pd.read_parquet(root / "data/small/pairs.parquet")
     small["video_a"] = "small/" + small["video_a"]
