@@ -50,7 +50,7 @@ def _models(out: Path, console):
         make_tiny_wan(wan)
     recipe = JudgeRecipe()
     judge = cached_tiny_judge(recipe, console=console)
-    console.print(f"judge: {judge}")
+    console.print(f"judge: {judge} — {judge_card(judge)}")
     return wan, judge, recipe
 
 
@@ -162,6 +162,17 @@ def _did_training_help(out: Path, wan: Path, judge: Path, lora: Path, console) -
         "noise too. They show the comparison a real run makes (README: Did training help?).[/]"
     )
     return result.report
+
+
+def judge_card(folder: Path) -> str:
+    """The judge's own figures, from the training.json its trainer wrote (never copied by hand into docs)."""
+    import json
+
+    t = json.loads((folder / "training.json").read_text())
+    return (
+        f"{t['parameters']:,} parameters, trained in {t['train_seconds']:.0f} s on {t['torch_threads']} threads; "
+        f"held-out accuracy {t['heldout_accuracy']:.3f} over first/second/tie ({t['heldout_examples']} examples)"
+    )
 
 
 def _fmt(fig: dict) -> str:

@@ -1,4 +1,4 @@
-"""The table contracts between stages (DESIGN.md §3), defined once.
+"""The table contracts between stages (README: Table contracts), defined once.
 
 Each table is a parquet file whose metadata records `densedpo.table` and `densedpo.schema_version`.
 Paths inside a table are relative to the table's own folder; absolute paths are accepted.

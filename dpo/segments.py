@@ -42,7 +42,7 @@ def latent_labels(segments: Sequence[tuple[int, int, int]], num_pixel_frames: in
 
 
 def row_label(preference: str | None, status: str) -> int:
-    """A labels-table row as +1/−1/0: every status other than ok is a tie (DESIGN.md §3)."""
+    """A labels-table row as +1/−1/0: every status other than ok is a tie (README: Table contracts)."""
     if status != "ok" or preference is None:
         return 0
     return PREFERENCE_VALUE[preference]
