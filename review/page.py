@@ -240,12 +240,14 @@ class ReviewSession:
         rows = self.store.rows().items()
         return {seg: row["preference"] for (p, seg, ann), row in rows if p == pair_id and ann == mine}
 
+    def finished(self) -> list[bool]:
+        """Per queued pair: has this annotator labeled every one of its segments?"""
+        done = self.store.rows()
+        return [all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p)) for p in self.queue]
+
     def session(self) -> dict:
         """The page's start: counts, and the first pair this annotator has not finished (a restart resumes there)."""
-        done = self.store.rows()
-        finished = [
-            all((p, s["segment_idx"], self.cfg.annotator) in done for s in self.segments(p)) for p in self.queue
-        ]
+        finished = self.finished()
         start = finished.index(False) if False in finished else 0
         return {
             "annotator": self.cfg.annotator,
@@ -320,7 +322,14 @@ class ReviewSession:
             "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self.store.save(row)
-        return {"pair_id": pair_id, "segment_idx": segment_idx, "human": pref}
+        finished = self.finished()
+        return {
+            "pair_id": pair_id,
+            "segment_idx": segment_idx,
+            "human": pref,
+            "finished_pairs": sum(finished),
+            "pairs": len(self.queue),
+        }
 
 
 # ---------------------------------------------------------------------------------------------- the app

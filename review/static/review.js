@@ -2,7 +2,9 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const L = $("video-left"), R = $("video-right");  // L leads, R follows
-const state = { session: null, index: 0, pair: null, seg: 0, loop: false };
+// seg: the selected segment, the one label keys act on (outlined in the timeline); playhead: the segment under the
+// playhead (marked while playing). Playing never moves the selection: a key labels what the timeline outlines.
+const state = { session: null, index: 0, pair: null, seg: 0, playhead: 0, loop: false };
 const EPS = 1e-4;  // a hair past a frame's start, so float rounding never shows the previous frame
 
 const fps = () => state.pair ? state.pair.fps : 16;
@@ -45,10 +47,9 @@ function tick() {
   const seg = segs()[state.seg];
   if (state.loop && seg && !L.paused && L.currentTime >= seg.frame_end / fps() - EPS) {
     seekBoth(frameTime(seg.frame_start));
-  } else if (!state.loop && seg && !L.paused) {
-    const i = segmentAt(L.currentTime);
-    if (i !== state.seg) { state.seg = i; renderTimeline(); renderDetails(); }
   }
+  const i = segmentAt(L.currentTime);
+  if (i !== state.playhead) { state.playhead = i; markPlayhead(); }
   if (R.playbackRate !== L.playbackRate) R.playbackRate = L.playbackRate;
   if (L.paused !== R.paused) { L.paused ? R.pause() : R.play(); }
   if (Math.abs(R.currentTime - L.currentTime) > 0.5 / fps()) R.currentTime = L.currentTime;
@@ -84,6 +85,7 @@ function renderTimeline() {
     const b = document.createElement("div");
     const judge = s.judge && s.judge.preference ? s.judge.preference : "";
     b.className = "segment" + (i === state.seg ? " current" : "") + (s.judge && !s.judge.preference ? " failed" : "");
+    b.dataset.selected = i === state.seg ? "1" : "0";
     b.dataset.testid = "segment";
     b.setAttribute("data-testid", "segment");
     b.dataset.index = s.segment_idx;
@@ -97,6 +99,28 @@ function renderTimeline() {
     b.addEventListener("click", () => { state.loop = true; $("loop").checked = true; selectSegment(i); });
     tl.appendChild(b);
   });
+  markPlayhead();
+}
+
+function markPlayhead() {
+  document.querySelectorAll("[data-testid=segment]").forEach((b, i) => {
+    b.classList.toggle("playing", i === state.playhead);
+    b.dataset.playhead = i === state.playhead ? "1" : "0";
+  });
+}
+
+function renderMode() {
+  const s = state.session;
+  $("mode").textContent = `${s.annotator}${s.blind ? " · blind" : ""} · ${s.order}`;
+  $("done").textContent = `done ${s.finished_pairs}/${s.pairs}`;
+}
+
+function message(text) { $("saved").textContent = text; }
+
+function allDone() {
+  const s = state.session;
+  document.body.dataset.done = "1";
+  message(`all done: ${s.finished_pairs} of ${s.pairs} pairs labeled; your labels are in ${s.human_path}`);
 }
 
 const fmt = (v) => v == null ? "–" : Number(v).toFixed(3);
@@ -140,10 +164,21 @@ async function save(index, s, choice) {
   const out = await api("/api/labels", {method: "POST", headers: {"Content-Type": "application/json"},
     body: JSON.stringify({index, segment_idx: s.segment_idx, choice})});
   s.human = out.human;
+  state.session.finished_pairs = out.finished_pairs;
+  renderMode();
+  if (out.finished_pairs === out.pairs) allDone();
   if (index !== state.index) return;  // the annotator moved on: the row is saved, this pair is not on screen
-  $("saved").textContent = `saved: segment ${s.segment_idx} → ${sideName(out.human)}`;
+  if (out.finished_pairs !== out.pairs) message(`saved: segment ${s.segment_idx} → ${sideName(out.human)}`);
   renderTimeline();
   renderDetails();
+}
+
+async function next() {  // Enter: the next pair, or the end of the queue said as such (once the saves are in)
+  if (state.index < state.session.pairs - 1) return load(state.index + 1);
+  await saving;
+  const s = state.session;
+  if (s.finished_pairs === s.pairs) allDone();
+  else message(`end of the queue: ${s.finished_pairs} of ${s.pairs} pairs done; unfinished pairs are still open (Backspace goes back)`);
 }
 
 async function load(index) {
@@ -153,6 +188,8 @@ async function load(index) {
   state.pair = await api(`/api/pairs/${index}`);
   state.index = index;
   state.seg = 0;
+  state.playhead = 0;
+  if (document.body.dataset.done !== "1") message("");  // a message belongs to the pair it was about
   location.hash = `#${index}`;
   $("pair-id").textContent = state.pair.pair_id;
   $("pair-pos").textContent = `${index + 1} / ${n}`;
@@ -182,7 +219,7 @@ document.addEventListener("keydown", (e) => {
     "1": () => label("left"),
     "2": () => label("right"),
     "3": () => label("tie"),
-    "Enter": () => load(state.index + 1),
+    "Enter": next,
     "Backspace": () => load(state.index - 1),
     "?": () => { help.hidden = !help.hidden; },
     "Escape": () => { help.hidden = true; },
@@ -196,7 +233,7 @@ $("frame-fwd").addEventListener("click", () => stepFrame(1));
 $("seek").addEventListener("input", (e) => { seekBoth(Number(e.target.value) * duration()); });
 $("speed").addEventListener("change", (e) => { L.playbackRate = R.playbackRate = Number(e.target.value); });
 $("loop").addEventListener("change", (e) => { state.loop = e.target.checked; });
-$("next-pair").addEventListener("click", () => load(state.index + 1));
+$("next-pair").addEventListener("click", next);
 $("prev-pair").addEventListener("click", () => load(state.index - 1));
 $("help-btn").addEventListener("click", () => { $("help").hidden = !$("help").hidden; });
 $("help").addEventListener("click", () => { $("help").hidden = true; });
@@ -204,7 +241,7 @@ document.querySelectorAll("[data-choice]").forEach((b) => b.addEventListener("cl
 
 (async () => {
   state.session = await api("/api/session");
-  $("mode").textContent = `${state.session.annotator}${state.session.blind ? " · blind" : ""} · ${state.session.order} · done ${state.session.finished_pairs}/${state.session.pairs}`;
+  renderMode();
   const fromHash = parseInt(location.hash.slice(1), 10);
   await load(Number.isFinite(fromHash) ? fromHash : state.session.start);
 })();

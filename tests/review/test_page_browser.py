@@ -291,3 +291,50 @@ def test_a_jury_table_shows_one_block_per_segment(browser, review, data, tmp_pat
     assert len(page.query_selector_all("[data-testid=segment]")) == 3
     assert len(page.query_selector_all("#details tr.other-judge")) == 2
     page.close()
+
+
+def test_keys_label_the_selected_segment_counter_and_messages_are_live_and_the_queue_ends(
+    browser, review, data, tmp_path
+):
+    """Playing into segment 1 does not move the selection: the key labels segment 0, the one outlined. The done
+    counter moves without a reload, a pair's "saved" message does not follow to the next pair, Enter on the last
+    pair says the queue ended, and labeling the last segment says all done."""
+    human = tmp_path / "human.parquet"
+    r = review("--human", str(human), "--annotator", "bob")
+    page = open_page(browser, r.url)
+    assert page.inner_text("[data-testid=done]") == "done 0/4"
+    page.uncheck("[data-testid=loop]")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => document.querySelector('[data-testid=video-left]').currentTime > 1.2")
+    page.keyboard.press(" ")
+    page.wait_for_selector("[data-testid=segment][data-index='1'][data-playhead='1']")
+    assert page.get_attribute("[data-testid=segment][data-index='0']", "data-selected") == "1"
+    page.keyboard.press("1")
+    page.wait_for_selector("[data-testid=segment][data-index='0'][data-human]:not([data-human=''])")
+    assert page.get_attribute("[data-testid=segment][data-index='1']", "data-human") == ""
+    page.keyboard.press("3")  # segments 1 and 2, no delay between presses
+    page.keyboard.press("3")
+    page.wait_for_function("() => document.querySelector('[data-testid=done]').textContent === 'done 1/4'")
+    assert page.inner_text("[data-testid=saved]").startswith("saved: segment 2")
+    first = page.inner_text("[data-testid=pair-id]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("id => document.querySelector('[data-testid=pair-id]').textContent !== id", arg=first)
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.inner_text("[data-testid=saved]") == ""  # the last pair's message stays with it
+    for _ in range(2):  # pairs 2 and 3 of 4
+        pid = page.inner_text("[data-testid=pair-id]")
+        for key in "123":
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        page.wait_for_function("id => document.querySelector('[data-testid=pair-id]').textContent !== id", arg=pid)
+        page.wait_for_selector("body[data-ready='1']")
+    page.keyboard.press("Enter")  # on the last pair, unfinished
+    page.wait_for_function("() => document.querySelector('[data-testid=saved]').textContent.startsWith('end of')")
+    assert "3 of 4 pairs done" in page.inner_text("[data-testid=saved]")
+    for key in "213":
+        page.keyboard.press(key)
+    page.wait_for_selector("body[data-done='1']")
+    assert page.inner_text("[data-testid=done]") == "done 4/4"
+    assert page.inner_text("[data-testid=saved]").startswith("all done: 4 of 4 pairs labeled")
+    assert len(read_table(human, LABELS)) == 12
+    page.close()
