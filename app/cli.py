@@ -321,6 +321,40 @@ def generate(
         raise DenseDPOError(f"no pair made: all {len(result.skipped)} sources were skipped (reasons above).")
 
 
+@app.command(
+    epilog="""Examples:\n
+  densedpo sources --from clips/ --out sources.parquet                 # videos + same-named .txt captions\n
+  densedpo sources --from OpenVid-1M.csv --min-side 480 --min-motion 1.0\n
+  densedpo sources --from long-videos/ --split-scenes --min-seconds 3\n
+  densedpo sources --from manifest.jsonl --video-column path --caption-column text"""
+)
+def sources(
+    from_path: Annotated[Path, typer.Option("--from", help="A folder of videos (captions from same-named .txt files) or a CSV/JSONL/parquet manifest (Panda-70M, OpenVid, metadata.jsonl layouts read as they are).")],
+    out: Annotated[Path, typer.Option(help="sources.parquet to write; sources.report.parquet beside it lists every clip and why it was kept or dropped.")] = Path("sources.parquet"),
+    video_column: Annotated[str | None, typer.Option(help="The manifest's video column \\[default: video, file_name, path, videoID, …].")] = None,
+    caption_column: Annotated[str | None, typer.Option(help="The manifest's caption column \\[default: caption, text, prompt, …].")] = None,
+    min_seconds: Annotated[float, typer.Option(help="Drop clips shorter than this: generate's default 81 frames at 16 fps need 5.06 s; with --num-frames 49 at 16 fps, 3.06 s.")] = 81 / 16,
+    min_side: Annotated[int, typer.Option(help="Drop clips whose shorter side has fewer pixels (0: keep all).")] = 0,
+    min_fps: Annotated[float, typer.Option(help="Drop clips with a lower frame rate (0: keep all).")] = 0.0,
+    min_motion: Annotated[float | None, typer.Option(help="Drop clips that move less: VBench's dynamic-degree flow as a multiple of its threshold (1.0: what VBench calls dynamic) \\[default: keep all].")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe/--keep-duplicates", help="Drop clips whose content (file bytes and span) repeats an earlier one.")] = True,
+    split_scenes: Annotated[bool, typer.Option("--split-scenes", help="Cut long videos into shots first (PySceneDetect's content detector).")] = False,
+    scene_threshold: Annotated[float, typer.Option(help="PySceneDetect's ContentDetector threshold for --split-scenes.")] = 27.0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Turn a video collection into sources.parquet: probe every clip, drop what generate cannot use, report why."""
+    from sources.curate import SourcesConfig, report_path, run_sources
+
+    cfg = SourcesConfig(
+        from_path=from_path, out=out, video_column=video_column, caption_column=caption_column,
+        min_seconds=min_seconds, min_side=min_side, min_fps=min_fps, min_motion=min_motion, dedupe=dedupe,
+        split_scenes=split_scenes, scene_threshold=scene_threshold,
+    )
+    _sigterm_as_interrupt()
+    result = run_sources(cfg, console=console, progress=not quiet)
+    print_kv(f"sources → {result.out} (every clip: {report_path(result.out)})", {k: v for k, v in result.counts.items()})
+
+
 def _train_keys() -> str:
     """train --help's list of -o keys, with defaults and help, from the config dataclass itself."""
     from densedpo.config import keys_help

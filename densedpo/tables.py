@@ -54,6 +54,8 @@ SOURCES = Schema(
         Column("source_id", "str", doc="unique id of the real clip"),
         Column("video", "str", doc="path of the clip"),
         Column("prompt", "str", doc="caption of the clip"),
+        Column("start_s", "float", required=False, nullable=True, doc="where the clip starts in its file"),
+        Column("end_s", "float", required=False, nullable=True, doc="where it ends (none: the file's end)"),
     ),
     key=("source_id",),
     path_columns=("video",),

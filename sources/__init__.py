@@ -1,0 +1,1 @@
+"""`densedpo sources`: real video collections -> sources.parquet (the clips `generate` starts from)."""

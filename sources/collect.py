@@ -1,0 +1,149 @@
+"""Where the clips come from: a folder of videos (captions from sidecar .txt files) or a manifest (CSV, JSONL,
+parquet) with a video column and a caption column. The layouts of Hugging Face's `metadata.jsonl` (file_name,
+text), OpenVid-1M's CSV (video, caption) and Panda-70M's CSV (videoID, timestamp and caption lists: one clip per
+timestamp) are read without flags."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from densedpo.errors import DenseDPOError
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+VIDEO_COLUMNS = ("video", "file_name", "video_path", "path", "filepath", "clip", "videoID")
+CAPTION_COLUMNS = ("caption", "text", "prompt", "description")
+CANDIDATE_COLUMNS = ["source_id", "video", "caption", "caption_source", "start_s", "end_s"]
+
+
+def collect(source: Path, video_column: str | None = None, caption_column: str | None = None) -> pd.DataFrame:
+    """Every candidate clip: source_id, video (absolute path), caption (None when there is none), caption_source
+    (sidecar | manifest | None), start_s / end_s (a clip inside a longer file; None: the whole file)."""
+    source = Path(source)
+    if source.is_dir():
+        return from_folder(source)
+    if not source.exists():
+        raise DenseDPOError(f"--from {source} not found: give a folder of videos or a CSV/JSONL/parquet manifest.")
+    return from_manifest(source, video_column, caption_column)
+
+
+def from_folder(folder: Path) -> pd.DataFrame:
+    """Videos under `folder` (recursively, sorted), each with the caption of a same-named .txt beside it."""
+    rows = []
+    for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
+        sidecar = video.with_suffix(".txt")
+        caption = sidecar.read_text(errors="replace").strip() if sidecar.exists() else None
+        rel = video.relative_to(folder).with_suffix("")
+        rows.append((safe_id(str(rel)), str(video.resolve()), caption or None, "sidecar" if caption else None))
+    if not rows:
+        raise DenseDPOError(f"--from {folder} holds no video ({', '.join(VIDEO_EXTENSIONS)}); point it at the clips.")
+    df = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS[:4])
+    return df.assign(start_s=None, end_s=None)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".jsonl", ".json"):
+            return pd.read_json(path, lines=suffix == ".jsonl")
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+    except (ValueError, OSError) as e:
+        raise DenseDPOError(f"--from {path} could not be read as {suffix[1:]}: {e}") from None
+    raise DenseDPOError(f"--from {path}: a manifest must be .csv, .jsonl or .parquet (or give a folder of videos).")
+
+
+def pick_column(df: pd.DataFrame, given: str | None, known: tuple[str, ...], flag: str, where: Path) -> str | None:
+    """The manifest's column for `flag`: the one given, else the first known name it has (None if none)."""
+    if given is not None:
+        if given not in df.columns:
+            raise DenseDPOError(
+                f"{flag} {given}: {where} has no such column; it has {', '.join(map(str, df.columns))}."
+            )
+        return given
+    return next((c for c in known if c in df.columns), None)
+
+
+def from_manifest(path: Path, video_column: str | None, caption_column: str | None) -> pd.DataFrame:
+    """Rows of a manifest as candidate clips; video paths are relative to the manifest's folder, and a video value
+    without an extension (Panda-70M's videoID) is looked up with each video extension."""
+    df = read_manifest(path)
+    vcol = pick_column(df, video_column, VIDEO_COLUMNS, "--video-column", path)
+    if vcol is None:
+        raise DenseDPOError(
+            f"{path} has no video column ({', '.join(VIDEO_COLUMNS)}); name it with --video-column "
+            f"(it has {', '.join(map(str, df.columns))})."
+        )
+    ccol = pick_column(df, caption_column, CAPTION_COLUMNS, "--caption-column", path)
+    rows = []
+    for i, row in enumerate(df.to_dict("records")):
+        value = row[vcol]
+        if not isinstance(value, str) or not value.strip():
+            raise DenseDPOError(f"{path} row {i}: column {vcol} is empty; every row needs a video.")
+        video = locate(path.parent, value.strip())
+        captions = as_list(row.get(ccol)) if ccol else [None]
+        spans = [parse_span(s) for s in as_list(row["timestamp"])] if "timestamp" in row else [(None, None)]
+        if len(spans) > 1 and len(captions) not in (1, len(spans)):
+            raise DenseDPOError(f"{path} row {i}: {len(spans)} timestamps but {len(captions)} captions.")
+        base = safe_id(Path(value).with_suffix("").as_posix() if Path(value).suffix else value)
+        for k, (start, end) in enumerate(spans):
+            caption = captions[k if len(captions) == len(spans) else 0]
+            caption = str(caption).strip() if caption is not None and str(caption).strip() else None
+            sid = f"{base}-{k}" if len(spans) > 1 else base
+            rows.append((sid, str(video), caption, "manifest" if caption else None, start, end))
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+
+
+def locate(folder: Path, value: str) -> Path:
+    """A manifest's video value as a path: relative to the manifest's folder; without an extension, the first
+    existing file with a video extension (else the value as given: the probe reports it missing)."""
+    p = Path(value)
+    p = p if p.is_absolute() else (folder / p)
+    if not p.suffix:
+        for ext in VIDEO_EXTENSIONS:
+            if p.with_suffix(ext).exists():
+                return p.with_suffix(ext).resolve()
+    return p.resolve() if p.exists() else p
+
+
+def as_list(value) -> list:
+    """A cell that may hold a list (or its text, as Panda-70M's CSV stores them) as a list; a scalar as [value]."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            value = json.loads(value)
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return list(value.tolist() if hasattr(value, "tolist") else value)
+    return [None if value is None or (isinstance(value, float) and value != value) else value]
+
+
+def parse_span(span) -> tuple[float | None, float | None]:
+    """Panda-70M's ["0:00:05.005", "0:00:12.345"] (or numbers of seconds) -> (5.005, 12.345)."""
+    if span is None:
+        return None, None
+    start, end = (to_seconds(x) for x in span)
+    if not 0 <= start < end:
+        raise DenseDPOError(f"timestamp {span!r}: the start must lie before the end.")
+    return start, end
+
+
+def to_seconds(value) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    parts = [float(x) for x in str(value).strip().split(":")]
+    seconds = 0.0
+    for x in parts:
+        seconds = seconds * 60 + x
+    return seconds
+
+
+def safe_id(text: str) -> str:
+    """A source id from a path or id: letters, digits, - _ . kept, everything else -."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "clip"

@@ -1,0 +1,219 @@
+"""`densedpo sources`: candidate clips -> sources.parquet and sources.report.parquet.
+
+run_sources() reads top to bottom: 1 collect the candidates (sources/collect.py; optionally cut long videos into
+shots with PySceneDetect), 2 probe each clip (readable, fps, duration, size) and drop it with its reason: too
+short for `generate`, too small, too few fps, a duplicate of an earlier clip (content digest), too little motion
+(VBench's dynamic-degree measure, densedpo/motion.py), no caption; 3 write the kept clips (the sources contract
+plus what was measured) and the report of every clip, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from densedpo.errors import DenseDPOError
+from densedpo.progress import progress_bar
+from densedpo.tables import SOURCES, write_table
+from sources.collect import collect
+
+# What `generate` needs at its defaults (81 frames at 16 fps): a clip of at least 81 / 16 s.
+GENERATE_FRAMES, GENERATE_FPS = 81, 16.0
+MOTION_SIDE = 256  # frames are downscaled to this longer side for the motion measure (the rule scales with size)
+MOTION_SECONDS = 10.0  # at most this much of each clip is measured
+REASONS = ("unreadable", "too_short", "too_small", "low_fps", "duplicate", "low_motion", "no_caption")
+
+
+@dataclass
+class SourcesConfig:
+    from_path: Path
+    out: Path = Path("sources.parquet")
+    video_column: str | None = None
+    caption_column: str | None = None
+    min_seconds: float = GENERATE_FRAMES / GENERATE_FPS
+    min_side: int = 0
+    min_fps: float = 0.0
+    min_motion: float | None = None  # in units of VBench's dynamic threshold: 1.0 = its "dynamic" line
+    dedupe: bool = True
+    split_scenes: bool = False
+    scene_threshold: float = 27.0  # PySceneDetect ContentDetector's threshold
+    min_scene_seconds: float = 1.0
+
+    def check(self) -> None:
+        if self.min_seconds < 0 or self.min_side < 0 or self.min_fps < 0:
+            raise DenseDPOError("--min-seconds, --min-side and --min-fps must not be negative.")
+        if self.out.suffix != ".parquet":
+            raise DenseDPOError(f"--out must be a .parquet file, got {self.out}.")
+
+
+def report_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".report.parquet")
+
+
+@dataclass
+class SourcesResult:
+    kept: pd.DataFrame
+    report: pd.DataFrame
+    out: Path
+    counts: dict[str, int]  # kept, and each drop reason
+
+
+def run_sources(cfg: SourcesConfig, console=None, progress: bool = True) -> SourcesResult:
+    """Collect, probe and filter every clip; write sources.parquet and its report (see the module docstring)."""
+    from rich.console import Console
+
+    cfg.check()
+    console = console or Console(stderr=True)
+
+    # 1. Candidates (and shots, when long videos are cut).
+    candidates = collect(cfg.from_path, cfg.video_column, cfg.caption_column)
+    if cfg.split_scenes:
+        candidates = split_into_scenes(candidates, cfg.scene_threshold, cfg.min_scene_seconds)
+
+    # 2. Probe and filter, one clip at a time.
+    rows, seen = [], {}
+    with progress_bar(console, "clips", progress) as bar:
+        task = bar.add_task("probing", total=len(candidates))
+        for clip in candidates.to_dict("records"):
+            rows.append(measure(clip, cfg, seen))
+            bar.advance(task)
+    report = pd.DataFrame(rows)
+
+    # 3. Write the kept clips (paths relative to the table when they lie under its folder) and the report.
+    kept = report[report["reason"].isna()].drop(columns=["reason", "detail", "digest"])
+    kept = kept.rename(columns={"caption": "prompt"})
+    counts = {"kept": len(kept), **{r: int(n) for r, n in Counter(report["reason"].dropna()).items()}}
+    if kept.empty:
+        raise DenseDPOError(nothing_kept(len(report), counts, cfg))
+    kept = kept.assign(video=[relative_to(cfg.out, v) for v in kept["video"]])
+    write_table(kept.reset_index(drop=True), cfg.out, SOURCES)
+    from densedpo.files import atomic_path
+
+    with atomic_path(report_path(cfg.out)) as tmp:
+        report.to_parquet(tmp, index=False)
+    return SourcesResult(kept, report, cfg.out, counts)
+
+
+def measure(clip: dict, cfg: SourcesConfig, seen: dict[str, str]) -> dict:
+    """One candidate's report row: what was measured, and the reason it is dropped (None: kept)."""
+    from densedpo.video import probe
+
+    row = {**clip, "duration_s": None, "fps": None, "height": None, "width": None, "motion": None, "digest": None}
+    try:
+        info = probe(clip["video"])
+    except DenseDPOError as e:
+        return {**row, "reason": "unreadable", "detail": str(e)}
+    start = 0.0 if pd.isna(clip["start_s"]) else float(clip["start_s"])
+    end = min(np.inf if pd.isna(clip["end_s"]) else float(clip["end_s"]), info.num_frames / info.fps)
+    row.update(duration_s=round(end - start, 3), fps=info.fps, height=info.height, width=info.width)
+    checks = (
+        ("too_short", end - start < cfg.min_seconds, f"{end - start:.2f} s < --min-seconds {cfg.min_seconds:g}"),
+        ("too_small", min(info.height, info.width) < cfg.min_side, f"shorter side < --min-side {cfg.min_side}"),
+        ("low_fps", info.fps < cfg.min_fps, f"{info.fps:g} fps < --min-fps {cfg.min_fps:g}"),
+    )
+    for reason, failed, detail in checks:
+        if failed:
+            return {**row, "reason": reason, "detail": detail}
+    row["digest"] = content_digest(Path(clip["video"]), None if pd.isna(clip["start_s"]) else start, end)
+    if cfg.dedupe and row["digest"] in seen:
+        return {**row, "reason": "duplicate", "detail": f"same content as {seen[row['digest']]}"}
+    seen.setdefault(row["digest"], clip["source_id"])
+    row["motion"] = round(clip_motion(Path(clip["video"]), info.fps, info.num_frames, start, end), 4)
+    if cfg.min_motion is not None and row["motion"] < cfg.min_motion:
+        return {
+            **row,
+            "reason": "low_motion",
+            "detail": f"motion {row['motion']:.3f} < --min-motion {cfg.min_motion:g}",
+        }
+    if not has_text(clip["caption"]):
+        return {**row, "reason": "no_caption", "detail": "no caption (a sidecar .txt or a manifest column)"}
+    return {**row, "reason": None, "detail": None}
+
+
+def has_text(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def content_digest(path: Path, start_s: float | None, end_s: float | None) -> str:
+    """The clip's identity for de-duplication: its file's bytes (and the span, for a clip inside a file)."""
+    from densedpo.files import file_sha256
+
+    span = "" if start_s is None else f"|{start_s:.3f}-{end_s:.3f}"
+    return hashlib.sha256((file_sha256(path) + span).encode()).hexdigest()[:16]
+
+
+def clip_motion(path: Path, fps: float, num_frames: int, start_s: float, end_s: float) -> float:
+    """VBench's dynamic-degree measure (densedpo/motion.py) of the clip's first MOTION_SECONDS, as a multiple of
+    the rule's threshold: the mean top-5% flow of frame pairs about 1/8 s apart over the threshold (1.0: the
+    flow VBench calls dynamic). Frames are downscaled to MOTION_SIDE (threshold and flow scale alike)."""
+    from densedpo.motion import VBENCH_FPS, vbench_stride, video_motion
+    from densedpo.video import read_frames, resize_to_fit
+
+    stride = vbench_stride(fps)
+    first = int(np.ceil(start_s * fps - 1e-6))
+    last = min(num_frames, int(np.floor(min(end_s, start_s + MOTION_SECONDS) * fps)))
+    idx = list(range(first, last, stride))
+    if len(idx) < 2:
+        return 0.0
+    frames = np.stack([resize_to_fit(f, MOTION_SIDE) for f in read_frames(path, idx)])
+    m = video_motion(frames, min(fps, VBENCH_FPS) if stride == 1 else VBENCH_FPS)
+    return m.mean / m.threshold_px
+
+
+def split_into_scenes(candidates: pd.DataFrame, threshold: float, min_seconds: float) -> pd.DataFrame:
+    """Each whole-file candidate cut into its shots (PySceneDetect's ContentDetector); one shot stays as it was."""
+    try:
+        from scenedetect import ContentDetector, detect
+    except ImportError:
+        raise DenseDPOError("--split-scenes needs PySceneDetect: pip install --no-deps scenedetect") from None
+    rows = []
+    for clip in candidates.to_dict("records"):
+        if not pd.isna(clip["start_s"]):  # already a clip of its file (a manifest's timestamps)
+            rows.append(clip)
+            continue
+        try:
+            scenes = detect(clip["video"], ContentDetector(threshold=threshold, min_scene_len=1))
+        except Exception:  # an unreadable file: the probe reports it
+            scenes = []
+        spans = [
+            (a.get_seconds(), b.get_seconds()) for a, b in scenes if b.get_seconds() - a.get_seconds() >= min_seconds
+        ]
+        if len(spans) <= 1:
+            rows.append(clip)
+            continue
+        for k, (a, b) in enumerate(spans):
+            rows.append({**clip, "source_id": f"{clip['source_id']}-s{k}", "start_s": a, "end_s": b})
+    return pd.DataFrame(rows, columns=candidates.columns)
+
+
+def relative_to(table: Path, video: str) -> str:
+    """A video path as the table stores it: relative to the table's folder when under it, else absolute."""
+    try:
+        return str(Path(video).resolve().relative_to(Path(table).resolve().parent))
+    except ValueError:
+        return str(Path(video).resolve())
+
+
+def nothing_kept(n: int, counts: dict[str, int], cfg: SourcesConfig) -> str:
+    """The one line of a run that keeps no clip: the counts by reason and the flag to try for the largest."""
+    reasons = {k: v for k, v in counts.items() if k != "kept"}
+    top = max(reasons, key=reasons.get) if reasons else None
+    tips = {
+        "too_short": f"a lower --min-seconds (now {cfg.min_seconds:g}; generate --num-frames/--fps set what it needs)",
+        "too_small": "a lower --min-side",
+        "low_fps": "a lower --min-fps",
+        "low_motion": "a lower --min-motion",
+        "no_caption": "captions (sidecar .txt files or --caption-column)",
+        "unreadable": "re-encoded videos (H.264 MP4)",
+        "duplicate": "distinct clips",
+    }
+    return (
+        f"no clip kept of {n}: "
+        + ", ".join(f"{v} {k}" for k, v in reasons.items())
+        + (f". Try {tips[top]}." if top else ".")
+    )
