@@ -352,7 +352,8 @@ def sources(
     )
     _sigterm_as_interrupt()
     result = run_sources(cfg, console=console, progress=not quiet)
-    print_kv(f"sources → {result.out} (every clip: {report_path(result.out)})", {k: v for k, v in result.counts.items()})
+    print_kv(f"sources → {result.out}", result.counts)
+    console.print(f"every clip and why it was kept or dropped: {report_path(result.out)}", highlight=False, soft_wrap=True)
 
 
 def _train_keys() -> str:

@@ -10,7 +10,7 @@ from rich.console import Console
 def print_kv(title: str, data: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=title, show_header=False)
+    t = Table(title=title, show_header=False, min_width=min(len(title), 100))  # the title on one line
     for k, v in data.items():
         t.add_row(k, number(v) if isinstance(v, float) else str(v))
     Console().print(t)
