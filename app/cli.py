@@ -326,7 +326,8 @@ def generate(
   densedpo sources --from clips/ --out sources.parquet                 # videos + same-named .txt captions\n
   densedpo sources --from OpenVid-1M.csv --min-side 480 --min-motion 1.0\n
   densedpo sources --from long-videos/ --split-scenes --min-seconds 3\n
-  densedpo sources --from manifest.jsonl --video-column path --caption-column text"""
+  densedpo sources --from manifest.jsonl --video-column path --caption-column text\n
+  densedpo sources --from clips/ --filter-prompt dynamics --caption --model Qwen/Qwen2.5-VL-7B-Instruct"""
 )
 def sources(
     from_path: Annotated[Path, typer.Option("--from", help="A folder of videos (captions from same-named .txt files) or a CSV/JSONL/parquet manifest (Panda-70M, OpenVid, metadata.jsonl layouts read as they are).")],
@@ -340,6 +341,12 @@ def sources(
     dedupe: Annotated[bool, typer.Option("--dedupe/--keep-duplicates", help="Drop clips whose content (file bytes and span) repeats an earlier one.")] = True,
     split_scenes: Annotated[bool, typer.Option("--split-scenes", help="Cut long videos into shots first (PySceneDetect's content detector).")] = False,
     scene_threshold: Annotated[float, typer.Option(help="PySceneDetect's ContentDetector threshold for --split-scenes.")] = 27.0,
+    filter_prompt: Annotated[str | None, typer.Option(help="Ask the VLM this yes/no question of each clip and drop the no's: dynamics (the paper's App. A.1 criteria, prompts/sources/) or a YAML file.")] = None,
+    min_filter_p: Annotated[float, typer.Option(help="Keep a clip when the VLM's p(yes) reaches this.")] = 0.5,
+    caption: Annotated[bool, typer.Option("--caption", help="Caption clips without one with the VLM (prompts/sources/caption_v1.yaml).")] = False,
+    server: Annotated[list[str] | None, typer.Option(help="URL of a running vLLM server for --filter-prompt/--caption; repeat for several.")] = None,
+    model: Annotated[str | None, typer.Option(help="The VLM; without --server densedpo starts vLLM for it.")] = None,
+    concurrency: Annotated[int, typer.Option(help="VLM requests in flight.")] = 8,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Turn a video collection into sources.parquet: probe every clip, drop what generate cannot use, report why."""
@@ -348,7 +355,8 @@ def sources(
     cfg = SourcesConfig(
         from_path=from_path, out=out, video_column=video_column, caption_column=caption_column,
         min_seconds=min_seconds, min_side=min_side, min_fps=min_fps, min_motion=min_motion, dedupe=dedupe,
-        split_scenes=split_scenes, scene_threshold=scene_threshold,
+        split_scenes=split_scenes, scene_threshold=scene_threshold, filter_prompt=filter_prompt,
+        min_filter_p=min_filter_p, caption=caption, server=server or None, model=model, concurrency=concurrency,
     )
     _sigterm_as_interrupt()
     result = run_sources(cfg, console=console, progress=not quiet)

@@ -26,7 +26,7 @@ from sources.collect import collect
 GENERATE_FRAMES, GENERATE_FPS = 81, 16.0
 MOTION_SIDE = 256  # frames are downscaled to this longer side for the motion measure (the rule scales with size)
 MOTION_SECONDS = 10.0  # at most this much of each clip is measured
-REASONS = ("unreadable", "too_short", "too_small", "low_fps", "duplicate", "low_motion", "no_caption")
+REASONS = ("unreadable", "too_short", "too_small", "low_fps", "duplicate", "low_motion", "no_caption", "vlm_filter")
 
 
 @dataclass
@@ -43,12 +43,28 @@ class SourcesConfig:
     split_scenes: bool = False
     scene_threshold: float = 27.0  # PySceneDetect ContentDetector's threshold
     min_scene_seconds: float = 1.0
+    # the VLM (same servers and client as `label`): a yes/no filter and captions for clips without one
+    filter_prompt: str | None = None  # e.g. dynamics (prompts/sources/dynamics_v1.yaml)
+    min_filter_p: float = 0.5  # keep a clip when p(yes) reaches this
+    caption: bool = False
+    caption_prompt: str = "caption_v1"
+    server: list[str] | None = None
+    model: str | None = None
+    concurrency: int = 8
+
+    @property
+    def asks_vlm(self) -> bool:
+        return bool(self.filter_prompt or self.caption)
 
     def check(self) -> None:
         if self.min_seconds < 0 or self.min_side < 0 or self.min_fps < 0:
             raise DenseDPOError("--min-seconds, --min-side and --min-fps must not be negative.")
         if self.out.suffix != ".parquet":
             raise DenseDPOError(f"--out must be a .parquet file, got {self.out}.")
+        if self.asks_vlm and not (self.server or self.model):
+            raise DenseDPOError("--filter-prompt and --caption ask a VLM: pass --server URL or --model M.")
+        if not 0 <= self.min_filter_p <= 1:
+            raise DenseDPOError(f"--min-filter-p must lie in [0, 1], got {self.min_filter_p}.")
 
 
 def report_path(out: Path) -> Path:
@@ -83,19 +99,21 @@ def run_sources(cfg: SourcesConfig, console=None, progress: bool = True) -> Sour
             rows.append(measure(clip, cfg, seen))
             bar.advance(task)
     report = pd.DataFrame(rows)
+    if cfg.asks_vlm:  # 2b. Captions for clips without one, then the yes/no filter, through the VLM.
+        report = ask_vlm(report, cfg, console, progress)
 
     # 3. Write the kept clips (paths relative to the table when they lie under its folder) and the report.
     kept = report[report["reason"].isna()].drop(columns=["reason", "detail", "digest"])
     kept = kept.rename(columns={"caption": "prompt"})
     counts = {"kept": len(kept), **{r: int(n) for r, n in Counter(report["reason"].dropna()).items()}}
-    if kept.empty:
-        raise DenseDPOError(nothing_kept(len(report), counts, cfg))
-    kept = kept.assign(video=[relative_to(cfg.out, v) for v in kept["video"]])
-    write_table(kept.reset_index(drop=True), cfg.out, SOURCES)
     from densedpo.files import atomic_path
 
-    with atomic_path(report_path(cfg.out)) as tmp:
+    with atomic_path(report_path(cfg.out)) as tmp:  # written in every case: it says why each clip was dropped
         report.to_parquet(tmp, index=False)
+    if kept.empty:
+        raise DenseDPOError(nothing_kept(len(report), counts, cfg) + f" Every clip and why: {report_path(cfg.out)}")
+    kept = kept.assign(video=[relative_to(cfg.out, v) for v in kept["video"]])
+    write_table(kept.reset_index(drop=True), cfg.out, SOURCES)
     return SourcesResult(kept, report, cfg.out, counts)
 
 
@@ -133,6 +151,77 @@ def measure(clip: dict, cfg: SourcesConfig, seen: dict[str, str]) -> dict:
     if not has_text(clip["caption"]):
         return {**row, "reason": "no_caption", "detail": "no caption (a sidecar .txt or a manifest column)"}
     return {**row, "reason": None, "detail": None}
+
+
+def vlm_journal(out: Path) -> Path:
+    return out.with_name(out.stem + ".vlm.jsonl")
+
+
+def ask_vlm(report: pd.DataFrame, cfg: SourcesConfig, console, progress: bool) -> pd.DataFrame:
+    """Caption the clips that lack one (--caption), then ask the yes/no filter of the clips still kept; both
+    journaled beside --out. Adds caption_source "vlm", filter_answer, filter_p, filter_prompt."""
+    import asyncio
+    import contextlib
+
+    from sources.vlm import load_clip_prompt
+
+    report = report.assign(filter_answer=None, filter_p=np.nan, filter_prompt=None)
+    with contextlib.ExitStack() as stack:
+        urls = cfg.server or [start_vlm(cfg, stack, console)]
+        if cfg.caption:
+            prompt = load_clip_prompt(cfg.caption_prompt)
+            rows = report.index[report["reason"].eq("no_caption")]
+            answers = asyncio.run(_ask(report, rows, prompt, urls, cfg, console, progress, "captions"))
+            for i in rows:
+                a = answers[f"{prompt.key}:{report.at[i, 'source_id']}"]
+                if a["answer"]:
+                    report.loc[i, ["caption", "caption_source", "reason", "detail"]] = [a["answer"], "vlm", None, None]
+                else:
+                    report.at[i, "detail"] = f"the VLM wrote no caption: {a['error']}"
+        if cfg.filter_prompt:
+            prompt = load_clip_prompt(cfg.filter_prompt)
+            rows = report.index[report["reason"].isna()]
+            answers = asyncio.run(_ask(report, rows, prompt, urls, cfg, console, progress, "filter"))
+            for i in rows:
+                a = answers[f"{prompt.key}:{report.at[i, 'source_id']}"]
+                report.loc[i, ["filter_answer", "filter_p", "filter_prompt"]] = [a["answer"], a["p"], prompt.key]
+                if a["p"] is None or a["p"] < cfg.min_filter_p:
+                    why = (
+                        a["error"]
+                        or f"answered {a['answer']} (p(yes) {a['p']:.3f} < --min-filter-p {cfg.min_filter_p:g})"
+                    )
+                    report.loc[i, ["reason", "detail"]] = ["vlm_filter", why]
+    return report
+
+
+def start_vlm(cfg: SourcesConfig, stack, console) -> str:
+    """An embedded vLLM for --model (as `label --model` starts it), stopped when the run ends."""
+    from labeler.servers import managed_vllm
+    from sources.vlm import FRAMES_PER_CLIP
+
+    log = cfg.out.with_name(cfg.out.stem + ".vllm.log")
+    console.print(f"starting vLLM for {cfg.model} (log: {log}) ...")
+    return stack.enter_context(managed_vllm(cfg.model, log_path=log, max_images=FRAMES_PER_CLIP))
+
+
+async def _ask(report, rows, prompt, urls, cfg, console, progress, what) -> dict:
+    from labeler.client import ServerPool
+    from labeler.judges import JudgeSpec
+    from labeler.judges.chat import resolve_model
+    from sources.vlm import Question, ask_all
+
+    questions = []
+    for r in report.loc[rows].itertuples():
+        start = 0.0 if pd.isna(r.start_s) else float(r.start_s)
+        caption = r.caption if has_text(r.caption) else None
+        questions.append(Question(r.source_id, prompt, r.video, r.fps, start, start + r.duration_s, caption))
+    async with ServerPool(urls) as pool:
+        model = await resolve_model(pool, JudgeSpec(model=cfg.model))
+        with progress_bar(console, "clips", progress) as bar:
+            task = bar.add_task(what, total=len(questions))
+            return await ask_all(
+                questions, pool, model, vlm_journal(cfg.out), cfg.concurrency, lambda: bar.advance(task)
+            )
 
 
 def has_text(value) -> bool:
@@ -211,6 +300,7 @@ def nothing_kept(n: int, counts: dict[str, int], cfg: SourcesConfig) -> str:
         "no_caption": "captions (sidecar .txt files or --caption-column)",
         "unreadable": "re-encoded videos (H.264 MP4)",
         "duplicate": "distinct clips",
+        "vlm_filter": "a lower --min-filter-p, or another --filter-prompt",
     }
     return (
         f"no clip kept of {n}: "

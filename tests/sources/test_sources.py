@@ -90,7 +90,7 @@ def test_nothing_kept_is_one_line_naming_the_largest_reason(folder, tmp_path):
     line = " ".join(r.stderr.split())
     assert line.startswith("error: no clip kept of 8: 1 unreadable, 7 too_short."), line
     assert "Try a lower --min-seconds (now 5.0625" in line, line
-    assert not (tmp_path / "s.parquet").exists()
+    assert not (tmp_path / "s.parquet").exists() and (tmp_path / "s.report.parquet").exists()
 
 
 def test_manifest_layouts_are_read_without_flags(tmp_path):
@@ -150,3 +150,45 @@ def test_split_scenes_cuts_a_hard_cut(tmp_path):
     )
     spans = result.kept[["source_id", "start_s", "end_s"]].values.tolist()
     assert [s for s, *_ in spans] == ["long-s0", "long-s1"] and spans[0][2] == pytest.approx(4.0, abs=0.07)
+
+
+@pytest.mark.vllm
+def test_vlm_captions_and_filter_through_real_vllm_are_journaled_and_never_asked_twice(vllm_server, folder, tmp_path):
+    """--caption writes the caption of the clip without one; --filter-prompt dynamics asks each kept clip yes/no
+    (constrained; p(yes) from logprobs) and drops the no's; a rerun asks nothing (the journal answers)."""
+    from tests.labeler.test_vllm_integration import vllm_requests
+
+    out = tmp_path / "sources.parquet"
+    args = [
+        "sources",
+        "--from",
+        folder,
+        "--out",
+        out,
+        "--min-seconds",
+        "3",
+        "--min-side",
+        "32",
+        "--server",
+        vllm_server,
+    ]
+    before = vllm_requests(vllm_server)
+    r = run_cli(*args, "--caption", "--filter-prompt", "dynamics", "--min-filter-p", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    asked = vllm_requests(vllm_server) - before
+    report = pd.read_parquet(tmp_path / "sources.report.parquet").set_index("source_id")
+    nocap = report.loc["nocap"]
+    assert nocap["caption_source"] == "vlm" and len(nocap["caption"]) > 0 and pd.isna(nocap["reason"])
+    kept = pd.read_parquet(out).set_index("source_id")
+    assert set(kept.index) == {"walk", "sub-run", "still", "nocap"}  # --min-filter-p 0 keeps every answer
+    assert kept["filter_answer"].isin(["yes", "no"]).all() and kept["filter_p"].between(0, 1).all()
+    assert (kept["filter_prompt"].str.startswith("dynamics_v1@")).all()
+    assert asked == 1 + 4  # one caption, four filter questions
+    lines = (tmp_path / "sources.vlm.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    r = run_cli(*args, "--caption", "--filter-prompt", "dynamics", "--min-filter-p", "0.999999", "--quiet")
+    assert r.returncode == 2 and "vlm_filter" in r.stderr  # the tiny random VLM is never that sure: none kept
+    assert vllm_requests(vllm_server) - before == asked  # all journaled: nothing asked again
+    report = pd.read_parquet(tmp_path / "sources.report.parquet").set_index("source_id")
+    strict = report[report["filter_p"].notna()]
+    assert ((strict["reason"] == "vlm_filter") == (strict["filter_p"] < 0.999999)).all()
