@@ -682,6 +682,53 @@ def serve(
         uvicorn.run(create_app(cfg, urls), host=host, port=port, log_level="warning")
 
 
+ls_app = typer.Typer(help="Hand labeling to an annotation team in Label Studio: export pairs to a project, import its labels.")
+app.add_typer(ls_app, name="label-studio")
+LsUrl = Annotated[str, typer.Option("--url", help="Label Studio's address, e.g. http://127.0.0.1:8080.")]
+LsProject = Annotated[str, typer.Option("--project", help="The project's title (created by export when missing).")]
+LsToken = Annotated[str, typer.Option(help="Environment variable holding your Label Studio access token (never written anywhere).")]
+
+
+@ls_app.command("export", epilog="""Example:\n
+  LABEL_STUDIO_API_KEY=... densedpo label-studio export --pairs pairs/pairs.parquet --labels labels.parquet --url http://127.0.0.1:8080 --project densedpo --document-root /data""")
+def ls_export(
+    pairs: Annotated[Path, typer.Option(help="pairs.parquet whose videos the annotators see.")],
+    url: LsUrl,
+    project: LsProject,
+    document_root: Annotated[Path, typer.Option(help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the videos must lie under it (it serves them; nothing is copied).")],
+    labels: Annotated[Path | None, typer.Option(help="A judge's labels.parquet: its labels become pre-annotations (unless --blind) and order the queue.")] = None,
+    judge: Annotated[str | None, typer.Option(help="A table of several judges: whose labels \\[default: the jury's].")] = None,
+    order: Annotated[str, typer.Option(help="least-confident (the judge's least sure pairs first), random (seeded) or table.")] = "least-confident",
+    limit: Annotated[int | None, typer.Option(help="Offer at most this many pairs (in --order).")] = None,
+    blind: Annotated[bool, typer.Option("--blind", help="No pre-annotations, sides drawn per pair (to measure a judge).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
+    token_env: LsToken = "LABEL_STUDIO_API_KEY",
+) -> None:
+    """Create or update a Label Studio project with one task per pair (re-exporting adds only new pairs)."""
+    from review.label_studio import ExportConfig, export_pairs
+
+    if order not in ("least-confident", "random", "table"):
+        raise DenseDPOError(f"--order must be least-confident, random or table, got {order!r}.")
+    cfg = ExportConfig(pairs=pairs, url=url, project=project, document_root=document_root, labels=labels, judge=judge,
+                       order=order, limit=limit, blind=blind, seed=seed, token_env=token_env)
+    print_kv(f"Label Studio project {project!r}", export_pairs(cfg))
+
+
+@ls_app.command("import", epilog="""Example:\n
+  densedpo label-studio import --url http://127.0.0.1:8080 --project densedpo --out human.parquet\n
+  densedpo eval-labels --labels labels.parquet --reference human.parquet""")
+def ls_import(
+    url: LsUrl,
+    project: LsProject,
+    out: Annotated[Path, typer.Option(help="The human labels table to write (every annotator's rows; a journal beside it).")] = Path("human.parquet"),
+    token_env: LsToken = "LABEL_STUDIO_API_KEY",
+) -> None:
+    """Read every submitted annotation of the project into a labels table (judge_model human, annotator = the account)."""
+    from review.label_studio import import_labels
+
+    print_kv(f"human labels → {out}", import_labels(url, project, out, token_env))
+
+
 jobs_app = typer.Typer(help="Use a running `densedpo serve`: submit pairs, follow, download labels, cancel.")
 app.add_typer(jobs_app, name="jobs")
 ServiceOpt = Annotated[str, typer.Option("--service", help="Base URL of the service.", envvar="DENSEDPO_SERVICE")]

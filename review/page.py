@@ -154,11 +154,48 @@ class HumanStore:
         return out
 
     def save(self, row: dict) -> None:
+        self.save_many([row])
+
+    def save_many(self, rows: list[dict]) -> None:
+        """Journal the rows (a later row of the same pair, segment and annotator supersedes), then rewrite the
+        table from the journal, atomically."""
         with self._locked():
             with JsonlWriter(self.journal, fsync_every_s=0) as journal:
-                journal.write(row)
-            rows = list(self.rows().values())
-            write_table(pd.DataFrame(rows), self.path, LABELS, extra_metadata={"judge_model": "human"})
+                for row in rows:
+                    journal.write(row)
+            table = list(self.rows().values())
+            write_table(pd.DataFrame(table), self.path, LABELS, extra_metadata={"judge_model": "human"})
+
+
+def human_row(pair_id: str, seg: dict, pref: str, raw: str, annotator: str, blind: bool, left: str) -> dict:
+    """One human label as a labels-table row (judge_model "human", the annotator, what was shown on the left)."""
+    return {
+        "pair_id": pair_id,
+        "segment_idx": int(seg["segment_idx"]),
+        "frame_start": int(seg["frame_start"]),
+        "frame_end": int(seg["frame_end"]),
+        "t_start_s": float(seg["t_start_s"]),
+        "t_end_s": float(seg["t_end_s"]),
+        "preference": pref,
+        "p_a": None,
+        "p_b": None,
+        "p_tie": None,
+        "confidence": None,
+        "order_agreement": None,
+        "status": "ok",
+        "error": None,
+        "raw_response": raw,
+        "judge_model": "human",
+        "prompt_name": None,
+        "prompt_sha256": None,
+        "answer_ab": None,
+        "answer_ba": None,
+        "judge": "human",
+        "annotator": annotator,
+        "blind": blind,
+        "shown_left": left,
+        "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _plain_row(row: dict) -> dict:
@@ -293,34 +330,7 @@ class ReviewSession:
             raise KeyError(f"pair {pair_id} has no segment {segment_idx}")
         left = left_side(pair_id, self.cfg.seed, self.cfg.blind)
         pref = to_preference(choice, left)
-        s = segs[segment_idx]
-        row = {
-            "pair_id": pair_id,
-            "segment_idx": segment_idx,
-            "frame_start": int(s["frame_start"]),
-            "frame_end": int(s["frame_end"]),
-            "t_start_s": float(s["t_start_s"]),
-            "t_end_s": float(s["t_end_s"]),
-            "preference": pref,
-            "p_a": None,
-            "p_b": None,
-            "p_tie": None,
-            "confidence": None,
-            "order_agreement": None,
-            "status": "ok",
-            "error": None,
-            "raw_response": choice,
-            "judge_model": "human",
-            "prompt_name": None,
-            "prompt_sha256": None,
-            "answer_ab": None,
-            "answer_ba": None,
-            "judge": "human",
-            "annotator": self.cfg.annotator,
-            "blind": self.cfg.blind,
-            "shown_left": left,
-            "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        row = human_row(pair_id, segs[segment_idx], pref, choice, self.cfg.annotator, self.cfg.blind, left)
         self.store.save(row)
         finished = self.finished()
         return {
