@@ -52,14 +52,33 @@ class LabelStudio:
     """The few Label Studio endpoints densedpo uses, with errors that name the call and Label Studio's answer."""
 
     def __init__(self, url: str, token: str, timeout_s: float = 120.0):
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout_s)
+        self.url, self.token = url.rstrip("/"), token
+        self.http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        self.authorize()
 
-    def call(self, method: str, path: str, **kw):
+    def authorize(self) -> None:
+        """A personal access token (a JWT, Label Studio's default) is exchanged for a short-lived access token
+        (Bearer); a legacy token is sent as it is (Token)."""
+        if self.token.count(".") != 2:
+            self.http.headers["Authorization"] = f"Token {self.token}"
+            return
+        r = self._send("POST", "/api/token/refresh", json={"refresh": self.token})
+        if r.status_code != 200:
+            raise DenseDPOError(f"Label Studio at {self.url} refused the personal access token ({r.status_code}): "
+                                "check --token-env.")  # fmt: skip
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access']}"
+
+    def _send(self, method: str, path: str, **kw) -> httpx.Response:
         try:
-            r = self.http.request(method, path, **kw)
+            return self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
             raise DenseDPOError(f"cannot reach Label Studio at {self.url} ({type(e).__name__}: {e}).") from None
+
+    def call(self, method: str, path: str, **kw):
+        r = self._send(method, path, **kw)
+        if r.status_code == 401 and self.token.count(".") == 2:  # the access token expired: once more
+            self.authorize()
+            r = self._send(method, path, **kw)
         if r.status_code == 401:
             raise DenseDPOError(f"Label Studio at {self.url} refused the token (401): check --token-env.")
         if r.status_code >= 400:

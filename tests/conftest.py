@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,24 @@ def trained_judge() -> Path:
     from app.tiny_judge import cached_tiny_judge
 
     return cached_tiny_judge()
+
+
+def _chromium() -> str:
+    require_module("chromium", "playwright", "pip install playwright")
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        missing("chromium", "no chromium on PATH: `apt-get install -y chromium` (scripts/setup.sh does where it may)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright driving the system chromium), once per test module (Playwright's sync API
+    holds an event loop of its own: modules that run asyncio never share it)."""
+    from playwright.sync_api import sync_playwright
+
+    exe = _chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()

@@ -5,7 +5,6 @@ The pairs are H.264 videos written by densedpo.video; the labels table is a judg
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -18,29 +17,10 @@ import pytest
 from densedpo.synthetic import make_synthetic_pairs
 from densedpo.tables import LABELS, read_table, write_table
 from labeler.servers import free_port
-from tests.conftest import REPO, missing, require_module
+from tests.conftest import REPO
 
 FPS = 16.0
 ONE_FRAME = 1 / FPS
-
-
-def _chromium() -> str:
-    require_module("chromium", "playwright", "pip install playwright")
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        missing("chromium", "no chromium on PATH: `apt-get install -y chromium` (scripts/setup.sh does where it may)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    exe = _chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,219 @@
+"""The Label Studio round trip against a real Label Studio (its own virtual environment, scripts/
+setup-label-studio.sh), started once per test module on 127.0.0.1 with SQLite: export, annotations submitted
+through its HTTP API as its front end submits them (two annotators, one disagreement, one task annotated twice),
+import, and eval-labels on the result; one browser test opens the exported task in Label Studio's own page."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from densedpo.synthetic import make_synthetic_pairs
+from densedpo.tables import LABELS, read_table, write_table
+from labeler.servers import free_port
+from review.label_studio import ExportConfig, LabelStudio, export_pairs, import_labels
+from review.page import left_side
+from tests.conftest import missing, run_cli
+
+pytestmark = pytest.mark.slow
+ADMIN, PASSWORD = "admin@example.com", "densedpo-test-pass"
+
+
+def label_studio_command() -> str:
+    exe = os.environ.get("DENSEDPO_LABEL_STUDIO") or ""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densedpo/label-studio-1.23.2"
+    if not exe and (default / ".densedpo-ready").exists():
+        exe = str(default / "bin" / "label-studio")
+    if not exe or not Path(exe).exists():
+        missing("label-studio", "Label Studio is not installed: bash scripts/setup-label-studio.sh")
+    return exe
+
+
+def personal_access_token(url: str) -> str:
+    """Log in as the admin through the login form and create a personal access token, as a user does in the UI."""
+    with httpx.Client(base_url=url, follow_redirects=True) as c:
+        c.get("/user/login/")
+        form = {"email": ADMIN, "password": PASSWORD, "csrfmiddlewaretoken": c.cookies["csrftoken"]}
+        c.post("/user/login/", data=form, headers={"Referer": f"{url}/user/login/"})
+        r = c.post("/api/token/", headers={"X-CSRFToken": c.cookies["csrftoken"], "Referer": f"{url}/"})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory):
+    from densedpo.supervise import supervised
+
+    exe = label_studio_command()
+    base = tmp_path_factory.mktemp("label-studio")
+    root = base / "root"
+    root.mkdir()
+    port = free_port()
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(base / "data"),
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root),
+        "LABEL_STUDIO_USERNAME": ADMIN,
+        "LABEL_STUDIO_PASSWORD": PASSWORD,
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+    }
+    cmd = [exe, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with supervised(cmd, log_path=base / "label-studio.log", env=env) as proc:
+        deadline = time.monotonic() + 400  # a new database migrates first
+        while True:
+            assert proc.poll() is None, (base / "label-studio.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Label Studio did not start"
+            time.sleep(1)
+        yield {"url": url, "root": root, "token": personal_access_token(url)}
+
+
+@pytest.fixture(scope="module")
+def batch(label_studio):
+    """3 pairs under Label Studio's document root and a judge's table (the synthetic truth, with confidences)."""
+    pairs, truth = make_synthetic_pairs(label_studio["root"] / "batch", num_pairs=3, seed=5, height=64, width=64)
+    judge = read_table(truth, LABELS).drop(columns=["artifact"], errors="ignore")
+    judge = judge.assign(confidence=0.9, judge="chat:judge-x", judge_model="judge-x")
+    labels = write_table(judge, label_studio["root"] / "batch" / "labels.parquet", LABELS)
+    return pairs, labels, judge
+
+
+def annotate(ls: LabelStudio, task: dict, choices: list[str], user: int) -> None:
+    """One annotation as Label Studio's front end submits it: choices per segment, who, how long."""
+    result = [
+        {
+            "from_name": f"seg_{k}",
+            "to_name": "video_left",
+            "type": "choices",
+            "value": {"choices": [c]},
+            "origin": "manual",
+        }
+        for k, c in enumerate(choices)
+    ]
+    ls.call(
+        "POST", f"/api/tasks/{task['id']}/annotations", json={"result": result, "lead_time": 4.2, "completed_by": user}
+    )
+
+
+def test_export_annotate_import_and_measure(label_studio, batch, tmp_path, monkeypatch):
+    pairs, labels, judge = batch
+    monkeypatch.setenv("LS_TOKEN", label_studio["token"])
+    cfg = ExportConfig(
+        pairs, label_studio["url"], "round-trip", label_studio["root"], labels=labels, token_env="LS_TOKEN"
+    )
+    assert export_pairs(cfg)["tasks added"] == 3
+    again = export_pairs(cfg)
+    assert (again["tasks added"], again["already there"]) == (0, 3)  # idempotent by pair id
+    ls = LabelStudio(label_studio["url"], label_studio["token"])
+    project = ls.project("round-trip")
+    tasks = ls.tasks(project)
+    # the judge's labels are pre-annotations the annotator sees (and may change); videos come from local files
+    for task in tasks:
+        full = ls.call("GET", f"/api/tasks/{task['id']}")
+        (prediction,) = full["predictions"]
+        want = judge[judge["pair_id"] == task["data"]["pair_id"]].sort_values("segment_idx")["preference"]
+        side = {"a": "left", "b": "right", "tie": "tie"}
+        assert [r["value"]["choices"][0] for r in prediction["result"]] == [side[p] for p in want]
+        video = httpx.get(label_studio["url"] + task["data"]["video_left"], headers=ls.http.headers)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"  # the MP4 itself, served by Label Studio
+    bob = ls.call("POST", "/api/users", json={"email": "bob@example.com", "username": "bob", "password": "bob-pass-1"})
+    admin = next(i for i, e in ls.users().items() if e == ADMIN)
+    truth = {p: list(g.sort_values("segment_idx")["preference"]) for p, g in judge.groupby("pair_id")}
+    to_side = {"a": "left", "b": "right", "tie": "tie"}
+    for n, task in enumerate(tasks):
+        right = [to_side[p] for p in truth[task["data"]["pair_id"]]]
+        annotate(ls, task, right, admin)
+        bob_choices = list(right)
+        if n == 0:
+            annotate(ls, task, ["tie"] * len(right), bob["id"])  # bob's first try, superseded below
+            bob_choices[1] = "right" if right[1] != "right" else "left"  # bob disagrees once
+        annotate(ls, task, bob_choices, bob["id"])
+    human = tmp_path / "human.parquet"
+    r = run_cli("label-studio", "import", "--url", label_studio["url"], "--project", "round-trip", "--out", human,
+                "--token-env", "LS_TOKEN", env={**os.environ, "LS_TOKEN": label_studio["token"]})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = read_table(human, LABELS)
+    assert len(rows) == 18 and set(rows["annotator"]) == {ADMIN, "bob@example.com"}  # 2 annotators x 9 segments
+    assert set(rows["judge_model"]) == {"human"} and not rows.duplicated(["pair_id", "segment_idx", "annotator"]).any()
+    merged = rows.pivot_table(
+        index=["pair_id", "segment_idx"], columns="annotator", values="preference", aggfunc="first"
+    )
+    assert (merged[ADMIN] != merged["bob@example.com"]).sum() == 1  # the one disagreement, not bob's first try
+    report = tmp_path / "report.json"
+    r = run_cli("eval-labels", "--labels", labels, "--reference", human, "--json", report, "--bootstrap", "50")
+    assert r.returncode == 0, r.stderr
+    ref = json.loads(report.read_text())["references"][0]
+    assert ref["human_ceiling"]["pairwise_agreement"]["value"] == pytest.approx(8 / 9)
+    (figures,) = ref["judges"].values()
+    decided = sum(p in ("a", "b") for ps in truth.values() for p in ps)
+    disagreed_was_decided = merged[merged[ADMIN] != merged["bob@example.com"]][ADMIN].isin(["a", "b"]).sum()
+    # the consensus of two annotators is a tie where they disagree; the judge (= the truth) agrees elsewhere
+    assert figures["segment_accuracy"]["value"] == 1.0 and figures["coverage"]["value"] == 1.0
+    assert figures["segments_both_decided"] == decided - disagreed_was_decided > 0
+
+
+def test_blind_export_hides_the_judge_and_import_translates_the_sides(label_studio, batch, tmp_path, monkeypatch):
+    pairs, labels, _ = batch
+    monkeypatch.setenv("LS_TOKEN", label_studio["token"])
+    cfg = ExportConfig(pairs, label_studio["url"], "blind", label_studio["root"], labels=labels, blind=True,
+                       seed=3, token_env="LS_TOKEN")  # fmt: skip
+    export_pairs(cfg)
+    ls = LabelStudio(label_studio["url"], label_studio["token"])
+    tasks = ls.tasks(ls.project("blind"))
+    for task in tasks:
+        assert ls.call("GET", f"/api/tasks/{task['id']}")["predictions"] == []
+        assert "judge" not in task["data"]["seg_0"] and task["data"]["left"] == left_side(
+            task["data"]["pair_id"], 3, True
+        )
+        annotate(ls, task, ["left", "right", "tie"], next(iter(ls.users())))
+    out = import_labels(label_studio["url"], "blind", tmp_path / "h.parquet", "LS_TOKEN")
+    assert out["labels"] == 9
+    rows = pd.read_parquet(tmp_path / "h.parquet").merge(
+        pd.DataFrame([{"pair_id": t["data"]["pair_id"], "left": t["data"]["left"]} for t in tasks]), on="pair_id"
+    )
+    first = rows[rows["segment_idx"] == 0]
+    assert (first["preference"] == first["left"]).all()  # "left" is whichever video was drawn for the left
+    assert rows["blind"].all()
+
+
+@pytest.mark.browser
+def test_the_exported_task_plays_both_videos_in_sync_in_label_studio(label_studio, batch, browser, monkeypatch):
+    """Label Studio's own page: log in, open the first task, both videos load and play together."""
+    pairs, labels, _ = batch
+    monkeypatch.setenv("LS_TOKEN", label_studio["token"])
+    export_pairs(ExportConfig(pairs, label_studio["url"], "browser", label_studio["root"], labels=labels,
+                              token_env="LS_TOKEN"))  # fmt: skip
+    ls = LabelStudio(label_studio["url"], label_studio["token"])
+    project = ls.project("browser")
+    task = ls.tasks(project)[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{label_studio['url']}/user/login/")
+    page.fill("input[name=email]", ADMIN)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda u: "/login" not in u, timeout=30000)
+    page.goto(f"{label_studio['url']}/projects/{project}/data?task={task['id']}")
+    ready = "() => [...document.querySelectorAll('video')].filter(v => v.readyState >= 2).length >= 2"
+    page.wait_for_function(ready, timeout=60000)  # both videos loaded from Label Studio's local files
+    page.locator("button[aria-label=Play]").first.click()  # the left player's own Play button
+    clocks = "() => [...document.querySelectorAll('video')].map(v => [v.currentTime, v.paused])"
+    samples = []
+    for _ in range(8):
+        page.wait_for_timeout(150)
+        samples.append(page.evaluate(clocks))
+    assert samples[-1][1][0] > samples[0][1][0] + 0.5, samples  # the right video plays too ...
+    assert all(abs(a[0] - b[0]) < 1 / 16 for a, b in samples), samples  # ... within a frame of the left (sync)
+    page.close()
