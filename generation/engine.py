@@ -145,12 +145,12 @@ def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTas
             done += 1
             continue
         video = resolve_path(cfg.sources, row.video)
-        start, end = _span(row)
+        start, end = source_span(row)
         tasks.append(PairTask(i, row.source_id, row.prompt, video, pid, eta, seed_a, seed_b, start, end))
     return tasks, done
 
 
-def _span(row) -> tuple[float, float | None]:
+def source_span(row) -> tuple[float, float | None]:
     """(start, end) seconds of a source inside its file: its start_s / end_s columns when set, else the file."""
     start, end = getattr(row, "start_s", None), getattr(row, "end_s", None)
     start = 0.0 if start is None or start != start else float(start)

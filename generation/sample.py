@@ -113,10 +113,20 @@ def load_prompts_of(cfg: SampleConfig) -> pd.DataFrame:
     if cfg.mode != "sdedit":
         return load_prompts(cfg.prompts)
     from densedpo.tables import SOURCES, resolve_path
+    from generation.engine import source_span
 
     src = read_table(cfg.sources, SOURCES)
     videos = [str(resolve_path(cfg.sources, v)) for v in src["video"]]
-    return pd.DataFrame({"prompt_id": src["source_id"].astype(str), "prompt": src["prompt"], "video": videos})
+    spans = [source_span(r) for r in src.itertuples(index=False)]
+    return pd.DataFrame(
+        {
+            "prompt_id": src["source_id"].astype(str),
+            "prompt": src["prompt"],
+            "video": videos,
+            "start_s": [a for a, _ in spans],
+            "end_s": [b for _, b in spans],
+        }
+    )
 
 
 def load_prompts(spec: str) -> pd.DataFrame:
@@ -150,7 +160,9 @@ class SampleTask:
     prompt_id: str
     prompt: str
     ks: list[int] = field(default_factory=list)  # the samples of this prompt still to make
-    video: str | None = None  # sdedit: the clip
+    video: str | None = None  # sdedit: the clip, and its span in its file (sources.parquet's start_s / end_s)
+    start_s: float = 0.0
+    end_s: float | None = None
 
 
 def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list[SampleTask], int]:
@@ -165,7 +177,9 @@ def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list
         ks = [k for k in range(cfg.seeds_per_prompt) if not _row_path(cfg.out, row.prompt_id, k).exists()]
         done += cfg.seeds_per_prompt - len(ks)
         if ks:
-            tasks.append(SampleTask(str(row.prompt_id), str(row.prompt), ks, getattr(row, "video", None)))
+            span = (getattr(row, "start_s", 0.0), getattr(row, "end_s", None))
+            end = None if span[1] is None or span[1] != span[1] else span[1]
+            tasks.append(SampleTask(str(row.prompt_id), str(row.prompt), ks, getattr(row, "video", None), span[0], end))
     return tasks, done
 
 
@@ -192,7 +206,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
         seeds = [(seed_a, seed_b)[k] for k in task.ks]
         start = nearest_sigma_index(sigmas, eta, cfg.eta_min, cfg.eta_max)
         noise = sampler.noise(seeds, sampler.latent_shape())
-        x0 = sampler.encode_video(load_clip(Path(task.video), cfg))
+        x0 = sampler.encode_video(load_clip(Path(task.video), cfg, task.start_s, task.end_s))
         x, extra = (
             noise_to_level(x0.expand_as(noise), noise, sigmas[start]),
             {"strength": eta, "start_sigma": sigmas[start]},

@@ -158,11 +158,15 @@ def test_initial_noise_on_cuda_equals_the_cpu_draw(tiny_wan):
 
 def test_sdedit_samples_are_generates_pairs(tiny_wan, tmp_path):
     """--mode sdedit: each held-out clip noised to generate's η and denoised with its pair's two seeds (k = 0, 1):
-    the same latents `generate` makes for that clip, so base and policy edit the same clip from the same noise."""
+    the same latents `generate` makes for that clip, so base and policy edit the same clip from the same noise
+    (the second clip is a span of its file, start_s 0.5: both read it from there)."""
     from densedpo.synthetic import make_synthetic_sources
+    from densedpo.tables import SOURCES, write_table
     from generation.engine import GenerateConfig, generate_pairs
 
-    sources = make_synthetic_sources(tmp_path / "src", num_sources=2, num_frames=24, height=48, width=64)
+    sources = make_synthetic_sources(tmp_path / "src", num_sources=2, num_frames=32, height=48, width=64)
+    table = pd.read_parquet(sources).assign(start_s=[None, 0.5], end_s=[None, 2.0])
+    write_table(table, sources, SOURCES)
     settings = dict(steps=4, num_frames=9, height=32, width=32, guidance=3.0, fps=8.0)
     generated = generate_pairs(GenerateConfig(sources=sources, model=str(tiny_wan), out=tmp_path / "gen", **settings))
     pairs = pd.read_parquet(generated.pairs_path)
