@@ -346,6 +346,8 @@ def sources(
     caption: Annotated[bool, typer.Option("--caption", help="Caption clips without one with the VLM (prompts/sources/caption_v1.yaml).")] = False,
     server: Annotated[list[str] | None, typer.Option(help="URL of a running vLLM server for --filter-prompt/--caption; repeat for several.")] = None,
     model: Annotated[str | None, typer.Option(help="The VLM; without --server densedpo starts vLLM for it.")] = None,
+    api: Annotated[str, typer.Option(help="vllm, or openai for any OpenAI-compatible endpoint (as `label --api`).")] = "vllm",
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the endpoint's API key (as `label`).")] = None,
     concurrency: Annotated[int, typer.Option(help="VLM requests in flight.")] = 8,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -356,7 +358,8 @@ def sources(
         from_path=from_path, out=out, video_column=video_column, caption_column=caption_column,
         min_seconds=min_seconds, min_side=min_side, min_fps=min_fps, min_motion=min_motion, dedupe=dedupe,
         split_scenes=split_scenes, scene_threshold=scene_threshold, filter_prompt=filter_prompt,
-        min_filter_p=min_filter_p, caption=caption, server=server or None, model=model, concurrency=concurrency,
+        min_filter_p=min_filter_p, caption=caption, server=server or None, model=model, api=api,
+        api_key_env=api_key_env, concurrency=concurrency,
     )
     _sigterm_as_interrupt()
     result = run_sources(cfg, console=console, progress=not quiet)

@@ -50,6 +50,8 @@ class SourcesConfig:
     caption_prompt: str = "caption_v1"
     server: list[str] | None = None
     model: str | None = None
+    api: str = "vllm"  # vllm | openai (any OpenAI-compatible endpoint: only fields the OpenAI API defines)
+    api_key_env: str | None = None
     concurrency: int = 8
 
     @property
@@ -63,6 +65,8 @@ class SourcesConfig:
             raise DenseDPOError(f"--out must be a .parquet file, got {self.out}.")
         if self.asks_vlm and not (self.server or self.model):
             raise DenseDPOError("--filter-prompt and --caption ask a VLM: pass --server URL or --model M.")
+        if self.api not in ("vllm", "openai") or (self.api == "openai" and not self.server):
+            raise DenseDPOError("--api must be vllm or openai; --api openai needs --server (the endpoint's base URL).")
         if not 0 <= self.min_filter_p <= 1:
             raise DenseDPOError(f"--min-filter-p must lie in [0, 1], got {self.min_filter_p}.")
 
@@ -215,13 +219,13 @@ async def _ask(report, rows, prompt, urls, cfg, console, progress, what) -> dict
         start = 0.0 if pd.isna(r.start_s) else float(r.start_s)
         caption = r.caption if has_text(r.caption) else None
         questions.append(Question(r.source_id, prompt, r.video, r.fps, start, start + r.duration_s, caption))
-    async with ServerPool(urls) as pool:
-        model = await resolve_model(pool, JudgeSpec(model=cfg.model))
+    spec = JudgeSpec(model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env)
+    async with ServerPool(urls, api_key=spec.api_key(), openai_base=cfg.api == "openai") as pool:
+        model = await resolve_model(pool, spec)
         with progress_bar(console, "clips", progress) as bar:
             task = bar.add_task(what, total=len(questions))
-            return await ask_all(
-                questions, pool, model, vlm_journal(cfg.out), cfg.concurrency, lambda: bar.advance(task)
-            )
+            journal = vlm_journal(cfg.out)
+            return await ask_all(questions, pool, model, journal, cfg.concurrency, lambda: bar.advance(task), cfg.api)
 
 
 def has_text(value) -> bool:

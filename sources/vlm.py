@@ -76,13 +76,21 @@ def clip_frames(video: str, fps: float, start_s: float, end_s: float, n: int = F
     return [encode_frame(f, FRAME_SIDE, 90) for f in read_frames(video, idx)]
 
 
-def request_body(model: str, prompt: ClipPrompt, caption: str | None, frames: Sequence[str]) -> dict:
-    """One chat request: the instruction around the clip's frames; constrained to the choices for yes/no."""
+def request_body(model: str, prompt: ClipPrompt, caption: str | None, frames: Sequence[str], api: str = "vllm") -> dict:
+    """One chat request: the instruction around the clip's frames; for yes/no constrained to the choices (vLLM's
+    structured_outputs, or the OpenAI API's response_format JSON schema with api="openai")."""
     text = prompt.instruction.format(num_frames=len(frames), caption=caption or "(none)").strip()
     intro, _, question = text.partition("\n")
     content = [{"type": "text", "text": intro}, *({"type": "image_url", "image_url": {"url": u}} for u in frames)]
     content.append({"type": "text", "text": question.strip()})
     body = {"model": model, "messages": [{"role": "user", "content": content}], "temperature": 0.0}
+    if api == "openai":  # only fields the OpenAI chat-completions API defines
+        from labeler.judges.chat import answer_schema
+
+        body["max_completion_tokens"] = prompt.max_tokens if prompt.kind == "caption" else 16
+        if prompt.kind == "yes_no":
+            body.update(response_format=answer_schema(prompt.choices), logprobs=True, top_logprobs=5)
+        return body
     if prompt.kind == "yes_no":
         body.update(
             max_tokens=max(len(c) for c in prompt.choices) + 2,
@@ -95,9 +103,9 @@ def request_body(model: str, prompt: ClipPrompt, caption: str | None, frames: Se
     return body
 
 
-def read_answer(body: dict, prompt: ClipPrompt) -> dict:
+def read_answer(body: dict, prompt: ClipPrompt, api: str = "vllm") -> dict:
     """{"answer", "p"} from a response: for yes/no, the choice and p = the probability of the first choice (yes)."""
-    from labeler.parse import choice_probabilities
+    from labeler.parse import choice_probabilities, json_answer, json_choice_probabilities
 
     try:
         choice = body["choices"][0]
@@ -106,10 +114,17 @@ def read_answer(body: dict, prompt: ClipPrompt) -> dict:
         return {"answer": None, "p": None, "error": f"no answer in the response: {str(body)[:200]}"}
     if prompt.kind == "caption":
         return {"answer": content or None, "p": None, "error": None if content else "empty caption"}
-    if content not in prompt.choices:
+    tokens = (choice.get("logprobs") or {}).get("content") or [{}]
+    if api == "openai":
+        answer, error = json_answer(content, prompt.choices)
+        if error:
+            return {"answer": None, "p": None, "error": error}
+        probs = json_choice_probabilities(tokens, content, prompt.choices)
+        content = answer
+    elif content not in prompt.choices:
         return {"answer": None, "p": None, "error": f"answer {content!r} is not one of {list(prompt.choices)}"}
-    tokens = ((choice.get("logprobs") or {}).get("content") or [{}])[0].get("top_logprobs") or []
-    probs = choice_probabilities(tokens, prompt.choices)
+    else:
+        probs = choice_probabilities(tokens[0].get("top_logprobs") or [], prompt.choices)
     p_first = probs[0] if probs else (1.0 if content == prompt.choices[0] else 0.0)
     return {"answer": content, "p": round(float(p_first), 6), "error": None}
 
@@ -129,7 +144,9 @@ class Question:
         return f"{self.prompt.key}:{self.source_id}"
 
 
-async def ask_all(questions: list[Question], pool, model: str, journal: Path, concurrency: int, on_answer=None) -> dict:
+async def ask_all(
+    questions: list[Question], pool, model: str, journal: Path, concurrency: int, on_answer=None, api: str = "vllm"
+) -> dict:
     """Every question not yet in the journal, `concurrency` at a time; returns {key: answer} of journal + new."""
     answers = {row["key"]: row for row in read_jsonl(journal)} if journal.exists() else {}
     todo = [q for q in questions if q.key not in answers or answers[q.key].get("error")]
@@ -140,8 +157,9 @@ async def ask_all(questions: list[Question], pool, model: str, journal: Path, co
         async with gate:
             frames = await asyncio.to_thread(clip_frames, q.video, q.fps, q.start_s, q.end_s)
             try:
-                body = await pool.post("/v1/chat/completions", request_body(model, q.prompt, q.caption, frames), q.key)
-                row = {"key": q.key, **read_answer(body, q.prompt)}
+                path = "/chat/completions" if api == "openai" else "/v1/chat/completions"
+                body = await pool.post(path, request_body(model, q.prompt, q.caption, frames, api), q.key)
+                row = {"key": q.key, **read_answer(body, q.prompt, api)}
             except Exception as e:  # a request that failed after the client's retries: not journaled, asked again
                 answers[q.key] = {"key": q.key, "answer": None, "p": None, "error": f"request failed: {e}"}
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -192,3 +193,25 @@ def test_vlm_captions_and_filter_through_real_vllm_are_journaled_and_never_asked
     report = pd.read_parquet(tmp_path / "sources.report.parquet").set_index("source_id")
     strict = report[report["filter_p"].notna()]
     assert ((strict["reason"] == "vlm_filter") == (strict["filter_p"] < 0.999999)).all()
+
+
+@pytest.mark.vllm
+def test_vlm_questions_through_an_openai_compatible_endpoint(vllm_server, tiny_vlm, folder, tmp_path):
+    """--api openai: only fields the OpenAI API defines (a strict proxy in front of vLLM refuses anything else),
+    the yes/no constrained by response_format, p(yes) from the logprobs at the JSON answer; the key from the
+    environment."""
+    from tests.openai_proxy import OpenAIProxy
+
+    out = tmp_path / "sources.parquet"
+    with OpenAIProxy(vllm_server, "sk-test", logprobs=True) as proxy:
+        r = run_cli(
+            "sources", "--from", folder, "--out", out, "--min-seconds", "3", "--min-side", "32", "--caption",
+            "--filter-prompt", "dynamics", "--min-filter-p", "0", "--api", "openai", "--server", proxy.url,
+            "--model", tiny_vlm, "--api-key-env", "SOURCES_TEST_KEY", "--quiet",
+            env={**os.environ, "SOURCES_TEST_KEY": "sk-test"},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert proxy.refused == [] and sum(proxy.counts.values()) == 5  # one caption, four yes/no questions
+    kept = pd.read_parquet(out)
+    assert kept["filter_answer"].isin(["yes", "no"]).all() and kept["filter_p"].between(0, 1).all()
+    assert ((kept["filter_p"] >= 0.5) == (kept["filter_answer"] == "yes")).all()
