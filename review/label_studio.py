@@ -181,10 +181,13 @@ def build_task(cfg: ExportConfig, row: dict, segs: list[dict], max_segments: int
         judged = (
             s is not None and not cfg.blind and s.get("status") == "ok" and s.get("preference") in ("a", "b", "tie")
         )
+        if s is not None and not cfg.blind and not judged and s.get("status"):
+            text += f" · judge: no label ({s['status']})"  # low confidence, inconsistent orders, a failed request
         if judged:
             side = {"a": "left" if left == "a" else "right", "b": "right" if left == "a" else "left", "tie": "tie"}
             choice = side[s["preference"]]
-            text += f" · judge: {choice} ({float(s['confidence']):.2f})" if s.get("confidence") is not None else ""
+            conf = s.get("confidence")
+            text += f" · judge: {choice}" + (f" ({float(conf):.2f})" if conf is not None and conf == conf else "")
             result.append({"from_name": f"seg_{k}", "to_name": "video_left", "type": "choices",
                            "value": {"choices": [choice]}})  # fmt: skip
         data[f"seg_{k}"] = text
