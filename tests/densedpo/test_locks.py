@@ -58,9 +58,10 @@ def test_lock_names_the_holder_is_reentrant_and_dies_with_it(tmp_path):
     assert "pid" in lock.read_text()
 
 
-def assert_one_line_busy(r, t0, what):
+def assert_one_line_busy(r, what):
+    """Refused, not queued: the holder never lets go while the second run lives, so a run that waited for the lock
+    would hang into run_cli's timeout instead of returning here (no wall-clock assertion on busy cores)."""
     assert r.returncode == 2, r.stderr
-    assert time.monotonic() - t0 < 5, "a busy output must be refused at once"
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{what} is in use by another densedpo run (pid" in lines[0], r.stderr
 
@@ -78,9 +79,8 @@ def test_second_label_on_a_busy_out_exits_and_the_first_finishes(synthetic, tmp_
         while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 2):
             time.sleep(0.05)
         run_file = out.with_name(out.name + ".run.yaml").read_text()
-        t0 = time.monotonic()
-        second = run_cli(*args, "--min-confidence", "0.9")
-        assert_one_line_busy(second, t0, f"--out {out}")
+        second = run_cli(*args, "--min-confidence", "0.9", timeout=120)
+        assert_one_line_busy(second, f"--out {out}")
         assert f"pid {first.pid} on" in second.stderr
         assert first.wait(timeout=120) == 0, first.stderr.read()
     assert out.with_name(out.name + ".run.yaml").read_text() == run_file  # the second run wrote nothing
@@ -123,10 +123,9 @@ def test_second_generate_or_train_on_a_busy_out_exits(command, tmp_path):
     holder = hold(code, tmp_path / "ready")
     try:
         pd.DataFrame([{"source_id": "s", "video": "v.mp4", "prompt": "p"}]).to_parquet(tmp_path / "s.parquet")
-        t0 = time.monotonic()
-        r = run_cli(*args)
+        r = run_cli(*args, timeout=120)
         what = f"--out {out} (shard 0/1)" if command == "generate" else f"--out {out}"
-        assert_one_line_busy(r, t0, what)
+        assert_one_line_busy(r, what)
         assert f"pid {holder.pid} on" in r.stderr
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["finished.txt"]
         # another shard of the same folder is a writer of its own

@@ -498,7 +498,6 @@ def test_token_sources_and_sigterm_requeues(root, vllm_server, tmp_path):
 
 
 def test_a_second_service_on_one_db_exits_at_once(service, root):
-    t0 = time.monotonic()
     r = run_cli(
         "serve",
         "--server",
@@ -513,7 +512,7 @@ def test_a_second_service_on_one_db_exits_at_once(service, root):
         str(free_port()),
         timeout=30,
     )
-    assert r.returncode == 2 and time.monotonic() - t0 < 15, r.stderr
+    assert r.returncode == 2, r.stderr  # refused, not queued: a waiting run would hit run_cli's timeout
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--db {root / 'jobs.sqlite'} is in use by another densedpo run (pid" in lines[0]
     assert f"pid {service.proc.pid} on" in lines[0]
