@@ -38,6 +38,9 @@ def _sigterm_as_interrupt() -> None:
     def handler(signum, frame):  # as SIGINT: inside asyncio.run its runner cancels the main task cleanly
         signal.raise_signal(signal.SIGINT)
 
+    # A background job starts with SIGINT ignored (and Python then leaves it so): SIGTERM, sent on as SIGINT, would
+    # do nothing. Ctrl-C's own meaning is restored so that both interrupt, wherever densedpo was started from.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handler)
 
 
