@@ -128,7 +128,12 @@ def parse_span(span) -> tuple[float | None, float | None]:
     """Panda-70M's ["0:00:05.005", "0:00:12.345"] (or numbers of seconds) -> (5.005, 12.345)."""
     if span is None:
         return None, None
-    start, end = (to_seconds(x) for x in span)
+    try:
+        start, end = (to_seconds(x) for x in span)
+    except (TypeError, ValueError):
+        raise DenseDPOError(
+            f"timestamp {span!r}: write [start, end] as seconds or H:MM:SS.mmm, e.g. ['0:00:05.0', '0:00:09.5']."
+        ) from None
     if not 0 <= start < end:
         raise DenseDPOError(f"timestamp {span!r}: the start must lie before the end.")
     return start, end

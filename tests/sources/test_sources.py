@@ -125,6 +125,10 @@ def test_manifest_layouts_are_read_without_flags(tmp_path):
     assert list(result.kept["source_id"]) == ["a-0", "a-1"]
     assert result.kept["duration_s"].tolist() == pytest.approx([3.5, 2.5], abs=0.07)
     assert parse_span([5, 7.25]) == (5.0, 7.25)
+    from densedpo.errors import DenseDPOError
+
+    with pytest.raises(DenseDPOError, match=r"timestamp \['soon', '0:00:02'\]: write \[start, end\]"):
+        parse_span(["soon", "0:00:02"])
 
 
 def test_generate_reads_a_clip_from_its_span(tmp_path):
