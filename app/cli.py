@@ -93,14 +93,14 @@ def label(
     from labeler.config import LabelConfig, judge_folder_defaults
 
     # A judge folder may name the request layout it was trained on: used unless a flag or --config sets it.
-    given = dict(prompt=prompt, sample_fps=sample_fps, max_side=max_side, segment_seconds=segment_seconds)
+    given = dict(prompt=prompt, sample_fps=sample_fps, max_side=max_side, segment_seconds=segment_seconds, frames_as=frames_as)
     from_file = _yaml_keys(config)
     folder = judge_folder_defaults(model or from_file.get("model"))
     use = {k: v for k, v in folder.items() if given[k] is None and k not in from_file}
     if use:
         console.print(f"judge folder {model or from_file.get('model')}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items())
                       + " (its own request layout; pass the flag to override)")
-        prompt, sample_fps, max_side, segment_seconds = ({**given, **use}[k] for k in ("prompt", "sample_fps", "max_side", "segment_seconds"))
+        prompt, sample_fps, max_side, segment_seconds, frames_as = ({**given, **use}[k] for k in given)
     cfg = build_config(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
         segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
@@ -561,7 +561,7 @@ def evaluate(
         if not server and not model and not judges and not ({"server", "model", "judges"} & set(from_file)):
             raise DenseDPOError("evaluate needs a judge: --server URL, --model M, --judges FILE or --config (or --no-judge for motion only).")
         layout = judge_folder_defaults(model)
-        use = {k: layout[k] for k in ("prompt", "sample_fps") if k in layout and {"prompt": prompt, "sample_fps": sample_fps}[k] is None}
+        use = {k: layout[k] for k in ("prompt", "sample_fps", "frames_as") if k in layout and {"prompt": prompt, "sample_fps": sample_fps}.get(k) is None}
         if use:
             console.print(f"judge folder {model}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items()) + " (its own request layout)")
         prompt, sample_fps = use.get("prompt", prompt), use.get("sample_fps", sample_fps)
@@ -569,6 +569,7 @@ def evaluate(
             LabelConfig, config, pairs=out / "pairs.parquet", out=out / "labels.parquet", server=server or None,
             model=model, api=api, judge=judge, judges=judges, prompt=prompt, sample_fps=sample_fps,
             min_confidence=min_confidence, api_key_env=api_key_env, concurrency=concurrency,
+            **({"frames_as": use["frames_as"]} if "frames_as" in use else {}),
         )
     _sigterm_as_interrupt()
     result = run_evaluate(cfg, label_cfg, console=console, scorer_command=SCORER_COMMAND)
@@ -587,7 +588,7 @@ def vllm_command(
     pairs: Annotated[Path | None, typer.Option(help="pairs.parquet: size the image limit exactly for these pairs (else the bound for any pair).")] = None,
     segment_seconds: Annotated[float | None, typer.Option(help="As `label --segment-seconds` \\[default: 1.0, or the judge folder's].")] = None,
     sample_fps: Annotated[float | None, typer.Option(help="As `label --sample-fps` \\[default: 8, or the judge folder's].")] = None,
-    frames_as: Annotated[str, typer.Option(help="images or video, as `label --frames-as`.")] = "images",
+    frames_as: Annotated[str | None, typer.Option(help="images or video, as `label --frames-as` \\[default: images, or the judge folder's].")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length \\[default: the model's; 4096 on the CPU build].")] = None,
 ) -> None:
     """Print the exact command and environment `densedpo label --model M` would start vLLM with on this machine (one shell line)."""
@@ -597,9 +598,10 @@ def vllm_command(
     from labeler.judges.score import POOLING_ARGS
     from labeler.servers import vllm_launch
 
+    folder = judge_folder_defaults(model)
+    frames_as = frames_as or folder.get("frames_as") or LabelConfig.frames_as
     if judge not in ("chat", "score") or frames_as not in ("images", "video"):
         raise DenseDPOError(f"--judge must be chat or score and --frames-as images or video; got {judge!r}, {frames_as!r}.")
-    folder = judge_folder_defaults(model)
     seg = segment_seconds or folder.get("segment_seconds") or LabelConfig.segment_seconds
     fps = sample_fps or folder.get("sample_fps") or LabelConfig.sample_fps
     per_video = _frames_per_video(pairs, seg, fps)

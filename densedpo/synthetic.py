@@ -124,13 +124,18 @@ def make_synthetic_pairs(
     seed: int = 0,
     artifacts: bool = True,
     crf: int = 18,
+    artifact_kinds: tuple[str, ...] = ARTIFACTS,
 ) -> tuple[Path, Path]:
     """Write videos, pairs.parquet and truth_labels.parquet under out_dir; return the two table paths.
 
     Per segment: artifact in video_b (truth a), in video_a (truth b) or none (truth tie), each about a third
     of the time, with at least one non-tie segment per pair. `artifacts=False` renders the same pairs clean
-    (same seeds, same truth table), which the tests use to locate every injected artifact.
+    (same seeds, same truth table), which the tests use to locate every injected artifact. `artifact_kinds`: the
+    kinds drawn from (all of ARTIFACTS by default; a subset renders the same scenes and segments).
     """
+    unknown = set(artifact_kinds) - set(ARTIFACTS)
+    if unknown or not artifact_kinds:
+        raise ValueError(f"artifact_kinds must be a non-empty subset of {ARTIFACTS}; got {artifact_kinds!r}")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -145,7 +150,7 @@ def make_synthetic_pairs(
             prefs[rng.integers(len(segments))] = rng.choice(["a", "b"])
         pair_id = f"syn{seed}-{k:04d}-" + hashlib.sha1(f"{seed}:{k}".encode()).hexdigest()[:8]
         for seg, pref in zip(segments, prefs):
-            artifact = ARTIFACTS[int(rng.integers(len(ARTIFACTS)))] if pref != "tie" else None
+            artifact = artifact_kinds[int(rng.integers(len(artifact_kinds)))] if pref != "tie" else None
             if not artifacts:
                 pass
             elif pref == "a":  # b gets the artifact

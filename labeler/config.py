@@ -104,7 +104,7 @@ def cost_usd(prompt_tokens: float, completion_tokens: float, spec: JudgeSpec) ->
 
 
 JUDGE_DEFAULTS_FILE = "densedpo-judge.yaml"  # in a judge's model folder: the request layout it was trained on
-JUDGE_LAYOUT_KEYS = ("prompt", "sample_fps", "max_side", "segment_seconds")
+JUDGE_LAYOUT_KEYS = ("prompt", "sample_fps", "max_side", "segment_seconds", "frames_as")
 
 
 def judge_folder_defaults(model: str | None) -> dict:

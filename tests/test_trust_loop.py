@@ -1,8 +1,9 @@
 """The trust loop end to end with a judge that sees the frames: label (real vLLM, both orders) -> eval-labels.
 
-The tiny trained judge answers from the frames, so its two orders must agree. A bug that sent the same frames
-in both orders (or swapped them in only one) turns agreement into disagreement: this is the suite's test that
-catches it. Thresholds sit well under what the judge reaches (docs/benchmarks.md) and well over chance.
+The tiny trained judge answers from the frames, so its two orders must agree and its decisions match the truth.
+A bug that sent the same frames in both orders (or swapped them in only one), or frames of another segment,
+breaks both: this is the suite's test that catches it. The bounds are the judge's must-hold figures (issue 19):
+segment accuracy ≥ 0.85, coverage ≥ 0.6, position consistency ≥ 0.85 on pairs of an unseen seed.
 """
 
 from __future__ import annotations
@@ -22,25 +23,14 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 def labeled(trained_judge, tmp_path_factory):
     require_module("vllm", "vllm", "bash scripts/setup.sh")
     root = tmp_path_factory.mktemp("trust")
-    pairs, truth = make_synthetic_pairs(root, num_pairs=16, seed=42)  # a seed the judge never trained on
-    recipe = json.loads((trained_judge / "training.json").read_text())["recipe"]
+    pairs, truth = make_synthetic_pairs(root, num_pairs=30, seed=42)  # a seed the judge never trained on
     out = root / "labels.parquet"
-    r = run_cli(
-        "label",
-        "--pairs",
-        pairs,
-        "--out",
-        out,
-        "--model",
-        trained_judge,
-        "--sample-fps",
-        recipe["sample_fps"],
-        "--min-confidence",
-        "0",
-        "--quiet",
-        timeout=600,
-    )
+    r = run_cli("label", "--pairs", pairs, "--out", out, "--model", trained_judge, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    # no flags: the judge folder's own request layout (prompt, frames per second, video items), and `label` says so
+    recipe = json.loads((trained_judge / "training.json").read_text())["recipe"]
+    said = " ".join((r.stdout + r.stderr).split())
+    assert f"--prompt {recipe['prompt']}" in said and f"--frames-as {recipe['frames_as']}" in said, said
     return root, pairs, truth, out
 
 
@@ -82,15 +72,12 @@ def test_a_judge_that_sees_the_frames_agrees_across_orders(labeled):
         "judge_prefers_less_motion",
         "reference_prefers_less_motion",
     }
-    # the judge sees the frames. Where it answers first/second, its two orders often name opposite positions (a bug
-    # sending the same frames in both orders makes that share exactly 0: the judge is greedy, the requests equal),
-    # and what it decides agrees with the truth. Measured across trainings of this judge: 8 of 13 and 7 of 20 such
-    # rows consistent (docs/benchmarks.md); the bound sits under both and far above a frame bug's 0.
-    pointed = labels[labels["answer_ab"].ne("tie") | labels["answer_ba"].ne("tie")]
-    flips = pointed["answer_ba"].eq(pointed["answer_ab"].map({"first": "second", "second": "first"}))
-    assert len(pointed) >= 6 and flips.mean() >= 0.25, pointed[["answer_ab", "answer_ba"]]
-    assert judge["position_consistency"]["value"] >= 0.5, judge["position_consistency"]
-    assert judge["segments_both_decided"] >= 3 and judge["segment_accuracy"]["value"] >= 0.6, judge["segment_accuracy"]
+    # the judge sees the frames: it decides most segments the truth decides, rightly, and the same in both orders
+    # (a bug sending the same frames in both orders makes every pointed answer inconsistent: the judge is greedy)
+    assert judge["segments_both_decided"] >= 30, judge["segments_both_decided"]
+    assert judge["segment_accuracy"]["value"] >= 0.85, judge["segment_accuracy"]
+    assert judge["coverage"]["value"] >= 0.6, judge["coverage"]
+    assert judge["position_consistency"]["value"] >= 0.85, judge["position_consistency"]
     assert sorted(p.name for p in (root / "plots").iterdir())[0].endswith(".png")
     # the answers stored per order are the positions the judge chose: consistent rows name opposite positions
     consistent = labels[labels["order_agreement"].eq(True) & labels["answer_ab"].ne("tie")]

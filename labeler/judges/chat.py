@@ -40,6 +40,13 @@ def video_url(image_urls: list[str]) -> str:
     return "data:video/jpeg;base64," + ",".join(u[len(prefix) :] for u in image_urls)
 
 
+def whole_patches(urls: list[str]) -> list[str]:
+    """A video item's frames cut to an even count: Qwen-VL merges two frames per temporal patch, and for an odd
+    count transformers repeats the last frame while vLLM's processor does otherwise (answers differed on exactly
+    those segments), so neither is left to guess."""
+    return urls[: len(urls) - len(urls) % 2] if len(urls) > 1 else urls
+
+
 def build_messages(
     prompt: Prompt, caption: str, first: list[str], second: list[str], frames_as: str = "images"
 ) -> list[dict]:
@@ -52,7 +59,7 @@ def build_messages(
 
     def media(urls: list[str]) -> list[dict]:
         if frames_as == "video":
-            return [{"type": "video_url", "video_url": {"url": video_url(urls)}}]
+            return [{"type": "video_url", "video_url": {"url": video_url(whole_patches(urls))}}]
         return [{"type": "image_url", "image_url": {"url": u}} for u in urls]
 
     content = [

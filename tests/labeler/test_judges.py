@@ -311,3 +311,22 @@ def test_jury_file_errors_name_the_entry(synthetic, tmp_path):
 
 def test_request_ids_are_per_unit():
     assert request_id("p", 3, "a") == "p:3:a" and request_id("p", 3, "ab") == "p:3:ab"
+
+
+def test_a_video_item_holds_whole_temporal_patches():
+    """An odd count of frames is cut to even in a video item: transformers and vLLM would pad it differently (the
+    tiny judge's answers differed between them on exactly those segments); images keep every frame."""
+    from labeler.judges.chat import build_messages
+    from labeler.prompts import load_prompt
+
+    frames = [f"data:image/jpeg;base64,F{i}" for i in range(5)]
+
+    def shown(frames_as: str) -> list[list[str]]:
+        content = build_messages(load_prompt(), "a caption", frames, frames[:4], frames_as)[0]["content"]
+        items = [p[p["type"]]["url"] for p in content if p["type"] != "text"]
+        return [u.split(",")[1:] for u in items] if frames_as == "video" else items
+
+    assert shown("video") == [["F0", "F1", "F2", "F3"]] * 2
+    assert len(shown("images")) == 9
+    one = build_messages(load_prompt(), "c", frames[:1], frames[:1], "video")[0]["content"]
+    assert [p["video_url"]["url"] for p in one if p["type"] == "video_url"] == ["data:video/jpeg;base64,F0"] * 2
