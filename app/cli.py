@@ -911,7 +911,7 @@ def make_tiny_vlm(
         shutil.copytree(cached, out)
         info = json.loads((out / "training.json").read_text())
         console.print(f"tiny trained judge written to {out} (from the cache {cached}); held-out accuracy "
-                      f"{info['heldout_accuracy']:.3f}; label with --sample-fps {info['recipe']['sample_fps']:g}")
+                      f"{info['heldout_accuracy']:.3f}; `label --model {out}` asks in its own layout (densedpo-judge.yaml)")
         return
     from densedpo.tiny import make_tiny_vlm as make
 

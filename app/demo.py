@@ -78,7 +78,7 @@ def _label_and_measure(out: Path, judge: Path, recipe, num_pairs: int, console):
     5. How good are these labels? The judge against the synthetic truth."""
     from app.summaries import print_judge_report, print_label_summary
     from densedpo.synthetic import make_synthetic_pairs
-    from labeler.config import LabelConfig
+    from labeler.config import LabelConfig, judge_folder_defaults
     from labeler.engine import label_pairs
     from review.judge_report import evaluate_judges
 
@@ -86,9 +86,8 @@ def _label_and_measure(out: Path, judge: Path, recipe, num_pairs: int, console):
     pairs, truth = make_synthetic_pairs(
         out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
     )
-    cfg = LabelConfig(
-        pairs=pairs, out=out / "labels.parquet", model=str(judge), sample_fps=recipe.sample_fps, concurrency=16
-    )
+    layout = judge_folder_defaults(str(judge))  # the judge's own prompt, frames per second and video items
+    cfg = LabelConfig(pairs=pairs, out=out / "labels.parquet", model=str(judge), concurrency=16, **layout)
     result = label_pairs(cfg, console=console)
     print_label_summary(result.summary, result.out)
     console.rule("5. eval-labels: the judge against the synthetic truth")

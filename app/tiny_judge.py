@@ -27,7 +27,7 @@ from pathlib import Path
 
 from densedpo.synthetic import ARTIFACTS
 
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class JudgeRecipe:
     fps: float = 16.0
     side: int = 64
     artifacts: tuple[str, ...] = ARTIFACTS  # the artifact kinds of the training pairs (transfer runs leave one out)
-    vision_steps: int = 300  # stage 1: the vision tower alone, on the two auxiliary heads
-    steps: int = 1400  # stage 2: everything, on the answer and the auxiliary heads
+    vision_steps: int = 500  # stage 1: the vision tower alone, on the two auxiliary heads
+    steps: int = 2000  # stage 2: everything, on the answer and the auxiliary heads
     batch_size: int = 16
     lr: float = 2e-3
     warmup_steps: int = 20
