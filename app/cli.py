@@ -78,7 +78,7 @@ def label(
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key (the key is never written anywhere).")] = None,
     samples: Annotated[int | None, typer.Option(help="--api openai without logprobs: k answers per order; the vote share is the probability.")] = None,
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second per judge (hosted rate limits).")] = None,
-    frames_as: Annotated[str | None, typer.Option(help="images, or video: one video item per video (Qwen-VL: about half the visual tokens) \\[default: images].")] = None,
+    frames_as: Annotated[str | None, typer.Option(help="images, or video: one video item per video (Qwen-VL: about half the visual tokens; an odd frame count is cut to even) \\[default: images, or the judge folder's].")] = None,
     tie_margin: Annotated[float | None, typer.Option(help="--judge score: a score difference at most this is a tie (eval-labels fits it on a reference) \\[default: 0].")] = None,
     score_scale: Annotated[float | None, typer.Option(help="--judge score: the score difference is divided by this before the sigmoid \\[default: 1].")] = None,
     score_weights: Annotated[str | None, typer.Option(help="--judge score: comma-separated weights over the model's outputs, e.g. 1,1,1 \\[default: the first output].")] = None,
@@ -561,7 +561,8 @@ def evaluate(
         if not server and not model and not judges and not ({"server", "model", "judges"} & set(from_file)):
             raise DenseDPOError("evaluate needs a judge: --server URL, --model M, --judges FILE or --config (or --no-judge for motion only).")
         layout = judge_folder_defaults(model)
-        use = {k: layout[k] for k in ("prompt", "sample_fps", "frames_as") if k in layout and {"prompt": prompt, "sample_fps": sample_fps}.get(k) is None}
+        use = {k: layout[k] for k in ("prompt", "sample_fps", "frames_as")
+               if k in layout and {"prompt": prompt, "sample_fps": sample_fps}.get(k) is None and k not in from_file}
         if use:
             console.print(f"judge folder {model}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items()) + " (its own request layout)")
         prompt, sample_fps = use.get("prompt", prompt), use.get("sample_fps", sample_fps)
