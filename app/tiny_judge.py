@@ -5,7 +5,8 @@ order_inconsistent and nothing downstream means anything. This judge is the same
 (densedpo.tiny.VLM_SIZES["judge"]), trained with transformers on requests built exactly as `densedpo label`
 builds them (labeler.plan and labeler.frames: the prompt file, frames sampled at --sample-fps, JPEG data URLs,
 both orders) to answer first / second / tie for `densedpo.synthetic` pairs (an artifact in one video of a
-segment, or none).
+segment, or none). It asks in its own layout (a short prompt, 4 fps, video items), which its folder records for
+`label`; training-only heads teach its eyes first (AuxHeads; docs/benchmarks.md has the recipe and its figures).
 It is saved as a plain Hugging Face folder that vLLM serves unchanged.
 
 It lives in the app because it stands on the labeler (the request layout) and on torch (the training).
@@ -342,8 +343,9 @@ class AuxHeads:
 
 
 def _fit(model, processor, train_set: list[dict], eval_set: list[dict], recipe: JudgeRecipe, console) -> list:
-    """Stage 1: the vision tower and the auxiliary heads alone. Stage 2: everything, on the answer (+ the heads).
-    AdamW, warm-up and cosine decay in each stage; held-out accuracy every 100 steps of stage 2 (the history)."""
+    """Stage 1: the vision tower and the auxiliary heads alone (AdamW, warm-up, then constant). Stage 2: everything,
+    on the answer, the heads and the verdict probes (warm-up, cosine decay); the model ends with the stage's EMA
+    weights. Held-out accuracy every 100 steps of stage 2 and of the EMA weights (the history)."""
     import torch
 
     from densedpo.progress import progress_bar
@@ -399,7 +401,7 @@ def _fit(model, processor, train_set: list[dict], eval_set: list[dict], recipe: 
         task = bar.add_task("training the tiny judge", total=recipe.steps, loss=math.nan)
         for k, items in enumerate(batches(recipe.steps), start=1):
             batch = collate(items, pad, recipe.frames_as)
-            out = model(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
+            out = model(**{key: v for key, v in batch.items() if key != "labels"}, output_hidden_states=True)
             answer_loss = decision_loss(out.logits, batch["labels"])
             aux = heads.loss(items, choices) + heads.verdict_loss(
                 items, batch["input_ids"], out.hidden_states[-1], cfg.vision_start_token_id, cfg.vision_end_token_id
