@@ -84,7 +84,7 @@ def _label_and_measure(out: Path, judge: Path, recipe, num_pairs: int, console):
 
     console.rule("4. label segments (embedded vLLM, the trained tiny judge, both orders)")
     pairs, truth = make_synthetic_pairs(
-        out / "labeled_pairs", num_pairs=max(8, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
+        out / "labeled_pairs", num_pairs=max(40, 2 * num_pairs), num_frames=49, height=64, width=64, seed=11
     )
     layout = judge_folder_defaults(str(judge))  # the judge's own prompt, frames per second and video items
     cfg = LabelConfig(pairs=pairs, out=out / "labels.parquet", model=str(judge), concurrency=16, **layout)
