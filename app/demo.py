@@ -15,9 +15,9 @@ def run_demo(out: Path, num_pairs: int = 4, console=None) -> dict:
 
     console = console or Console(stderr=True)
     out = Path(out)
-    wan, judge, recipe = _models(out, console)  # 1
+    wan, judge = _models(out, console)  # 1
     _generate(out, wan, num_pairs, console)  # 2, 3
-    pairs, labels, summary, figures = _label_and_measure(out, judge, recipe, num_pairs, console)  # 4, 5
+    pairs, labels, summary, figures = _label_and_measure(out, judge, num_pairs, console)  # 4, 5
     run = _train(out, wan, pairs, labels, console)  # 6
     evaluation = _did_training_help(out, wan, judge, run.out / "final", console)  # 7, 8
     console.print(
@@ -48,10 +48,9 @@ def _models(out: Path, console):
     wan = out / "tiny-wan"
     if not (wan / "model_index.json").exists():
         make_tiny_wan(wan)
-    recipe = JudgeRecipe()
-    judge = cached_tiny_judge(recipe, console=console)
+    judge = cached_tiny_judge(JudgeRecipe(), console=console)
     console.print(f"judge: {judge} — {judge_card(judge)}")
-    return wan, judge, recipe
+    return wan, judge
 
 
 def _generate(out: Path, wan: Path, num_pairs: int, console):
@@ -72,7 +71,7 @@ def _generate(out: Path, wan: Path, num_pairs: int, console):
     return result
 
 
-def _label_and_measure(out: Path, judge: Path, recipe, num_pairs: int, console):
+def _label_and_measure(out: Path, judge: Path, num_pairs: int, console):
     """4. Label. The random Wan's pairs are noise, so the judge labels pairs whose per-segment truth is known by
     construction (an artifact in one video of a segment, or none): held-out seeds, never seen in training.
     5. How good are these labels? The judge against the synthetic truth."""
