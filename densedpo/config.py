@@ -114,6 +114,8 @@ def to_plain(cfg: Any, *, run_file: bool = False) -> dict[str, Any]:
             continue
         v = getattr(cfg, f.name)
         v = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+        if isinstance(v, Path):  # a run file is read from anywhere (`--config`, evaluate's guards): absolute
+            v = v.expanduser().resolve() if run_file else v
         out[f.name] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
     return out
 

@@ -10,6 +10,7 @@ the judge whose labels trained the policy, 6 write report.json, report.md and pl
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +48,11 @@ class EvaluateConfig:
     def check(self) -> None:
         if not self.policies:
             raise DenseDPOError("give at least one --policy NAME=FOLDER (the trained model's samples).")
-        bad = [n for n in self.policies if not n or ":" in n or n == "base"]
+        bad = [n for n in self.policies if not n or ":" in n or "/" in n or n == "base" or n.startswith("base-for-")]
         if bad:
-            raise DenseDPOError(f"--policy name {bad[0]!r}: use a short name without ':' other than 'base'.")
+            raise DenseDPOError(
+                f"--policy name {bad[0]!r}: use a short name without ':' or '/', other than 'base' and 'base-for-…'."
+            )
         if (self.vbench_python is None) != (self.vbench_cache is None):
             raise DenseDPOError("--vbench-python and --vbench-cache go together (VBench's python, its weights).")
         if self.bootstrap < 1 or self.motion_bias_probe < 0:
@@ -91,14 +94,11 @@ def evaluate(cfg: EvaluateConfig, label_cfg: LabelConfig | None, console=None, s
             }
         report["policies"][name] = entry
     if cfg.vbench_python is not None:
-        report["vbench"] = vbench_report(cfg)
+        report["vbench"], base_of = vbench_report(cfg, pairs, pairs_path)
         for name in cfg.policies:
+            base = report["vbench"][base_of[name]]
             report["policies"][name]["vbench"] = {
-                dim: {
-                    "value": score,
-                    "base": report["vbench"]["base"][dim],
-                    "diff": score - report["vbench"]["base"][dim],
-                }
+                dim: {"value": score, "base": base[dim], "diff": score - base[dim]}
                 for dim, score in report["vbench"][name].items()
             }
     # 4. The motion-bias probe.
@@ -212,14 +212,43 @@ def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, cons
     return pd.DataFrame(rows)
 
 
-def vbench_report(cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
-    """VBench's six dimensions of the base and every policy (in VBench's own environment)."""
-    from evaluation.vbench_adapter import vbench_scores
-    from generation.sample import read_samples
+def vbench_report(cfg: EvaluateConfig, pairs: pd.DataFrame, pairs_path: Path) -> tuple[dict, dict[str, str]]:
+    """VBench's six dimensions of each policy's paired samples and of the base samples they are paired with (in
+    VBench's own environment), and which base run each policy is compared with.
 
-    folders = {"base": cfg.base, **cfg.policies}
-    tables = {name: read_samples(folder) for name, folder in folders.items()}
-    return vbench_scores(folders, tables, cfg.vbench_python, cfg.vbench_cache, cfg.out / "vbench")
+    VBench scores whole folders, so each run gets a folder of links to exactly its paired samples: a base sampled
+    on more prompts than a policy, or a leftover file of a killed `sample`, never enters a difference. Policies
+    paired with the same base samples share one base run ("base"); others get "base-for-NAME"."""
+    from evaluation.vbench_adapter import DIMENSIONS, check_weights, vbench_scores
+
+    check_weights(Path(cfg.vbench_cache), list(DIMENSIONS))  # before any folder is made
+    runs: dict[str, pd.DataFrame] = {}
+    base_of: dict[str, str] = {}
+    base_sets: dict[frozenset, str] = {}
+    for name, g in pairs.groupby("policy", sort=False):
+        runs[str(name)] = g.assign(video=g["video_a"])
+        key = frozenset(g["video_b"])
+        if key not in base_sets:
+            base_sets[key] = "base" if not base_sets else f"base-for-{name}"
+            runs[base_sets[key]] = g.assign(video=g["video_b"])
+        base_of[str(name)] = base_sets[key]
+    folders, tables = {}, {}
+    for run, g in runs.items():
+        folder = cfg.out / "vbench" / "videos" / run
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        names = []
+        for rel in g["video"]:
+            target = resolve_path(pairs_path, rel)
+            link = folder / target.name
+            link.symlink_to(target)
+            names.append(link.name)
+        folders[run], tables[run] = folder, pd.DataFrame({"video": names, "prompt": list(g["prompt"])})
+    bases = set(base_sets.values())
+    order = [r for r in runs if r in bases] + [r for r in runs if r not in bases]
+    folders, tables = {r: folders[r] for r in order}, {r: tables[r] for r in order}
+    return vbench_scores(folders, tables, cfg.vbench_python, cfg.vbench_cache, cfg.out / "vbench"), base_of
 
 
 # ---------------------------------------------------------------------------------------------- probe
@@ -233,6 +262,7 @@ def frozen_copy(frames: np.ndarray, at: float) -> np.ndarray:
 
 def motion_bias_probe(cfg, label_cfg, pairs, pairs_path, console, scorer_command) -> dict:
     """Frozen copies of N base videos against the originals through the same judge (paper Table 8)."""
+    from densedpo.files import file_sha256
     from densedpo.video import probe, read_frames, write_video
 
     out = cfg.out / "probe"
@@ -241,11 +271,13 @@ def motion_bias_probe(cfg, label_cfg, pairs, pairs_path, console, scorer_command
     for r in base.itertuples(index=False):
         src = resolve_path(pairs_path, r.video_b)
         frames, fps = read_frames(src), probe(src).fps
+        digest = file_sha256(src)[:12]  # the copy is made from these bytes: the journal reuses answers only for them
         for at in PROBE_POINTS:
-            name = f"{r.prompt_id}-{r.k}-frozen{int(at * 100):02d}"
+            name = f"{digest}-frozen{int(at * 100):02d}"
             write_video(out / "videos" / f"{name}.mp4", frozen_copy(frames, at), fps)
             video = {"video_a": f"videos/{name}.mp4", "video_b": str(src)}
-            rows.append({"pair_id": name, "prompt": r.prompt, **video, "prompt_id": r.prompt_id, "frozen_at": at})
+            pair_id = f"probe:{r.prompt_id}:{r.k}:{name}"
+            rows.append({"pair_id": pair_id, "prompt": r.prompt, **video, "prompt_id": r.prompt_id, "frozen_at": at})
     probe_pairs = pd.DataFrame(rows)
     probe_path = write_table(probe_pairs, out / "pairs.parquet", PAIRS)
     labels = _judge(label_cfg, probe_path, out / "labels.parquet", console, scorer_command)
@@ -274,9 +306,9 @@ def training_judges(lora: str | None) -> set[str]:
         run_file = run / "train.run.yaml"
         if run_file.is_file():
             labels = (yaml.safe_load(run_file.read_text()) or {}).get("labels")
-            path = Path(labels) if labels else None
+            path = Path(labels).expanduser() if labels else None
             if path is not None and not path.is_absolute():
-                path = Path.cwd() / path
+                path = run / path  # run files hold absolute paths; a hand-written one, relative to itself
             if path is None or not path.is_file():
                 return set()
             table = read_table(path, LABELS)
@@ -288,7 +320,9 @@ def training_judges(lora: str | None) -> set[str]:
 
 
 def _model_name(model: str) -> str:
-    return Path(str(model)).name if str(model).startswith("/") else str(model)
+    """A judge model's identity for comparison: the last part of its path or hub id (`/models/X`, `Qwen/X` and `X`
+    are one model; what a vLLM server serves is named by its folder)."""
+    return str(model).rstrip("/").rsplit("/", 1)[-1]
 
 
 def self_preference(pairs: pd.DataFrame, labels: pd.DataFrame) -> list[str]:

@@ -11,11 +11,19 @@ import pandas as pd
 from densedpo.stats import Counts, bootstrap, per_cluster, ratio
 from labeler.aggregate import clip_preference, decided
 
+FAILED_STATUSES = ("request_error", "parse_error")  # no answer came back: not a verdict of any kind
+
 
 def preference_figures(labels: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     """One judge's rows of one policy's pairs (video_a = policy) -> segment win/tie/loss rates, net win (win -
-    loss), net win by segment index, clip net win (majority vote per sample); each {"value", "ci"}."""
+    loss), net win by segment index, clip net win (majority vote per sample); each {"value", "ci"}.
+
+    Segments the judge could not answer (request or parse errors) are no verdict, not a tie: they are counted
+    apart (`failed_segments`) and left out of every rate, the clip votes and the sample-size hints."""
     m = labels.merge(pairs[["pair_id", "prompt_id"]], on="pair_id")
+    failed = m["status"].isin(FAILED_STATUSES)
+    n_failed, n_all = int(failed.sum()), int(len(m))
+    m = m[~failed]
     win = decided(m) & m["preference"].eq("a")
     loss = decided(m) & m["preference"].eq("b")
     prompt = m["prompt_id"]
@@ -49,6 +57,7 @@ def preference_figures(labels: pd.DataFrame, pairs: pd.DataFrame, n_boot: int = 
     figs = bootstrap(counts, figures, n_boot, seed, interval="ci")
     figs["net_win_by_segment"] = [figs.pop(f"net_win_segment_{i}") for i in range(n_seg)]
     figs["segments"] = int(len(m))
+    figs["failed_segments"] = {"count": n_failed, "rate": n_failed / n_all if n_all else 0.0}
     figs["prompts"] = int(m["prompt_id"].nunique())
     return figs
 

@@ -26,6 +26,9 @@ def rows(report: dict) -> list[tuple[str, str, str, str]]:
             out += [(name, judge, f, fmt(figs[f])) for f in PREFERENCE]
             by_seg = " ".join(fmt(x).split(" ")[0] for x in figs["net_win_by_segment"])
             out.append((name, judge, "net_win_by_segment", by_seg))
+            failed = figs.get("failed_segments")
+            if failed and failed["count"]:
+                out.append((name, judge, "failed_segments (left out)", f"{failed['count']} ({failed['rate']:.1%})"))
         out += [(name, "", f, fmt(p[f])) for f in MOTION]
         by_seg = " ".join(fmt(x).split(" ")[0] for x in p.get("motion_diff_by_segment", []))
         out.append((name, "", "motion_diff_by_segment", by_seg))

@@ -83,6 +83,22 @@ class SampleConfig:
             )
         parse_shard(self.shard)
 
+    def run_settings(self) -> dict:
+        """What else changes a sample: its seed rule, mode and noise levels, where its prompts come from, and the
+        file-name scheme. Every finished row of a folder must carry the same (check_same_run)."""
+        prompts = (
+            self.prompts if self.prompts in PROMPT_SETS or self.prompts is None else str(Path(self.prompts).resolve())
+        )
+        return {
+            "run_seed": self.seed,
+            "mode": self.mode,
+            "eta_min": self.eta_min if self.mode == "sdedit" else None,
+            "eta_max": self.eta_max if self.mode == "sdedit" else None,
+            "offset_s": self.offset_s if self.mode == "sdedit" else None,
+            "prompt_source": str(Path(self.sources).resolve()) if self.mode == "sdedit" else prompts,
+            "name_scheme": NAME_SCHEME,
+        }
+
     def settings(self) -> dict:
         """What must match between two sample folders for `evaluate` to compare them."""
         return {
@@ -104,8 +120,17 @@ def sample_seed(seed: int, prompt_id: str, k: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}:{k}".encode()).digest()[:4], "big") % 2**31
 
 
-def safe_name(prompt_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", str(prompt_id))[:80] or "_"
+NAME_SCHEME = 2  # sample_name's rule; rows written under another (v1 cut ids at 80 characters) are refused
+
+
+def sample_name(prompt_id: str) -> str:
+    """A file-name stem unique per prompt_id: the id itself when it is short and plain, else its plain characters
+    (cut at 60) + '~' + 10 hex digits of its SHA-256. Plain ids never hold '~', so two ids never share a stem."""
+    text = str(prompt_id)
+    plain = re.sub(r"[^A-Za-z0-9_-]", "_", text)[:60]
+    if plain == text and text:
+        return text
+    return f"{plain}~{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def load_prompts_of(cfg: SampleConfig) -> pd.DataFrame:
@@ -184,7 +209,7 @@ def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list
 
 
 def _row_path(out: Path, prompt_id: str, k: int) -> Path:
-    return out / "rows" / f"{safe_name(prompt_id)}-{k}.json"
+    return out / "rows" / f"{sample_name(prompt_id)}-{k}.json"
 
 
 def lora_digest(lora: Path | None) -> str | None:
@@ -207,10 +232,14 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
         start = nearest_sigma_index(sigmas, eta, cfg.eta_min, cfg.eta_max)
         noise = sampler.noise(seeds, sampler.latent_shape())
         x0 = sampler.encode_video(load_clip(Path(task.video), cfg, task.start_s, task.end_s))
-        x, extra = (
-            noise_to_level(x0.expand_as(noise), noise, sigmas[start]),
-            {"strength": eta, "start_sigma": sigmas[start]},
-        )
+        x = noise_to_level(x0.expand_as(noise), noise, sigmas[start])
+        extra = {
+            "strength": eta,
+            "start_sigma": sigmas[start],
+            "source_sha256": file_sha256(task.video),  # evaluate pairs only samples of the same clip and span
+            "start_s": task.start_s,
+            "end_s": task.end_s,
+        }
     else:
         seeds = [sample_seed(cfg.seed, task.prompt_id, k) for k in task.ks]
         x, start, extra = sampler.noise(seeds, sampler.latent_shape()), 0, {}
@@ -218,7 +247,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
     videos = sampler.decode(latents)
     rows = []
     for k, seed, video, z in zip(task.ks, seeds, videos, latents):
-        name = f"{safe_name(task.prompt_id)}-{k}"
+        name = f"{sample_name(task.prompt_id)}-{k}"
         write_video(cfg.out / f"{name}.mp4", video, cfg.fps)
         rel_latents = None
         if cfg.save_latents:
@@ -235,6 +264,7 @@ def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha
                 "lora": str(Path(cfg.lora).resolve()) if cfg.lora is not None else None,
                 "lora_sha256": lora_sha,
                 **cfg.settings(),
+                **cfg.run_settings(),
                 "latents": rel_latents,
                 **extra,
             }
@@ -301,23 +331,31 @@ def sample(cfg: SampleConfig, console=None, progress: bool = True) -> SampleResu
 def check_same_run(cfg: SampleConfig, lora_sha: str | None) -> None:
     """Refuse to resume into a folder whose samples came from another model, LoRA (by content) or settings: the
     finished samples would be skipped and the folder would mix two models."""
-    done = sorted((cfg.out / "rows").glob("*.json"))
-    if not done:
-        return
-    row = json.loads(done[0].read_text())
-    now = {"model_id": model_id(cfg.model), "lora_sha256": lora_sha, **cfg.settings()}
-    for key, value in now.items():
-        if row.get(key) != value:
+    now = {"model_id": model_id(cfg.model), "lora_sha256": lora_sha, **cfg.settings(), **cfg.run_settings()}
+    for path in sorted((cfg.out / "rows").glob("*.json")):
+        row = json.loads(path.read_text())
+        if row.get("name_scheme") != NAME_SCHEME:
             raise DenseDPOError(
-                f"--out {cfg.out} holds samples with {key} {row.get(key)!r}, this run has {value!r}: choose another "
-                "--out (or delete that folder to start over)."
+                f"--out {cfg.out} was written by an older densedpo (sample {path.name}: its file names may collide); "
+                "choose another --out, or delete that folder to sample it again."
             )
+        for key, value in now.items():
+            if row.get(key) != value:
+                raise DenseDPOError(
+                    f"--out {cfg.out} holds samples with {key} {row.get(key)!r}, this run has {value!r} (sample "
+                    f"{path.stem}): choose another --out (or delete that folder to start over)."
+                )
+
+
+def samples_table_path(folder: Path) -> Path:
+    """A sample folder's table: samples.parquet inside it, or the path itself when it names the table."""
+    path = Path(folder)
+    return path / "samples.parquet" if path.is_dir() else path
 
 
 def read_samples(folder: Path) -> pd.DataFrame:
     """A sample folder's table (samples.parquet inside it, or the table's own path)."""
-    path = Path(folder)
-    path = path / "samples.parquet" if path.is_dir() else path
+    path = samples_table_path(folder)
     if not path.is_file():
         raise DenseDPOError(f"{folder} holds no samples.parquet: run `densedpo sample --out {folder}` first.")
     return read_table(path, SAMPLES)

@@ -71,7 +71,10 @@ def agreed_answer(df: pd.DataFrame) -> pd.Series:
     ab, ba = order_answers(df)
     pref_ab, pref_ba = _position_to_pref(ab, "a"), _position_to_pref(ba, "b")
     agreed = pref_ab.where(pref_ab.eq(pref_ba) & pref_ab.notna(), None).astype(object)
-    without_orders = ab.isna() & ba.isna() & df["order_agreement"].ne(False) & df["confidence"].notna()
+    # order_agreement is a nullable bool: read from disk it is pandas' `boolean`, where `NA != False` is NA, not
+    # True. Ask "is it False?" and call NA "no": a scorer's or a jury's null agreement keeps its row.
+    disagreed = df["order_agreement"].eq(False).fillna(False).astype(bool)
+    without_orders = ab.isna() & ba.isna() & ~disagreed & df["confidence"].notna()
     ok = without_orders & df["status"].eq("ok") & df["preference"].isin(CLASSES)
     agreed.loc[ok] = df.loc[ok, "preference"]
     low = without_orders & df["status"].eq("low_confidence")

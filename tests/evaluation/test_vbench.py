@@ -29,6 +29,8 @@ STAND_IN = textwrap.dedent("""
             assert os.environ["VBENCH_CACHE_DIR"] and os.path.isdir(os.environ["VBENCH_CACHE_DIR"])
             assert "PYTHONPATH" not in os.environ
             assert isinstance(prompt_list, dict) and prompt_list, prompt_list
+            # VBench's custom input: every file of the folder is a video it scores, and must have a prompt
+            assert sorted(os.listdir(videos_path)) == sorted(prompt_list), (os.listdir(videos_path), prompt_list)
             for file_name, prompt in prompt_list.items():
                 assert os.sep not in file_name and os.path.isfile(os.path.join(videos_path, file_name)), file_name
                 assert isinstance(prompt, str) and prompt
@@ -90,3 +92,28 @@ def test_a_missing_weight_file_is_named_and_nothing_runs(vbench_python, tmp_path
     with pytest.raises(DenseDPOError, match=r"lacks amt_model/amt-s\.pth \(VBench's motion_smoothness\)"):
         evaluate(cfg, None)
     assert not (tmp_path / "eval" / "vbench").exists()
+
+
+def test_vbench_scores_exactly_the_paired_samples(vbench_python, tmp_path):
+    """A base sampled on more prompts than the policy, and a leftover temporary file of a killed `sample` in the
+    base folder: VBench sees only the samples that are paired, the same prompts on both sides."""
+    prompts = {"p0": "a cat", "p1": "a dog", "p2": "a bird"}
+    base = sample_folder(tmp_path / "base", {(p, 0): moving(17) for p in prompts}, prompts, fps=16.0)
+    (base / "p2-1.mp4.tmp").write_bytes(b"half a video")
+    some = {p: prompts[p] for p in ("p0", "p1")}
+    policy = sample_folder(tmp_path / "policy", {(p, 0): moving(17, seed=3) for p in some}, some, fps=16.0)
+    cache = full_cache(tmp_path / "cache")
+    cfg = EvaluateConfig(
+        base=base,
+        policies={"dense": policy},
+        out=tmp_path / "eval",
+        judge=False,
+        bootstrap=20,
+        vbench_python=vbench_python,
+        vbench_cache=cache,
+    )
+    report = evaluate(cfg, None).report
+    assert report["policies"]["dense"]["vbench"]["dynamic_degree"]["base"] == 0.5
+    for run in ("base", "dense"):
+        job = json.loads((tmp_path / "eval" / "vbench" / run / "job.json").read_text())
+        assert job["prompts"] == {"p0-0.mp4": "a cat", "p1-0.mp4": "a dog"}, run
