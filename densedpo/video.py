@@ -77,6 +77,18 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(num_frames=n, fps=fps, height=h, width=w)
 
 
+def count_frames(path: str | Path) -> int:
+    """The frames a video really decodes to (its container's count can be an estimate: webm, mkv)."""
+    cap = _open(path)
+    try:
+        n = 0
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
 def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> np.ndarray:
     """Decode frames (all, or the given increasing indices) as RGB uint8, shape (T, H, W, 3).
 

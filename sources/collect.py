@@ -6,7 +6,7 @@ timestamp) are read without flags."""
 from __future__ import annotations
 
 import ast
-import json
+import hashlib
 import re
 from pathlib import Path
 
@@ -31,17 +31,33 @@ def collect(source: Path, video_column: str | None = None, caption_column: str |
     return from_manifest(source, video_column, caption_column)
 
 
+def unique_ids(ids: list[str], keys: list[str]) -> list[str]:
+    """Source ids unique by construction: an id that several candidates would share (`clip.mp4` and `clip.mov`,
+    `a/b.mp4` and `a-b.mp4`) gets '~' and 8 hex digits of its candidate's own key (its path, its manifest row).
+    safe_id never writes '~', so a suffixed id cannot meet a plain one."""
+    twice = {i for i in ids if ids.count(i) > 1} if len(set(ids)) < len(ids) else set()
+    out = [f"{i}~{hashlib.sha256(k.encode()).hexdigest()[:8]}" if i in twice else i for i, k in zip(ids, keys)]
+    if len(set(out)) < len(out):  # two candidates with one key: the same file and span listed twice
+        dup = next(i for i in out if out.count(i) > 1)
+        out = [f"{i}~{n}" if i == dup else i for n, i in enumerate(out)]
+    return out
+
+
 def from_folder(folder: Path) -> pd.DataFrame:
     """Videos under `folder` (recursively, sorted), each with the caption of a same-named .txt beside it."""
-    rows = []
+    rows, keys = [], []
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
         sidecar = video.with_suffix(".txt")
         caption = sidecar.read_text(errors="replace").strip() if sidecar.exists() else None
-        rel = video.relative_to(folder).with_suffix("")
-        rows.append((safe_id(str(rel)), str(video.resolve()), caption or None, "sidecar" if caption else None))
+        rel = video.relative_to(folder)
+        rows.append(
+            (safe_id(str(rel.with_suffix(""))), str(video.resolve()), caption or None, "sidecar" if caption else None)
+        )
+        keys.append(rel.as_posix())
     if not rows:
         raise DenseDPOError(f"--from {folder} holds no video ({', '.join(VIDEO_EXTENSIONS)}); point it at the clips.")
     df = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS[:4])
+    df["source_id"] = unique_ids(list(df["source_id"]), keys)
     return df.assign(start_s=None, end_s=None)
 
 
@@ -81,14 +97,21 @@ def from_manifest(path: Path, video_column: str | None, caption_column: str | No
             f"(it has {', '.join(map(str, df.columns))})."
         )
     ccol = pick_column(df, caption_column, CAPTION_COLUMNS, "--caption-column", path)
-    rows = []
+    # Only a column whose every cell is a list (Panda-70M's timestamp and caption lists) is read as lists: a
+    # caption that starts with '[' ("[Music] a man plays guitar") is text.
+    lists = {c for c in (ccol, "timestamp") if c in df.columns and is_list_column(df[c])}
+    rows, keys = [], []
     for i, row in enumerate(df.to_dict("records")):
         value = row[vcol]
         if not isinstance(value, str) or not value.strip():
             raise DenseDPOError(f"{path} row {i}: column {vcol} is empty; every row needs a video.")
         video = locate(path.parent, value.strip())
-        captions = as_list(row.get(ccol)) if ccol else [None]
-        spans = [parse_span(s) for s in as_list(row["timestamp"])] if "timestamp" in row else [(None, None)]
+        captions = as_list(row.get(ccol), ccol in lists) if ccol else [None]
+        spans = (
+            timestamp_spans(row["timestamp"], "timestamp" in lists, f"{path} row {i}")
+            if "timestamp" in row
+            else [(None, None)]
+        )
         if len(spans) > 1 and len(captions) not in (1, len(spans)):
             raise DenseDPOError(f"{path} row {i}: {len(spans)} timestamps but {len(captions)} captions.")
         base = safe_id(Path(value).with_suffix("").as_posix() if Path(value).suffix else value)
@@ -97,7 +120,10 @@ def from_manifest(path: Path, video_column: str | None, caption_column: str | No
             caption = str(caption).strip() if caption is not None and str(caption).strip() else None
             sid = f"{base}-{k}" if len(spans) > 1 else base
             rows.append((sid, str(video), caption, "manifest" if caption else None, start, end))
-    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+            keys.append(f"{value}|{start}|{end}")
+    out = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    out["source_id"] = unique_ids(list(out["source_id"]), keys)
+    return out
 
 
 def locate(folder: Path, value: str) -> Path:
@@ -112,16 +138,41 @@ def locate(folder: Path, value: str) -> Path:
     return p.resolve() if p.exists() else p
 
 
-def as_list(value) -> list:
-    """A cell that may hold a list (or its text, as Panda-70M's CSV stores them) as a list; a scalar as [value]."""
-    if isinstance(value, str) and value.strip().startswith("["):
+def _literal_list(value):
+    """The list a cell holds (a list, an array, or its text as Panda-70M's CSV stores it), else None."""
+    if isinstance(value, str):
         try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            value = json.loads(value)
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
         return list(value.tolist() if hasattr(value, "tolist") else value)
+    return None
+
+
+def is_list_column(column: pd.Series) -> bool:
+    """Every non-empty cell of the column holds a list."""
+    cells = [v for v in column if not (v is None or (isinstance(v, float) and v != v))]
+    return bool(cells) and all(_literal_list(v) is not None for v in cells)
+
+
+def as_list(value, is_list: bool = False) -> list:
+    """A cell of a list column as its list; any other cell as [value] (text stays text, brackets and all)."""
+    if is_list:
+        return _literal_list(value) or [None]
     return [None if value is None or (isinstance(value, float) and value != value) else value]
+
+
+def timestamp_spans(value, is_list: bool, where: str) -> list[tuple[float | None, float | None]]:
+    """A timestamp cell as spans: a list of [start, end] pairs (one clip each), or one flat [start, end] pair."""
+    if not is_list:
+        if value is None or (isinstance(value, float) and value != value):
+            return [(None, None)]
+        raise DenseDPOError(f"{where}: timestamp {value!r} is not a list; write [start, end] or [[start, end], ...].")
+    spans = as_list(value, True)
+    if spans and not any(hasattr(s, "__len__") and not isinstance(s, str) for s in spans):
+        return [parse_span(spans)]  # ['13', '45']: one clip, not two of one character each
+    return [parse_span(s) for s in spans]
 
 
 def parse_span(span) -> tuple[float | None, float | None]:

@@ -95,14 +95,20 @@ def run_sources(cfg: SourcesConfig, console=None, progress: bool = True) -> Sour
     if cfg.split_scenes:
         candidates = split_into_scenes(candidates, cfg.scene_threshold, cfg.min_scene_seconds)
 
-    # 2. Probe and filter, one clip at a time.
-    rows, seen = [], {}
+    twice = candidates["source_id"][candidates["source_id"].duplicated()]
+    if len(twice):  # collect makes ids unique; a split or a future reader must not break that (the VLM journal)
+        raise DenseDPOError(f"--from {cfg.from_path}: source id {twice.iloc[0]!r} names two clips; report this bug.")
+
+    # 2. Probe and filter, one clip at a time; then one clip of each content (a captioned copy first).
+    rows = []
     with progress_bar(console, "clips", progress) as bar:
         task = bar.add_task("probing", total=len(candidates))
         for clip in candidates.to_dict("records"):
-            rows.append(measure(clip, cfg, seen))
+            rows.append(measure(clip, cfg))
             bar.advance(task)
     report = pd.DataFrame(rows)
+    if cfg.dedupe:
+        report = drop_duplicates(report)
     if cfg.asks_vlm:  # 2b. Captions for clips without one, then the yes/no filter, through the VLM.
         report = ask_vlm(report, cfg, console, progress)
 
@@ -121,13 +127,29 @@ def run_sources(cfg: SourcesConfig, console=None, progress: bool = True) -> Sour
     return SourcesResult(kept, report, cfg.out, counts)
 
 
-def measure(clip: dict, cfg: SourcesConfig, seen: dict[str, str]) -> dict:
-    """One candidate's report row: what was measured, and the reason it is dropped (None: kept)."""
-    from densedpo.video import probe
+def drop_duplicates(report: pd.DataFrame) -> pd.DataFrame:
+    """Of clips with the same content (digest) that would be kept or captioned, keep one: the first with a
+    caption, else the first; the others are dropped as duplicates of it. Deciding after every check means a
+    captioned copy is never dropped for an uncaptioned one that is itself dropped later."""
+    report = report.copy()
+    alive = report["digest"].notna() & (report["reason"].isna() | report["reason"].eq("no_caption"))
+    for _, g in report[alive].groupby("digest", sort=False):
+        if len(g) < 2:
+            continue
+        keep = g.index[g["reason"].isna()][0] if g["reason"].isna().any() else g.index[0]
+        for i in g.index.drop(keep):
+            report.loc[i, ["reason", "detail"]] = ["duplicate", f"same content as {report.at[keep, 'source_id']}"]
+    return report
+
+
+def measure(clip: dict, cfg: SourcesConfig, info=None, note: str = "") -> dict:
+    """One candidate's report row: what was measured, and the reason it is dropped (None: kept). `info` overrides
+    the probe (a container that over-reports its frames is measured again with the frames it decodes)."""
+    from densedpo.video import VideoInfo, count_frames, probe
 
     row = {**clip, "duration_s": None, "fps": None, "height": None, "width": None, "motion": None, "digest": None}
     try:
-        info = probe(clip["video"])
+        info = info or probe(clip["video"])
     except DenseDPOError as e:
         return {**row, "reason": "unreadable", "detail": str(e)}
     start = 0.0 if pd.isna(clip["start_s"]) else float(clip["start_s"])
@@ -140,12 +162,17 @@ def measure(clip: dict, cfg: SourcesConfig, seen: dict[str, str]) -> dict:
     )
     for reason, failed, detail in checks:
         if failed:
-            return {**row, "reason": reason, "detail": detail}
+            return {**row, "reason": reason, "detail": detail + note}
     row["digest"] = content_digest(Path(clip["video"]), None if pd.isna(clip["start_s"]) else start, end)
-    if cfg.dedupe and row["digest"] in seen:
-        return {**row, "reason": "duplicate", "detail": f"same content as {seen[row['digest']]}"}
-    seen.setdefault(row["digest"], clip["source_id"])
-    row["motion"] = round(clip_motion(Path(clip["video"]), info.fps, info.num_frames, start, end), 4)
+    try:
+        row["motion"] = round(clip_motion(Path(clip["video"]), info.fps, info.num_frames, start, end), 4)
+    except DenseDPOError as e:
+        decoded = count_frames(clip["video"])
+        if note or decoded >= info.num_frames:
+            return {**row, "reason": "unreadable", "detail": str(e)}
+        # webm/mkv state no frame count; OpenCV estimates it from the duration, which can overshoot
+        note = f" (the container says {info.num_frames} frames, {decoded} decode)"
+        return measure(clip, cfg, VideoInfo(decoded, info.fps, info.height, info.width), note)
     if cfg.min_motion is not None and row["motion"] < cfg.min_motion:
         return {
             **row,
@@ -153,8 +180,8 @@ def measure(clip: dict, cfg: SourcesConfig, seen: dict[str, str]) -> dict:
             "detail": f"motion {row['motion']:.3f} < --min-motion {cfg.min_motion:g}",
         }
     if not has_text(clip["caption"]):
-        return {**row, "reason": "no_caption", "detail": "no caption (a sidecar .txt or a manifest column)"}
-    return {**row, "reason": None, "detail": None}
+        return {**row, "reason": "no_caption", "detail": "no caption (a sidecar .txt or a manifest column)" + note}
+    return {**row, "reason": None, "detail": note.strip(" ()") or None}
 
 
 def vlm_journal(out: Path) -> Path:
@@ -177,7 +204,7 @@ def ask_vlm(report: pd.DataFrame, cfg: SourcesConfig, console, progress: bool) -
             rows = report.index[report["reason"].eq("no_caption")]
             answers = asyncio.run(_ask(report, rows, prompt, urls, cfg, console, progress, "captions"))
             for i in rows:
-                a = answers[f"{prompt.key}:{report.at[i, 'source_id']}"]
+                a = answers[i]
                 if a["answer"]:
                     report.loc[i, ["caption", "caption_source", "reason", "detail"]] = [a["answer"], "vlm", None, None]
                 else:
@@ -187,7 +214,7 @@ def ask_vlm(report: pd.DataFrame, cfg: SourcesConfig, console, progress: bool) -
             rows = report.index[report["reason"].isna()]
             answers = asyncio.run(_ask(report, rows, prompt, urls, cfg, console, progress, "filter"))
             for i in rows:
-                a = answers[f"{prompt.key}:{report.at[i, 'source_id']}"]
+                a = answers[i]
                 report.loc[i, ["filter_answer", "filter_p", "filter_prompt"]] = [a["answer"], a["p"], prompt.key]
                 if a["p"] is None or a["p"] < cfg.min_filter_p:
                     why = (
@@ -209,23 +236,27 @@ def start_vlm(cfg: SourcesConfig, stack, console) -> str:
 
 
 async def _ask(report, rows, prompt, urls, cfg, console, progress, what) -> dict:
+    """{report row: answer} for the given rows, through the journal (sources/vlm.py: ask_all)."""
     from labeler.client import ServerPool
     from labeler.judges import JudgeSpec
     from labeler.judges.chat import resolve_model
     from sources.vlm import Question, ask_all
 
-    questions = []
-    for r in report.loc[rows].itertuples():
-        start = 0.0 if pd.isna(r.start_s) else float(r.start_s)
-        caption = r.caption if has_text(r.caption) else None
-        questions.append(Question(r.source_id, prompt, r.video, r.fps, start, start + r.duration_s, caption))
     spec = JudgeSpec(model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env)
     async with ServerPool(urls, api_key=spec.api_key(), openai_base=cfg.api == "openai") as pool:
         model = await resolve_model(pool, spec)
+        questions = {}
+        for i, r in zip(rows, report.loc[rows].itertuples()):
+            start = 0.0 if pd.isna(r.start_s) else float(r.start_s)
+            caption = r.caption if has_text(r.caption) else None
+            end = start + r.duration_s
+            questions[i] = Question(r.source_id, prompt, r.video, r.fps, start, end, caption, r.digest, model)
         with progress_bar(console, "clips", progress) as bar:
             task = bar.add_task(what, total=len(questions))
             journal = vlm_journal(cfg.out)
-            return await ask_all(questions, pool, model, journal, cfg.concurrency, lambda: bar.advance(task), cfg.api)
+            advance = lambda: bar.advance(task)  # noqa: E731
+            answers = await ask_all(list(questions.values()), pool, model, journal, cfg.concurrency, advance, cfg.api)
+        return {i: answers[q.key] for i, q in questions.items()}
 
 
 def has_text(value) -> bool:

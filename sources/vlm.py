@@ -138,10 +138,16 @@ class Question:
     start_s: float
     end_s: float
     caption: str | None
+    digest: str = ""  # the clip's content digest (bytes and span)
+    model: str = ""  # the model that answers
 
     @property
     def key(self) -> str:
-        return f"{self.prompt.key}:{self.source_id}"
+        """The journal's key: the prompt's content, the clip's id and bytes, the caption shown and the model. An
+        answer is reused only for the same question to the same model (another --model, another folder with the
+        same ids, or a new caption asks again)."""
+        asked = hashlib.sha256(f"{self.model}\n{self.caption}\n{self.digest}".encode()).hexdigest()[:12]
+        return f"{self.prompt.key}:{self.source_id}:{asked}"
 
 
 async def ask_all(

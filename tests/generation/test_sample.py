@@ -190,3 +190,39 @@ def test_resuming_into_a_folder_of_another_lora_or_settings_is_refused(tiny_wan,
         run(prompts, tiny_wan, tmp_path / "s", lora=zero_lora(tiny_wan, tmp_path / "lora"))
     with pytest.raises(DenseDPOError, match=r"holds samples with num_inference_steps 4, this run has 5"):
         run(prompts, tiny_wan, tmp_path / "s", steps=5)
+
+
+def test_long_and_dotted_prompt_ids_get_distinct_files(tiny_wan, tmp_path):
+    """OpenVid-style ids share a long prefix, and `a.b` / `a_b` once mapped to one name: every sample keeps its own
+    file, and a plain id keeps its own name."""
+    from generation.sample import sample_name
+
+    long = "openvid_" + "x" * 90
+    ids = [f"{long}_clip1", f"{long}_clip2", "a.b", "a_b"]
+    table = pd.DataFrame({"prompt_id": ids, "prompt": ["p one", "p two", "p three", "p four"]})
+    table.to_parquet(tmp_path / "prompts.parquet")
+    df = run(tmp_path / "prompts.parquet", tiny_wan, tmp_path / "s")
+    assert len(df) == 4 and df["video"].nunique() == 4
+    assert sorted(df["prompt_id"]) == sorted(ids)
+    assert sample_name("a_b") == "a_b" and sample_name("a.b") != "a_b"
+    assert len({sample_name(i) for i in ids}) == 4
+
+
+def test_resume_checks_every_row_and_the_seed(tiny_wan, prompts, tmp_path):
+    """The resume check reads every finished row (not the first) and the settings that change a sample: --seed."""
+    import json
+
+    from densedpo.errors import DenseDPOError
+
+    run(prompts, tiny_wan, tmp_path / "s", max_prompts=2)
+    with pytest.raises(DenseDPOError, match=r"holds samples with run_seed 0, this run has 5"):
+        run(prompts, tiny_wan, tmp_path / "s", seed=5)
+    rows = sorted((tmp_path / "s" / "rows").glob("*.json"))
+    last = json.loads(rows[-1].read_text())
+    rows[-1].write_text(json.dumps({**last, "mode": "sdedit"}))  # a row of another mode, not the first one
+    with pytest.raises(DenseDPOError, match=r"holds samples with mode 'sdedit', this run has 't2v'"):
+        run(prompts, tiny_wan, tmp_path / "s")
+    old = {k: v for k, v in last.items() if k != "name_scheme"}
+    rows[-1].write_text(json.dumps(old))
+    with pytest.raises(DenseDPOError, match=r"written by an older densedpo"):
+        run(prompts, tiny_wan, tmp_path / "s")
