@@ -28,6 +28,7 @@ TREE = textwrap.dedent("""
         os.setsid(); stubborn()
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         time.sleep(600)
+    time.sleep(float(os.environ.get("STARTUP_DELAY_S", "0")))  # a server still loading
     core = subprocess.Popen([sys.executable, __file__, "core"])
     open(os.environ["READY_FILE"], "w").write(str(core.pid))
     time.sleep(600)
@@ -107,3 +108,58 @@ def test_a_server_that_exits_is_seen_and_its_orphans_go(tmp_path):
     with supervised([sys.executable, str(script)], log_path=Path(tmp_path / "log"), env=env, grace_s=1.0) as proc:
         assert proc.wait(timeout=30) == 3  # the supervisor exits with the server's code, its orphan killed
         assert marked(mark) == []
+
+
+def supervisor_of(mark: str) -> int | None:
+    for pid in marked(mark):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"-m\0densedpo.supervise\0" in f.read():
+                return pid
+    return None
+
+
+@pytest.mark.parametrize("moment", ["startup", "running"])
+@pytest.mark.parametrize("victim", ["supervisor", "owner", "both"])
+def test_sigkill_of_the_supervisor_the_owner_or_both_leaves_nothing(tmp_path, victim, moment):
+    """SIGKILL the supervisor itself, the owner, or both at once, while the server is still starting (it has not
+    started its engine core yet) or once the whole tree runs: no process of the tree is left."""
+    mark = uuid.uuid4().hex
+    (tmp_path / "tree.py").write_text(TREE)
+    ready = tmp_path / "ready"
+    env = {**os.environ, "DENSEDPO_TEST_MARK": mark, "READY_FILE": str(ready), "STARTUP_DELAY_S": "1.5"}
+    args = [sys.executable, "-c", OWNER, str(tmp_path / "tree.py"), str(tmp_path / "log"), "sleep", str(ready)]
+    owner = subprocess.Popen(args, cwd=REPO, env=env)
+    deadline = time.monotonic() + 30
+    want = 3 if moment == "startup" else 5  # owner, supervisor, server (+ core, worker once running)
+    while (len(marked(mark)) < want or supervisor_of(mark) is None) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    supervisor = supervisor_of(mark)
+    assert supervisor is not None and len(marked(mark)) >= want
+    if moment == "startup":
+        assert not ready.exists()  # the engine core is not started yet
+    if victim in ("supervisor", "both"):
+        os.kill(supervisor, signal.SIGKILL)
+    if victim in ("owner", "both"):
+        owner.kill()
+    if victim == "supervisor":  # the owner lives on; everything else goes
+        deadline = time.monotonic() + 60
+        while set(marked(mark)) - {owner.pid} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = set(marked(mark)) - {owner.pid}
+        owner.kill()
+        assert left == set(), "the server's tree outlived its supervisor"
+    owner.wait()
+    assert wait_gone(mark, timeout_s=60) == [], "processes outlived the owner and the supervisor"
+
+
+def test_a_failed_start_leaks_no_pipe(tmp_path):
+    """Popen raising (here: an environment value that is not text) closes every pipe end it had opened."""
+    from pathlib import Path
+
+    from densedpo.supervise import supervised
+
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(TypeError):
+        with supervised([sys.executable, "-c", "pass"], log_path=Path(tmp_path / "log"), env={"BAD": 1}):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
