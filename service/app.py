@@ -8,17 +8,20 @@ This file assembles the HTTP API: one error shape, the upload limit, the token, 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import io
 import json
 import secrets
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -26,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from densedpo.errors import DenseDPOError
-from densedpo.tables import LABELS, validate
+from densedpo.tables import LABELS, PAIRS, validate, write_table
 from labeler.prompts import DEFAULT_PROMPT, available_prompts
 from service.auth import TokenGate, bearer_auth, load_token
 from service.config import ServiceConfig, db_lock
@@ -44,6 +47,7 @@ MAX_SAMPLE_FPS = 60.0
 PROMPT_NAMES = available_prompts()
 PROMPT_NAME = r"^[A-Za-z0-9_.-]{1,100}$"  # and never a path
 PARQUET = "application/vnd.apache.parquet"
+SUBMISSION_CHECKS = 2  # submissions checked at once (each probes every video of its table with 4 threads)
 
 
 class Error(BaseModel):
@@ -96,6 +100,7 @@ class Service:
     metrics: Metrics
     jobs_root: Path
     data_root: Path
+    checks: ThreadPoolExecutor  # submissions are checked here, never in the pool that answers other requests
 
     @property
     def max_bytes(self) -> int:
@@ -114,13 +119,15 @@ def create_app(cfg: ServiceConfig, servers: list[str]) -> FastAPI:
     metrics = Metrics(store)
     scheduler = Scheduler(cfg, store, servers, metrics)
     jobs_root = cfg.db.resolve().parent / (cfg.db.stem + "-jobs")
-    service = Service(cfg, store, scheduler, metrics, jobs_root, cfg.data_root.resolve())
+    checks = ThreadPoolExecutor(max_workers=SUBMISSION_CHECKS, thread_name_prefix="submission-check")
+    service = Service(cfg, store, scheduler, metrics, jobs_root, cfg.data_root.resolve(), checks)
 
     @asynccontextmanager
     async def lifespan(app):
         scheduler.start()
         yield
         scheduler.stop()
+        service.checks.shutdown(wait=True, cancel_futures=True)
         store.close()
 
     app = FastAPI(
@@ -140,7 +147,8 @@ def create_app(cfg: ServiceConfig, servers: list[str]) -> FastAPI:
     return app
 
 
-def healthz() -> dict[str, bool]:
+async def healthz() -> dict[str, bool]:
+    """On the event loop: no thread pool, so no amount of work queued in one can delay it."""
     return {"ok": True}
 
 
@@ -166,14 +174,37 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc.detail)}, exc.status_code, headers=headers)
 
 
+class BodyLimit:
+    """Refuses a body over the limit before the form is parsed and spooled to disk: a declared Content-Length at
+    once, a chunked body as soon as the bytes read pass the limit (reading stops there)."""
+
+    def __init__(self, app, max_bytes: int, detail: str):
+        self.app, self.max_bytes, self.detail = app, max_bytes, detail
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"").decode()
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"detail": self.detail}, 413)(scope, receive, send)
+        read = 0
+
+        async def counted():
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.max_bytes:  # FastAPI passes an HTTPException from the form parser through as is
+                    raise StarletteHTTPException(413, self.detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def install_body_limit(app: FastAPI, service: Service) -> None:
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        # Before the form is parsed (and spooled to disk): a declared length over the limit is refused at once.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > service.max_bytes + 64 * 1024:  # room for the form's other fields
-            return JSONResponse({"detail": f"upload larger than --max-upload-mb {service.cfg.max_upload_mb:g}"}, 413)
-        return await call_next(request)
+    detail = f"upload larger than --max-upload-mb {service.cfg.max_upload_mb:g}"
+    app.add_middleware(BodyLimit, max_bytes=service.max_bytes + 64 * 1024, detail=detail)  # room for other fields
 
 
 # ---------------------------------------------------------------------------------------------- routes
@@ -251,7 +282,9 @@ def submit_router(service: Service) -> APIRouter:
                 raise HTTPException(413, f"upload larger than --max-upload-mb {service.cfg.max_upload_mb:g}")
         elif not path:
             raise HTTPException(422, "send a pairs table as the `file` field or a `path` under --data-root")
-        return await run_in_threadpool(create_job, service, upload, path, settings, idempotency_key, base)
+        loop = asyncio.get_running_loop()
+        job = functools.partial(create_job, service, upload, path, settings, idempotency_key, base)
+        return await loop.run_in_executor(service.checks, job)
 
     return router
 
@@ -281,12 +314,21 @@ def create_job(
         raise HTTPException(400, str(e)) from None
     except DenseDPOError as e:  # an invalid setting, table or video: the CLI's one-line message
         raise HTTPException(422, str(e)) from None
-    if upload is not None:  # stored only once accepted: a refused or repeated upload leaves nothing behind
-        job_dir.mkdir(parents=True, exist_ok=True)
-        accepted.table.to_parquet(accepted.pairs_path, index=False)
+    # The job runs the table that was checked: an upload, or a copy of the `path` as it was read (a file swapped
+    # after the check is not read again). Stored only once accepted: a refused request leaves nothing behind.
+    job_dir.mkdir(parents=True, exist_ok=True)
+    pairs_path = job_dir / "pairs.parquet"
+    write_table(accepted.table, pairs_path, PAIRS)
     job, created = service.store.create(
-        str(accepted.pairs_path), service.jobs_root, settings, key, job_id=job_id, request_sha256=digest.hexdigest()
+        str(pairs_path), service.jobs_root, settings, key, job_id=job_id, request_sha256=digest.hexdigest()
     )
+    if not created:  # another request with this key won the race meanwhile: keep nothing, compare its payload
+        shutil.rmtree(job_dir, ignore_errors=True)
+        if job["request_sha256"] not in (None, digest.hexdigest()):
+            raise HTTPException(
+                422,
+                f"Idempotency-Key {key!r} was used for another payload (job {job['id']}); use a new key for a new job.",
+            )
     return JSONResponse(public(job), status_code=201 if created else 200)
 
 

@@ -61,9 +61,13 @@ class JobStore:
         if "request_sha256" not in columns:  # a database from before idempotency checked the payload
             self._db.execute("ALTER TABLE jobs ADD COLUMN request_sha256 TEXT")
         self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
+        """Close the database. A worker still stopping may write after this: its writes are dropped (the job stays
+        'running' in the file and is requeued, and resumed from its journal, at the next start)."""
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def _row(self, row) -> dict | None:
@@ -129,6 +133,8 @@ class JobStore:
             fields["status_counts"] = json.dumps(fields["status_counts"])
         sets = ", ".join(f"{k}=?" for k in fields)
         with self._lock:
+            if self._closed:
+                return
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
 
     def transition(self, job_id: str, from_states: tuple[str, ...], to_state: str, **fields) -> bool:
@@ -136,6 +142,8 @@ class JobStore:
         sets = ", ".join(["state=?"] + [f"{k}=?" for k in fields])
         marks = ",".join("?" * len(from_states))
         with self._lock:
+            if self._closed:
+                return False
             cur = self._db.execute(
                 f"UPDATE jobs SET {sets} WHERE id=? AND state IN ({marks})",
                 (to_state, *fields.values(), job_id, *from_states),
@@ -152,6 +160,8 @@ class JobStore:
     def claim_next(self) -> dict | None:
         """The oldest queued job, now running."""
         with self._lock:
+            if self._closed:
+                return None
             row = self._db.execute("SELECT id FROM jobs WHERE state='queued' ORDER BY created_at LIMIT 1").fetchone()
             if row is None:
                 return None

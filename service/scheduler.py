@@ -69,7 +69,25 @@ class Scheduler:
 
     def _run(self, job: dict) -> None:
         job_id = job["id"]
-        cfg = self.label_config(job)
+        try:
+            self._label(job)
+        except Exception as e:  # a bug, not a user error: keep the job's record and the traceback in the log
+            log.exception("job %s crashed", job_id)
+            self.store.transition(
+                job_id,
+                ("running",),
+                "failed",
+                finished_at=time.time(),
+                error=f"internal error: {type(e).__name__}: {e}",
+            )
+
+    def _label(self, job: dict) -> None:
+        job_id = job["id"]
+        try:
+            cfg = self.label_config(job)
+        except (TypeError, DenseDPOError) as e:  # settings this service cannot run (e.g. from another version)
+            self.store.transition(job_id, ("running",), "failed", finished_at=time.time(), error=f"settings: {e}")
+            return
         done_before = [job["segments_done"]]
 
         def on_progress(done: int, total: int) -> None:
@@ -99,16 +117,6 @@ class Scheduler:
         except DenseDPOError as e:
             self.store.transition(job_id, ("running",), "failed", finished_at=time.time(), error=str(e))
             return
-        except Exception as e:  # a bug, not a user error: keep the job's record and the traceback in the log
-            log.exception("job %s crashed", job_id)
-            self.store.transition(
-                job_id,
-                ("running",),
-                "failed",
-                finished_at=time.time(),
-                error=f"internal error: {type(e).__name__}: {e}",
-            )
-            return
         s = result.summary
         error = None
         if s["failure_rate"] > cfg.max_failure_rate:
@@ -116,9 +124,12 @@ class Scheduler:
         self.store.update(
             job_id, status_counts=s["status_counts"], segments_done=s["segments"], segments_total=s["segments"]
         )
+        # A cancel that came after the last answer stopped nothing: every label is written, so the job is
+        # completed (and its labels are served whole), not cancelled with its full labels served as partial.
         self.store.transition(
-            job_id, ("running",), "failed" if error else "completed", finished_at=time.time(), error=error
+            job_id, ("running", "cancelled"), "failed" if error else "completed", finished_at=time.time(), error=error
         )
+        self.cancelled.discard(job_id)
 
     def _record_finished_rows(self, job: dict) -> None:
         """A stopped job's figures are its finished rows' (what GET .../labels returns): segments done, statuses."""

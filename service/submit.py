@@ -31,8 +31,8 @@ def confined(root: Path, value: str) -> Path:
 
 @dataclass
 class Accepted:
-    table: pd.DataFrame
-    pairs_path: Path  # where the job's pairs table lives (an upload is written there once the job is created)
+    table: pd.DataFrame  # the table as checked, its paths absolute: the job runs this copy, never the file again
+    pairs_path: Path  # where it was read from (an upload: where it will be written)
 
 
 def check_submission(
@@ -58,6 +58,8 @@ def check_submission(
         pairs_path = confined(data_root, path)
         df = read_table(pairs_path, PAIRS)
         _confine_videos(df, pairs_path, data_root)
+        for col in [c for c in PAIRS.path_columns if c in df.columns]:  # the job keeps its own copy of the table
+            df[col] = [None if v is None else str(resolve_path(pairs_path, v)) for v in df[col]]
     cfg_job.pairs = pairs_path
     try:
         plans = plan_pairs(cfg_job, df)
