@@ -704,7 +704,7 @@ def ls_export(
     pairs: Annotated[Path, typer.Option(help="pairs.parquet whose videos the annotators see.")],
     url: LsUrl,
     project: LsProject,
-    document_root: Annotated[Path, typer.Option(help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the videos must lie under it (it serves them; nothing is copied).")],
+    document_root: Annotated[Path, typer.Option(help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the videos must lie under it (it serves them; --blind hard-links them under opaque names).")],
     labels: Annotated[Path | None, typer.Option(help="A judge's labels.parquet: its labels become pre-annotations (unless --blind) and order the queue.")] = None,
     judge: Annotated[str | None, typer.Option(help="A table of several judges: whose labels \\[default: the jury's].")] = None,
     order: Annotated[str, typer.Option(help="least-confident (the judge's least sure pairs first), random (seeded) or table.")] = "least-confident",
@@ -712,6 +712,7 @@ def ls_export(
     blind: Annotated[bool, typer.Option("--blind", help="No pre-annotations, sides drawn per pair (to measure a judge).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
     token_env: LsToken = "LABEL_STUDIO_API_KEY",
+    keys: Annotated[Path | None, typer.Option(help="--blind: where to keep which pair and side each task shows (never shown to annotators) \\[default: densedpo's cache].")] = None,
 ) -> None:
     """Create or update a Label Studio project with one task per pair (re-exporting adds only new pairs)."""
     from review.label_studio import ExportConfig, export_pairs
@@ -719,7 +720,7 @@ def ls_export(
     if order not in ("least-confident", "random", "table"):
         raise DenseDPOError(f"--order must be least-confident, random or table, got {order!r}.")
     cfg = ExportConfig(pairs=pairs, url=url, project=project, document_root=document_root, labels=labels, judge=judge,
-                       order=order, limit=limit, blind=blind, seed=seed, token_env=token_env)
+                       order=order, limit=limit, blind=blind, seed=seed, token_env=token_env, keys=keys)
     print_kv(f"Label Studio project {project!r}", export_pairs(cfg))
 
 
@@ -731,11 +732,13 @@ def ls_import(
     project: LsProject,
     out: Annotated[Path, typer.Option(help="The human labels table to write (every annotator's rows; a journal beside it).")] = Path("human.parquet"),
     token_env: LsToken = "LABEL_STUDIO_API_KEY",
+    keys: Annotated[Path | None, typer.Option(help="A --blind project: the keys file its export printed \\[default: this machine's, from the export].")] = None,
 ) -> None:
-    """Read every submitted annotation of the project into a labels table (judge_model human, annotator = the account)."""
+    """The project's annotations into a labels table (judge_model human, annotator = the account), as they are now:
+    labels deleted or cleared in Label Studio leave the table, unchanged ones are not written again."""
     from review.label_studio import import_labels
 
-    print_kv(f"human labels → {out}", import_labels(url, project, out, token_env))
+    print_kv(f"human labels → {out}", import_labels(url, project, out, token_env, keys=keys))
 
 
 jobs_app = typer.Typer(help="Use a running `densedpo serve`: submit pairs, follow, download labels, cancel.")

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from densedpo.files import atomic_write_text, cache_root
 from densedpo.synthetic import ARTIFACTS
 
 RECIPE_VERSION = 6
@@ -70,13 +71,6 @@ class JudgeRecipe:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def cache_root() -> Path:
-    """$DENSEDPO_CACHE, else $XDG_CACHE_HOME/densedpo, else ~/.cache/densedpo."""
-    if os.environ.get("DENSEDPO_CACHE"):
-        return Path(os.environ["DENSEDPO_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densedpo"
-
-
 def cached_tiny_judge(recipe: JudgeRecipe | None = None, console=None, root: Path | None = None) -> Path:
     """The trained judge's folder for `recipe`, training it first if this machine has not (one trainer at a time)."""
     from densedpo.locks import exclusive
@@ -84,6 +78,7 @@ def cached_tiny_judge(recipe: JudgeRecipe | None = None, console=None, root: Pat
     recipe = recipe or JudgeRecipe()
     root = Path(root or cache_root())
     final = root / f"tiny-judge-{recipe.digest()}"
+    remove_dead_trainings(root)
     if (final / "training.json").exists():
         write_layout(final, recipe)  # folders trained before the layout file existed get it too
         return final
@@ -91,8 +86,9 @@ def cached_tiny_judge(recipe: JudgeRecipe | None = None, console=None, root: Pat
     with exclusive(root / f".{final.name}.lock", f"the tiny judge cache {final}", "wait for the other run to finish"):
         if (final / "training.json").exists():  # trained by the run we waited for
             return final
+        for stale in root.glob(f".{final.name}.tmp-*"):  # we hold the lock: any other is a crashed training
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         train_tiny_judge(tmp, recipe, console=console)
         os.replace(tmp, final)
     return final
@@ -444,6 +440,17 @@ def torch_roll_right(mask):
     return torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
 
 
+def remove_dead_trainings(root: Path) -> list[Path]:
+    """Remove the temporary folders of trainings whose process is gone (killed or crashed mid-training)."""
+    removed = []
+    for tmp in root.glob(".tiny-judge-*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_layout(out: Path, recipe: JudgeRecipe) -> None:
     """`label --model <this folder>` asks in the layout the judge was trained on, unless flags say otherwise."""
     import yaml
@@ -456,8 +463,8 @@ def write_layout(out: Path, recipe: JudgeRecipe) -> None:
         "max_side": recipe.max_side,
         "frames_as": recipe.frames_as,
     }
-    if not (out / JUDGE_DEFAULTS_FILE).exists():
-        (out / JUDGE_DEFAULTS_FILE).write_text(yaml.safe_dump(layout, sort_keys=False))
+    if not (out / JUDGE_DEFAULTS_FILE).exists():  # atomic: a reader never sees half a file, writers race harmlessly
+        atomic_write_text(out / JUDGE_DEFAULTS_FILE, yaml.safe_dump(layout, sort_keys=False))
 
 
 def _write_card(out: Path, info: dict, recipe: JudgeRecipe) -> None:

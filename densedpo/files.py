@@ -144,3 +144,12 @@ class JsonlWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def cache_root() -> Path:
+    """densedpo's per-machine cache: $DENSEDPO_CACHE, else $XDG_CACHE_HOME/densedpo, else ~/.cache/densedpo."""
+    import os
+
+    if os.environ.get("DENSEDPO_CACHE"):
+        return Path(os.environ["DENSEDPO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "densedpo"

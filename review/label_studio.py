@@ -9,8 +9,13 @@ referenced, never copied into its database. The token comes from an environment 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import re
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +67,7 @@ class LabelStudio:
         if self.token.count(".") != 2:
             self.http.headers["Authorization"] = f"Token {self.token}"
             return
+        self.http.headers.pop("Authorization", None)  # an expired Bearer would make the refresh itself a 401
         r = self._send("POST", "/api/token/refresh", json={"refresh": self.token})
         if r.status_code != 200:
             raise DenseDPOError(f"Label Studio at {self.url} refused the personal access token ({r.status_code}): "
@@ -95,6 +101,16 @@ class LabelStudio:
         if config is None:
             raise DenseDPOError(f"Label Studio at {self.url} has no project {name!r}; export to it first.")
         return int(self.call("POST", "/api/projects", json={"title": name, "label_config": config})["id"])
+
+    def segments_in_config(self, project: int) -> int:
+        """How many segment choices the project's labeling config holds; refuses a config densedpo did not write."""
+        config = self.call("GET", f"/api/projects/{project}").get("label_config") or ""
+        if 'name="video_left"' not in config:
+            raise DenseDPOError(
+                f"Label Studio project {project} has a labeling config densedpo did not write (no video_left); "
+                "export to a new --project."
+            )
+        return 1 + max((int(k) for k in re.findall(r'<Choices name="seg_(\d+)"', config)), default=-1)
 
     def ensure_storage(self, project: int, folder: Path) -> None:
         """A local-files storage of the project covering `folder` (Label Studio serves only files under one)."""
@@ -138,6 +154,7 @@ class ExportConfig:
     seed: int = 0
     segment_seconds: float = 1.0
     token_env: str = "LABEL_STUDIO_API_KEY"
+    keys: Path | None = None  # --blind: where the task -> pair and side keys are kept [densedpo's cache]
 
 
 def pair_segments(pairs_path: Path, row: dict, labels: pd.DataFrame | None, segment_seconds: float) -> list[dict]:
@@ -149,31 +166,90 @@ def pair_segments(pairs_path: Path, row: dict, labels: pd.DataFrame | None, segm
     return [s.__dict__ for s in segment_bounds(info.num_frames, info.fps, segment_seconds)]
 
 
-def build_task(cfg: ExportConfig, row: dict, segs: list[dict], max_segments: int) -> dict:
+def video_path(cfg: ExportConfig, row: dict, side: str) -> Path:
+    """A pair's video, which must lie under the document root (Label Studio serves nothing else)."""
+    root = cfg.document_root.resolve()
+    path = resolve_path(cfg.pairs, row[f"video_{side}"]).resolve()
+    if not path.is_relative_to(root):
+        raise DenseDPOError(
+            f"video {path} (pair {row['pair_id']!r}, column video_{side}) is outside --document-root {root}: Label "
+            "Studio serves only files under its LOCAL_FILES_DOCUMENT_ROOT; start it with a root above the videos."
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- blind projects
+# A blind task must not tell the sides by anything an annotator sees: no `left`, no pair id (an evaluate pair id
+# names the policy), and no path (`..._a.mp4`, `samples/dense/...`). Its videos are links with opaque names in a
+# folder of the project's own; which pair and side each task shows is kept in a keys file outside Label Studio.
+
+
+def blind_folder(document_root: Path, project: str) -> Path:
+    return document_root.resolve() / ".densedpo-blind" / hashlib.sha256(project.encode()).hexdigest()[:16]
+
+
+def default_keys_path(url: str, project: str) -> Path:
+    from densedpo.files import cache_root
+
+    name = hashlib.sha256(f"{url.rstrip('/')}|{project}".encode()).hexdigest()[:16]
+    return cache_root() / "label-studio" / f"{name}.keys.json"
+
+
+class BlindKeys:
+    """task key -> (pair id, side shown on the left), and the secret the opaque names are drawn from."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.secret = data.get("secret") or secrets.token_hex(16)
+        self.tasks: dict[str, dict] = data.get("tasks", {})
+
+    def name(self, *parts: str) -> str:
+        return hmac.new(self.secret.encode(), ":".join(parts).encode(), "sha256").hexdigest()[:20]
+
+    def save(self) -> None:
+        from densedpo.files import atomic_write_text
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"secret": self.secret, "tasks": self.tasks}, indent=1)
+        atomic_write_text(self.path, body, mode=0o600)
+
+
+def blind_link(src: Path, folder: Path, name: str) -> Path:
+    """An opaquely named hard link to the video (a copy across file systems)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{name}{src.suffix}"
+    if not dst.exists():
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return dst
+
+
+def build_task(
+    cfg: ExportConfig, row: dict, segs: list[dict], max_segments: int, keys: BlindKeys | None = None
+) -> dict:
     """One pair as a Label Studio task (+ the judge's labels as a prediction unless blind)."""
     left = left_side(row["pair_id"], cfg.seed, cfg.blind)
     right = "b" if left == "a" else "a"
     root = cfg.document_root.resolve()
 
     def url(side: str) -> str:
-        path = resolve_path(cfg.pairs, row[f"video_{side}"]).resolve()
-        if not path.is_relative_to(root):
-            raise DenseDPOError(
-                f"video {path} is outside --document-root {root}: Label Studio serves only files under its "
-                "LOCAL_FILES_DOCUMENT_ROOT; start it with a root above the pairs' videos."
-            )
+        path = video_path(cfg, row, side)
+        if keys is not None:
+            path = blind_link(path, blind_folder(root, cfg.project), keys.name(row["pair_id"], side))
         return LOCAL_FILES + str(path.relative_to(root))
 
     keep = ("segment_idx", "frame_start", "frame_end", "t_start_s", "t_end_s")
-    data = {
-        "pair_id": row["pair_id"],
-        "caption": row["prompt"],
-        "video_left": url(left),
-        "video_right": url(right),
-        "left": left,
-        "blind": cfg.blind,
-        "segments": json.dumps([{k: _plain(s[k]) for k in keep} for s in segs]),
-    }
+    data = {"caption": row["prompt"], "video_left": url(left), "video_right": url(right), "blind": cfg.blind}
+    if keys is None:
+        data.update(pair_id=row["pair_id"], left=left)
+    else:
+        task_key = keys.name("task", row["pair_id"])
+        keys.tasks[task_key] = {"pair_id": row["pair_id"], "left": left}
+        data["task_key"] = task_key
+    data["segments"] = json.dumps([{k: _plain(s[k]) for k in keep} for s in segs])
     result = []
     for k in range(max_segments):
         s = segs[k] if k < len(segs) else None
@@ -200,40 +276,66 @@ def build_task(cfg: ExportConfig, row: dict, segs: list[dict], max_segments: int
 
 def export_pairs(cfg: ExportConfig, ls: LabelStudio | None = None) -> dict:
     """Create or update the project and add the pairs it does not hold yet (by pair id). Returns counts."""
-    ls = ls or LabelStudio(cfg.url, token_from(cfg.token_env))
     pairs = read_table(cfg.pairs, PAIRS)
     labels = None
     if cfg.labels is not None:
         labels = one_judge(read_table(cfg.labels, LABELS), cfg.labels, cfg.judge, flag="--judge")
     order = queue_order(pairs, labels, cfg.order, cfg.seed)
     rows = pairs.set_index("pair_id", drop=False).loc[order].to_dict("records")[: cfg.limit]
+    # Every check before the first call that changes Label Studio: a refused export leaves nothing there.
+    paths = [video_path(cfg, r, s) for r in rows for s in "ab"]
     segs = {r["pair_id"]: pair_segments(cfg.pairs, r, labels, cfg.segment_seconds) for r in rows}
     max_segments = max((len(s) for s in segs.values()), default=1)
+    ls = ls or LabelStudio(cfg.url, token_from(cfg.token_env))
+    keys = BlindKeys(cfg.keys or default_keys_path(cfg.url, cfg.project)) if cfg.blind else None
     project = ls.project(cfg.project, label_config(max_segments))
+    # The config grows, never shrinks: tasks annotated under a longer one keep every choice.
+    max_segments = max(max_segments, ls.segments_in_config(project))
     ls.call("PATCH", f"/api/projects/{project}", json={"label_config": label_config(max_segments)})
-    folders = [resolve_path(cfg.pairs, r[f"video_{s}"]).resolve().parent for r in rows for s in "ab"]
-    if folders:
-        ls.ensure_storage(project, Path(os.path.commonpath(folders)))
-    have = {t["data"].get("pair_id") for t in ls.tasks(project)}
-    new = [build_task(cfg, r, segs[r["pair_id"]], max_segments) for r in rows if r["pair_id"] not in have]
+    if keys is not None:
+        blind_folder(cfg.document_root, cfg.project).mkdir(parents=True, exist_ok=True)  # a storage's path must exist
+        ls.ensure_storage(project, blind_folder(cfg.document_root, cfg.project))
+    elif paths:
+        ls.ensure_storage(project, Path(os.path.commonpath([p.parent for p in paths])))
+    tasks = ls.tasks(project)
+    have = {t["data"].get("pair_id") for t in tasks} | {
+        keys.tasks.get(t["data"].get("task_key"), {}).get("pair_id") for t in tasks if keys is not None
+    }
+    new = [build_task(cfg, r, segs[r["pair_id"]], max_segments, keys) for r in rows if r["pair_id"] not in have]
+    if keys is not None:
+        keys.save()  # before the tasks exist: no task is ever without its key
     if new:
         ls.call("POST", f"/api/projects/{project}/import", json=new)
-    return {
-        "project": project,
-        "pairs offered": len(rows),
-        "tasks added": len(new),
-        "already there": len(rows) - len(new),
-    }
+    counts = {"project": project, "pairs offered": len(rows), "tasks added": len(new)}
+    counts["already there"] = len(rows) - len(new)
+    if keys is not None:
+        counts["keys (which pair and side each task shows)"] = str(keys.path)
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------- import
 
 
-def annotation_rows(task: dict, users: dict[int, str]) -> list[dict]:
+def task_pair(data: dict, keys: BlindKeys | None, where: str) -> tuple[str, str]:
+    """(pair id, side on the left) of a task: in its data, or (blind) in the export's keys file."""
+    if "task_key" not in data:
+        return data["pair_id"], data["left"]
+    found = keys.tasks.get(data["task_key"]) if keys is not None else None
+    if found is None:
+        path = keys.path if keys is not None else "the keys file"
+        raise DenseDPOError(
+            f"{where} was exported --blind and {path} does not know its task {data['task_key']}: pass --keys with "
+            "the file the export printed (on the machine that exported)."
+        )
+    return found["pair_id"], found["left"]
+
+
+def annotation_rows(task: dict, users: dict[int, str], keys: BlindKeys | None = None, where: str = "") -> list[dict]:
     """Every submitted (not skipped) annotation of a task as human label rows; one annotator's later annotation
     of the same task supersedes an earlier one (Label Studio lets a user annotate a task twice)."""
     data = task["data"]
-    left, segs = data["left"], {int(s["segment_idx"]): s for s in json.loads(data["segments"])}
+    pair_id, left = task_pair(data, keys, where or "the project")
+    segs = {int(s["segment_idx"]): s for s in json.loads(data["segments"])}
     by_user: dict[str, dict] = {}
     for ann in task.get("annotations", []):
         if ann.get("was_cancelled"):
@@ -256,24 +358,38 @@ def annotation_rows(task: dict, users: dict[int, str]) -> list[dict]:
             if seg is None:
                 continue
             pref = to_preference(choices[0], left)
-            rows.append(human_row(data["pair_id"], seg, pref, choices[0], who, bool(data.get("blind")), left))
+            rows.append(human_row(pair_id, seg, pref, choices[0], who, bool(data.get("blind")), left))
     return rows
 
 
-def import_labels(url: str, project: str, out: Path, token_env: str = "LABEL_STUDIO_API_KEY", ls=None) -> dict:
-    """Every annotation of the project into `out` (judge_model "human", annotator = the account), through the
-    review page's journal and atomic write. Returns counts."""
+def import_labels(
+    url: str, project: str, out: Path, token_env: str = "LABEL_STUDIO_API_KEY", ls=None, keys: Path | None = None
+) -> dict:
+    """The project's annotations as they are now, in `out` (judge_model "human", annotator = the account): new and
+    changed labels are journaled, labels whose annotation was deleted or cleared in Label Studio are removed, an
+    unchanged label is not written again. Rows from elsewhere (the review page, other projects) stay. Counts."""
     ls = ls or LabelStudio(url, token_from(token_env))
     tasks = ls.tasks(ls.project(project))
     users = ls.users()
-    rows = [r for t in tasks if "segments" in t.get("data", {}) for r in annotation_rows(t, users)]
-    if not rows:
+    blind = any("task_key" in t.get("data", {}) for t in tasks)
+    key_file = BlindKeys(keys or default_keys_path(url, project)) if blind else None
+    where = f"Label Studio project {project!r}"
+    rows = [r for t in tasks if "segments" in t.get("data", {}) for r in annotation_rows(t, users, key_file, where)]
+    source = f"label-studio:{url.rstrip('/')}#{project}"
+    store = HumanStore(out)
+    if not rows and not store.has_source(source):
         raise DenseDPOError(
             f"project {project!r} has no submitted annotation yet ({len(tasks)} tasks); nothing written."
         )
-    HumanStore(out).save_many(rows)
+    changes = store.sync(source, rows)
     annotators = sorted({r["annotator"] for r in rows})
-    return {"tasks": len(tasks), "labels": len(rows), "annotators": ", ".join(annotators), "written to": str(out)}
+    return {
+        "tasks": len(tasks),
+        "labels": len(rows),
+        **changes,
+        "annotators": ", ".join(annotators) or "–",
+        "written to": str(out),
+    }
 
 
 def _plain(v):

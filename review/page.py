@@ -150,8 +150,42 @@ class HumanStore:
         """The latest label per (pair, segment, annotator); a torn last line (killed mid-write) is skipped."""
         out = {}
         for row in read_jsonl(self.journal):
-            out[(row["pair_id"], int(row["segment_idx"]), row.get("annotator") or "")] = row
+            key = (row["pair_id"], int(row["segment_idx"]), row.get("annotator") or "")
+            if row.get("deleted"):  # a tombstone: the label was withdrawn where it came from
+                out.pop(key, None)
+            else:
+                out[key] = row
         return out
+
+    def has_source(self, source: str) -> bool:
+        return any(r.get("source") == source for r in self.rows().values())
+
+    def sync(self, source: str, rows: list[dict]) -> dict[str, int]:
+        """Make the labels from `source` exactly `rows`: new or changed rows are journaled, rows of that source
+        missing from `rows` get a tombstone, unchanged rows write nothing (the journal does not grow)."""
+        with self._locked():
+            current = self.rows()
+            incoming = {
+                (r["pair_id"], int(r["segment_idx"]), r["annotator"] or ""): {**r, "source": source} for r in rows
+            }
+            changed = [r for k, r in incoming.items() if k not in current or not _same_label(current[k], r)]
+            gone = [k for k, r in current.items() if r.get("source") == source and k not in incoming]
+            tombstones = [
+                {"pair_id": p, "segment_idx": i, "annotator": a, "deleted": True, "source": source} for p, i, a in gone
+            ]
+            if changed or tombstones:
+                with JsonlWriter(self.journal, fsync_every_s=0) as journal:
+                    for row in changed + tombstones:
+                        journal.write(row)
+                self._write_table()
+        return {"labels new or changed": len(changed), "labels removed": len(tombstones)}
+
+    def _write_table(self) -> None:
+        table = list(self.rows().values())
+        if table:
+            write_table(pd.DataFrame(table), self.path, LABELS, extra_metadata={"judge_model": "human"})
+        else:
+            self.path.unlink(missing_ok=True)  # every label withdrawn: no table rather than an empty one
 
     def save(self, row: dict) -> None:
         self.save_many([row])
@@ -163,8 +197,12 @@ class HumanStore:
             with JsonlWriter(self.journal, fsync_every_s=0) as journal:
                 for row in rows:
                     journal.write(row)
-            table = list(self.rows().values())
-            write_table(pd.DataFrame(table), self.path, LABELS, extra_metadata={"judge_model": "human"})
+            self._write_table()
+
+
+def _same_label(a: dict, b: dict) -> bool:
+    """Two journal rows say the same thing (when they were written aside)."""
+    return {k: v for k, v in a.items() if k != "labeled_at"} == {k: v for k, v in b.items() if k != "labeled_at"}
 
 
 def human_row(pair_id: str, seg: dict, pref: str, raw: str, annotator: str, blind: bool, left: str) -> dict:
