@@ -340,7 +340,7 @@ def sources(
     min_seconds: Annotated[float, typer.Option(help="Drop clips shorter than this: generate's default 81 frames at 16 fps need 5.06 s; with --num-frames 49 at 16 fps, 3.06 s.")] = 81 / 16,
     min_side: Annotated[int, typer.Option(help="Drop clips whose shorter side has fewer pixels (0: keep all).")] = 0,
     min_fps: Annotated[float, typer.Option(help="Drop clips with a lower frame rate (0: keep all).")] = 0.0,
-    min_motion: Annotated[float | None, typer.Option(help="Drop clips that move less: VBench's dynamic-degree flow as a multiple of its threshold (1.0: what VBench calls dynamic) \\[default: keep all].")] = None,
+    min_motion: Annotated[float | None, typer.Option(help="Drop clips that move less: the clip's mean top-5% flow (VBench's measure) as a multiple of VBench's per-pair threshold. Not VBench's dynamic degree, which counts frame pairs over the threshold \\[default: keep all].")] = None,
     dedupe: Annotated[bool, typer.Option("--dedupe/--keep-duplicates", help="Drop clips whose content (file bytes and span) repeats an earlier one.")] = True,
     split_scenes: Annotated[bool, typer.Option("--split-scenes", help="Cut long videos into shots first (PySceneDetect's content detector).")] = False,
     scene_threshold: Annotated[float, typer.Option(help="PySceneDetect's ContentDetector threshold for --split-scenes.")] = 27.0,

@@ -18,17 +18,19 @@ import pandas as pd
 
 @dataclass
 class Counts:
-    """Per-pair count vectors (rows: pairs, columns: named counts) and the figures computed from their sums."""
+    """Per-cluster count vectors (rows: clusters, the independent units: pairs in the judge report, prompts in the
+    model evaluation; columns: named counts) and the figures computed from their sums."""
 
-    pairs: list[str]
+    clusters: list[str]
     columns: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def add(self, name: str, per_pair: pd.Series) -> None:
-        self.columns[name] = per_pair.reindex(self.pairs, fill_value=0).to_numpy(float)
+    def add(self, name: str, per_cluster: pd.Series) -> None:
+        self.columns[name] = per_cluster.reindex(self.clusters, fill_value=0).to_numpy(float)
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         names = list(self.columns)
-        return names, np.stack([self.columns[n] for n in names], axis=1) if names else np.zeros((len(self.pairs), 0))
+        empty = np.zeros((len(self.clusters), 0))
+        return names, np.stack([self.columns[n] for n in names], axis=1) if names else empty
 
 
 def per_cluster(mask: pd.Series, cluster_ids: pd.Series) -> pd.Series:
@@ -49,13 +51,17 @@ def bootstrap(
     names, x = counts.matrix()
     point = figures({n: x[:, i].sum(keepdims=True) for i, n in enumerate(names)})
     rng = np.random.default_rng(seed)
-    n_pairs = x.shape[0]
-    weights = rng.multinomial(n_pairs, np.full(n_pairs, 1 / n_pairs), size=n_boot) if n_pairs else np.zeros((0, 0))
-    sums = weights @ x if n_pairs else np.zeros((0, len(names)))
+    n_clusters = x.shape[0]
+    weights = (
+        rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=n_boot)
+        if n_clusters
+        else np.zeros((0, 0))
+    )
+    sums = weights @ x if n_clusters else np.zeros((0, len(names)))
     draws = figures({n: sums[:, i] for i, n in enumerate(names)})
     out = {}
     for name, value in point.items():
-        d = draws[name][np.isfinite(draws[name])] if n_pairs else np.array([])
+        d = draws[name][np.isfinite(draws[name])] if n_clusters else np.array([])
         lo, hi = np.percentile(d, [2.5, 97.5]) if len(d) else (math.nan, math.nan)
         out[name] = {"value": rounded(value[0]), interval: [rounded(lo), rounded(hi)]}
     return out

@@ -5,6 +5,7 @@ Frames are numpy arrays of shape (T, H, W, 3), RGB, uint8.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,6 +126,23 @@ def read_frames(path: str | Path, indices: Sequence[int] | None = None) -> np.nd
     return np.stack(order)
 
 
+# x264's CPU flags (x264.h): MMX..AVX (bits 0-9), FMA3, BMI1, BMI2, AVX2 (12-15), SSE2_IS_FAST (20). Not AVX512
+# (16): x264's AVX-512 code writes different bytes for identical frames in some encodes (here about 1 in 5, also
+# with one thread), and asm=0 or this set without it is byte-stable (benchmarks/write_video_determinism.py).
+X264_NO_AVX512 = sum(1 << b for b in (*range(10), 12, 13, 14, 15, 20))
+
+
+@functools.lru_cache(maxsize=1)
+def x264_cpu_options() -> dict[str, str]:
+    """x264-params that keep libx264 off its AVX-512 code on a CPU that has it (every AVX-512 CPU has the rest of
+    the set above); elsewhere nothing: x264 detects the CPU itself."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return {}
+    return {"x264-params": f"asm={X264_NO_AVX512}"} if "avx512f" in flags and "avx2" in flags else {}
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18) -> Path:
     """Write RGB uint8 frames (T, H, W, 3) as H.264/yuv420p MP4, atomically (temp file + rename).
 
@@ -144,7 +162,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18)
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": "veryfast", **x264_cpu_options()}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)

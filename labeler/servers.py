@@ -135,18 +135,18 @@ def managed_process(
     The server runs under densedpo.supervise: its whole process tree goes with this process, whether it returns,
     raises or is killed (SIGKILL included), at any moment of start-up or use."""
     url = f"http://127.0.0.1:{port}"
-    with supervised(cmd, log_path=log_path, env=env) as proc:
-        _wait_healthy(proc, url, log_path, startup_timeout_s, what)
+    with supervised(cmd, log_path=log_path, env=env) as supervisor:  # its exit (and code) is the server's
+        _wait_healthy(supervisor, url, log_path, startup_timeout_s, what)
         yield url
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float, what: str = "vLLM") -> None:
+def _wait_healthy(supervisor: subprocess.Popen, url: str, log_path: Path, timeout_s: float, what: str = "vLLM") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if supervisor.poll() is not None:
             text = log_path.read_text(errors="replace") if log_path.exists() else ""
             raise DenseDPOError(
-                f"{what} exited with code {proc.returncode} while starting: {start_failure_cause(text, url)} "
+                f"{what} exited with code {supervisor.returncode} while starting: {start_failure_cause(text, url)} "
                 f"Full log: {log_path}"
             )
         with contextlib.suppress(httpx.HTTPError):

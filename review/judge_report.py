@@ -238,7 +238,7 @@ def judge_report(
     report = {
         "segments_shared": int(len(labels.merge(reference[KEY], on=KEY))),
         "segments_both_decided": int(counts.columns["both_decided"].sum()),
-        "pairs": len(counts.pairs),
+        "pairs": len(counts.clusters),
         **{k: v for k, v in figs.items() if not k.endswith("less_motion")},
         "coverage_curve": curve,
         "min_confidence_for_target": min(reaching) if reaching else None,

@@ -38,7 +38,8 @@ class SourcesConfig:
     min_seconds: float = GENERATE_FRAMES / GENERATE_FPS
     min_side: int = 0
     min_fps: float = 0.0
-    min_motion: float | None = None  # in units of VBench's dynamic threshold: 1.0 = its "dynamic" line
+    min_motion: float | None = None  # mean top-5% flow over VBench's per-pair threshold (an average; VBench's
+    # dynamic degree instead counts the frame pairs over the threshold)
     dedupe: bool = True
     split_scenes: bool = False
     scene_threshold: float = 27.0  # PySceneDetect ContentDetector's threshold

@@ -70,3 +70,21 @@ def test_sources(tmp_path):
     path = make_synthetic_sources(tmp_path, num_sources=2, num_frames=9)
     df = pd.read_parquet(path)
     assert list(df.columns) == ["source_id", "video", "prompt"] and probe(tmp_path / df["video"][0]).num_frames == 9
+
+
+def test_identical_frames_write_identical_bytes(tmp_path):
+    """write_video is a function of its frames and settings: 16 writes of the same frames, one file. (libx264's
+    AVX-512 code wrote a different file about 1 time in 5; write_video keeps x264 off it.)"""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (1, 240, 416, 3), dtype=np.uint8)
+    frames = np.concatenate([np.roll(base, 3 * i, axis=2) for i in range(25)])
+    frames = (frames // 2 + rng.integers(0, 120, frames.shape, dtype=np.uint8) // 2).astype(np.uint8)
+    small, _ = render_clip(1, 17, 64, 64)
+    for name, video in (("big", frames), ("small", small)):
+        digests = set()
+        for i in range(16):
+            write_video(tmp_path / f"{name}{i}.mp4", video, 16.0)
+            digests.add(hashlib.sha256((tmp_path / f"{name}{i}.mp4").read_bytes()).hexdigest())
+        assert len(digests) == 1, f"{name}: {len(digests)} different files of 16 writes of the same frames"

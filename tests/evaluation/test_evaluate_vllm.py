@@ -43,6 +43,59 @@ def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
     assert "did training help" in r.stdout
 
 
+def random_lora(model, out):
+    """A LoRA whose delta is not zero (A and B drawn at random), saved in train's diffusers format."""
+    import torch
+    from diffusers import AutoModel
+    from peft import LoraConfig
+
+    from dpo.train import LORA_TARGETS, _save_lora
+
+    torch.manual_seed(0)
+    transformer = AutoModel.from_pretrained(str(model), subfolder="transformer")
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=64, init_lora_weights=False, target_modules=LORA_TARGETS))
+    out.mkdir(parents=True)
+    _save_lora(transformer, str(model), out)
+    return out
+
+
+def test_resampling_the_policy_asks_the_judge_again(vllm_server, tmp_path):
+    """sample -> evaluate -> resample the policy folder from another LoRA -> the same evaluate command: the judge
+    is asked again for every segment (its journal held answers for the old videos only), and the report is the
+    new videos' (before, the pair ids ignored the videos and the old answers were reused)."""
+    import shutil
+
+    from densedpo.tiny import make_tiny_wan
+    from tests.generation.test_sample import SMALL, run, zero_lora
+    from tests.labeler.test_vllm_integration import vllm_requests
+
+    wan = make_tiny_wan(tmp_path / "wan")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball rolls\nwaves hit a rock\na cat jumps\n")
+    small = {**SMALL, "num_frames": 17, "fps": 16.0, "height": 64, "width": 64}
+    run(prompts, wan, tmp_path / "base", **small)
+    run(prompts, wan, tmp_path / "policy", lora=zero_lora(wan, tmp_path / "zero"), **small)
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.0\nconcurrency: 8\n")
+    args = ["--base", tmp_path / "base", "--policy", f"dense={tmp_path / 'policy'}", "--out", tmp_path / "eval"]
+    args += ["--config", judge, "--bootstrap", "50"]
+    before = vllm_requests(vllm_server)
+    assert run_cli("evaluate", *args).returncode == 0
+    first = pd.read_parquet(tmp_path / "eval" / "labels.parquet")
+    asked_first = vllm_requests(vllm_server) - before
+    assert asked_first >= 6  # 3 samples x 1 segment x 2 orders (and the judge's start-up probe)
+    shutil.rmtree(tmp_path / "policy")
+    run(prompts, wan, tmp_path / "policy", lora=random_lora(wan, tmp_path / "other"), **small)
+    before = vllm_requests(vllm_server)
+    r = run_cli("evaluate", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert vllm_requests(vllm_server) - before == asked_first  # asked again, every segment
+    second = pd.read_parquet(tmp_path / "eval" / "labels.parquet")
+    assert not set(first["pair_id"]) & set(second["pair_id"])
+    pairs = pd.read_parquet(tmp_path / "eval" / "pairs.parquet")
+    assert set(second["pair_id"]) == set(pairs["pair_id"])
+
+
 def test_the_trained_judge_sees_a_clean_policy_beat_an_artifact_base(trained_judge, tmp_path):
     """Rendered samples: the base shows injected artifacts, the policy the same render without them. The trained
     tiny judge (embedded vLLM) must find the policy better: net win above 0 with its interval above 0. The same
