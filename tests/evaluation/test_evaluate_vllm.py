@@ -16,10 +16,9 @@ from tests.evaluation.helpers import sample_folder
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
-    """sample base and a zero LoRA with the tiny random Wan, evaluate with a real judge: every segment a tie (the
-    two videos are byte-identical, so both orders send the same request), net win 0 with interval [0, 0], no motion
-    difference."""
+def base_and_zero_lora(tmp_path, policy: str):
+    """The tiny random Wan, 3 prompts, samples of the base and of a zero LoRA (in tmp_path/policy). Returns the
+    model folder, the prompts file and the sample settings."""
     from densedpo.tiny import make_tiny_wan
     from tests.generation.test_sample import SMALL, run, zero_lora
 
@@ -28,7 +27,15 @@ def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
     prompts.write_text("a red ball rolls\nwaves hit a rock\na cat jumps\n")
     small = {**SMALL, "num_frames": 17, "fps": 16.0, "height": 64, "width": 64}
     run(prompts, wan, tmp_path / "base", **small)
-    run(prompts, wan, tmp_path / "zero", lora=zero_lora(wan, tmp_path / "lora"), **small)
+    run(prompts, wan, tmp_path / policy, lora=zero_lora(wan, tmp_path / "lora"), **small)
+    return wan, prompts, small
+
+
+def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
+    """sample base and a zero LoRA with the tiny random Wan, evaluate with a real judge: every segment a tie (the
+    two videos are byte-identical, so both orders send the same request), net win 0 with interval [0, 0], no motion
+    difference."""
+    base_and_zero_lora(tmp_path, "zero")
     policy = f"zero={tmp_path / 'zero'}"
     judge = tmp_path / "judge.yaml"  # the judge from a label YAML, as a label run file holds it
     judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.5\nconcurrency: 8\n")
@@ -65,16 +72,10 @@ def test_resampling_the_policy_asks_the_judge_again(vllm_server, tmp_path):
     new videos' (before, the pair ids ignored the videos and the old answers were reused)."""
     import shutil
 
-    from densedpo.tiny import make_tiny_wan
-    from tests.generation.test_sample import SMALL, run, zero_lora
+    from tests.generation.test_sample import run
     from tests.labeler.test_vllm_integration import vllm_requests
 
-    wan = make_tiny_wan(tmp_path / "wan")
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red ball rolls\nwaves hit a rock\na cat jumps\n")
-    small = {**SMALL, "num_frames": 17, "fps": 16.0, "height": 64, "width": 64}
-    run(prompts, wan, tmp_path / "base", **small)
-    run(prompts, wan, tmp_path / "policy", lora=zero_lora(wan, tmp_path / "zero"), **small)
+    wan, prompts, small = base_and_zero_lora(tmp_path, "policy")
     judge = tmp_path / "judge.yaml"
     judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.0\nconcurrency: 8\n")
     args = ["--base", tmp_path / "base", "--policy", f"dense={tmp_path / 'policy'}", "--out", tmp_path / "eval"]
