@@ -10,6 +10,7 @@ from pathlib import Path
 from densedpo.config import key, one_shot
 from densedpo.errors import DenseDPOError
 from densedpo.tables import MAJORITY, MIN_NON_TIE_FRACTION
+from dpo.segments import SEGMENT_WEIGHTS
 
 FORMS = ("dense", "eq7")  # the loss forms dpo/loss.py implements
 
@@ -41,6 +42,7 @@ class TrainConfig:
     judge: str | None = key(None, "a table of several judges: whose rows (none: the jury's)")
     annotator: str | None = key(None, "a human table of several annotators: whose rows")
     annotators: str | None = key(None, "majority: the annotators' majority vote per segment")
+    segment_weight: str = key("none", "each decided segment's weight in the loss: none (the paper), confidence, margin")
     val_fraction: float = key(0.1, "share of pairs held out for validation (by pair id)")
     eval_every: int = key(50, "steps between validations")
     save_every: int = key(250, "steps between checkpoints")
@@ -75,6 +77,14 @@ class TrainConfig:
             raise DenseDPOError("-o sample_every=N needs N >= 1 and -o sample_prompts=FILE (or a prompt set name).")
         if not all(k.strip().isdigit() for k in str(self.sample_seeds).split(",")):
             raise DenseDPOError(f"-o sample_seeds must be sample indices such as 0,1; got {self.sample_seeds!r}.")
+        if self.segment_weight not in SEGMENT_WEIGHTS:
+            raise DenseDPOError(
+                f"-o segment_weight must be one of {', '.join(SEGMENT_WEIGHTS)}, got {self.segment_weight!r}."
+            )
+        if self.segment_weight != "none" and (self.loss_form != "dense" or self.label_mode != "dense"):
+            raise DenseDPOError(
+                "-o segment_weight weighs dense per-frame terms: use it with loss_form=dense, label_mode=dense."
+            )
         if self.annotators not in (None, MAJORITY) or (self.annotators and self.annotator):
             raise DenseDPOError(
                 f"-o annotators can only be {MAJORITY} (and not with -o annotator), got {self.annotators!r}."

@@ -16,7 +16,7 @@ import torch
 
 from densedpo.errors import DenseDPOError
 from densedpo.tables import LABELS, PAIRS, non_tie_share, one_annotator, one_judge, read_table, resolve_path
-from dpo.segments import latent_labels, row_label
+from dpo.segments import latent_labels, latent_values, row_label, segment_weight
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Example:
     latents_b: torch.Tensor
     prompt_embeds: torch.Tensor  # (L, D)
     labels: torch.Tensor  # (T,) int64 in {+1, -1, 0}
+    weights: torch.Tensor | None = None  # (T,) float: each latent frame's segment weight (-o segment_weight)
 
 
 def join_tables(
@@ -34,6 +35,7 @@ def join_tables(
     min_non_tie_fraction: float,
     judge: str | None = None,
     annotator: str | None = None,
+    weight_rule: str = "none",
 ) -> tuple[pd.DataFrame, dict, dict]:
     """(kept pairs, segment labels per pair, counts). Non-ok rows are ties; keep pairs with > min share non-tie.
 
@@ -56,11 +58,18 @@ def join_tables(
             "has several labels (several judges or annotators, columns judge/annotator); keep one per segment "
             "(e.g. one annotator's rows, or the jury's) before training."
         )
-    segs: dict[str, list[tuple[int, int, int]]] = {}
-    for row in labels.itertuples(index=False):
-        segs.setdefault(row.pair_id, []).append(
-            (int(row.frame_start), int(row.frame_end), row_label(row.preference, row.status))
-        )
+    segs: dict[str, list[tuple[int, int, int, float]]] = {}
+    for i, row in enumerate(labels.itertuples(index=False)):
+        label = row_label(row.preference, row.status)
+        weight = segment_weight(weight_rule, row) if label else 0.0
+        if weight is None:
+            need = "a confidence" if weight_rule == "confidence" else "scores (score_a, score_b) or p_a and p_b"
+            raise DenseDPOError(
+                f"{labels_path} row {i} (pair_id={row.pair_id!r}, segment {row.segment_idx}): -o "
+                f"segment_weight={weight_rule} needs {need} for every decided segment; this one has none (human "
+                "labels carry none): use -o segment_weight=none."
+            )
+        segs.setdefault(row.pair_id, []).append((int(row.frame_start), int(row.frame_end), label, weight))
     share = non_tie_share(labels)
     kept = pairs[pairs["pair_id"].map(share).fillna(0.0).gt(min_non_tie_fraction)].reset_index(drop=True)
     counts = {"pairs": len(pairs), "labeled": sum(1 for p in pairs["pair_id"] if p in segs), "kept": len(kept)}
@@ -115,8 +124,9 @@ def load_examples(pairs: pd.DataFrame, segs: dict, pairs_path: Path, cache_dir: 
         t = la.shape[1]
         num_frames = int(r.num_frames) if _present(r, "num_frames") else _probe_frames(r, pairs_path)
         ratio = (num_frames - 1) // (t - 1) if t > 1 else 1
-        lab = latent_labels(segs[r.pair_id], num_frames, ratio)
-        examples.append(Example(r.pair_id, la.float(), lb.float(), emb.float(), torch.tensor(lab, dtype=torch.long)))
+        lab = torch.tensor(latent_labels(segs[r.pair_id], num_frames, ratio), dtype=torch.long)
+        weights = torch.tensor(latent_values(segs[r.pair_id], num_frames, ratio, field=3, default=0.0))
+        examples.append(Example(r.pair_id, la.float(), lb.float(), emb.float(), lab, weights.float()))
     return examples
 
 

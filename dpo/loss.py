@@ -31,6 +31,7 @@ def dense_dpo_loss(
     labels: torch.Tensor,
     beta: float = 500.0,
     form: str = "dense",
+    weights: torch.Tensor | None = None,
 ) -> DPOLossOutput:
     """Dense Flow-DPO.
 
@@ -40,12 +41,17 @@ def dense_dpo_loss(
         loss = mean over pairs with a non-tie frame of −log σ(Σ_t inside_t).
     Vanilla Flow-DPO is the case T = 1 (errors averaged over frames, one label per clip).
     Tie frames contribute neither loss nor gradient. With no non-tie frame the loss is 0 (still differentiable).
+    weights (B, T) >= 0, dense only: the loss is the weighted mean Σ w·(−log σ(inside)) / Σ w over non-tie frames
+    (e.g. the judge's confidence in each frame's segment); all ones is the unweighted loss. The implicit accuracy
+    and the margin stay unweighted.
     """
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     shapes = {tuple(x.shape) for x in (policy_err_a, policy_err_b, ref_err_a, ref_err_b, labels)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"errors and labels must all be (B, T); got shapes {sorted(shapes)}")
+    if weights is not None and (form != "dense" or tuple(weights.shape) != tuple(labels.shape)):
+        raise ValueError(f"weights go with form dense and the labels' shape {tuple(labels.shape)}")
     labels = labels.to(policy_err_a.dtype)
     decided = labels != 0  # (B, T)
     # How much more the policy improved on a than on b, relative to the reference: > 0 favours a.
@@ -59,7 +65,11 @@ def dense_dpo_loss(
         signed = (labels * delta * decided).sum(dim=1)
     n = mask.sum()
     losses = F.softplus(-terms)  # −log σ(x) = softplus(−x), stable for large |x| (β = 500 makes them large)
-    loss = (losses * mask).sum() / n.clamp(min=1)
+    if weights is None:
+        loss = (losses * mask).sum() / n.clamp(min=1)
+    else:
+        w = weights.to(losses.dtype) * mask
+        loss = (losses * w).sum() / w.sum().clamp(min=1e-12)
     with torch.no_grad():
         acc = ((terms > 0) & mask).sum() / n.clamp(min=1)
         margin = (signed * mask).sum() / n.clamp(min=1)

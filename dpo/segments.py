@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pandas as pd
+
 PREFERENCE_VALUE = {"a": 1, "b": -1, "tie": 0}
 
 
@@ -23,22 +25,50 @@ def latent_frame_span(k: int, r: int, num_pixel_frames: int) -> range:
     return range(r * (k - 1) + 1, min(r * k, num_pixel_frames - 1) + 1)
 
 
-def latent_labels(segments: Sequence[tuple[int, int, int]], num_pixel_frames: int, r: int) -> list[int]:
-    """segments: (frame_start, frame_end, label) with half-open pixel ranges and label in {+1, −1, 0}.
+def latent_values(segments: Sequence[tuple], num_pixel_frames: int, r: int, field: int = 2, default=0) -> list:
+    """segments: (frame_start, frame_end, label[, weight]) with half-open pixel ranges.
 
-    Returns one label per latent frame. Pixel frames outside every segment count for nobody; a latent frame
-    with none of its pixels in a segment is a tie.
+    Returns, per latent frame, the segment's `field` (2: the label in {+1, −1, 0}; 3: its weight) of the segment
+    that holds most of its pixel frames. Pixel frames outside every segment count for nobody; a latent frame with
+    none of its pixels in a segment gets `default` (a tie).
     """
     out = []
     for k in range(num_latent_frames(num_pixel_frames, r)):
         span = latent_frame_span(k, r, num_pixel_frames)
-        best, best_count = 0, 0
-        for start, end, label in sorted(segments):
-            count = len(range(max(start, span.start), min(end, span.stop)))
+        best, best_count = default, 0
+        for seg in sorted(segments):
+            count = len(range(max(seg[0], span.start), min(seg[1], span.stop)))
             if count > best_count:
-                best, best_count = label, count
+                best, best_count = seg[field], count
         out.append(best)
     return out
+
+
+def latent_labels(segments: Sequence[tuple], num_pixel_frames: int, r: int) -> list[int]:
+    """One label (+1, −1, 0) per latent frame (latent_values of the segments' labels)."""
+    return latent_values(segments, num_pixel_frames, r, field=2, default=0)
+
+
+SEGMENT_WEIGHTS = ("none", "confidence", "margin")
+
+
+def segment_weight(rule: str, row) -> float | None:
+    """A decided segment's weight in the loss: none 1; confidence the judge's confidence in its answer; margin the
+    scorer's |score_a − score_b|, else |p_a − p_b|. None when the row lacks what the rule needs."""
+    if rule == "none":
+        return 1.0
+
+    def number(name):
+        v = getattr(row, name, None)
+        return None if v is None or pd.isna(v) else float(v)
+
+    if rule == "confidence":
+        return number("confidence")
+    a, b = number("score_a"), number("score_b")
+    if a is not None and b is not None:
+        return abs(a - b)
+    pa, pb = number("p_a"), number("p_b")
+    return abs(pa - pb) if pa is not None and pb is not None else None
 
 
 def row_label(preference: str | None, status: str) -> int:

@@ -59,12 +59,15 @@ def sample_t(gen: torch.Generator, b: int, mean: float, std: float) -> torch.Ten
 
 def collate(examples: list[Example], label_mode: str) -> dict:
     labels = torch.stack([e.labels for e in examples])  # (B, T)
-    return {
+    batch = {
         "x0_a": torch.stack([e.latents_a for e in examples]),  # (B, C, T, h, w)
         "x0_b": torch.stack([e.latents_b for e in examples]),
         "emb": torch.stack([e.prompt_embeds for e in examples]),  # (B, L, D)
         "labels": clip_labels(labels) if label_mode == "clip" else labels,
     }
+    if label_mode == "dense" and all(e.weights is not None for e in examples):
+        batch["weights"] = torch.stack([e.weights for e in examples])  # (B, T)
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------- one step
@@ -103,7 +106,10 @@ def dpo_step(policy, reference, batch: dict, gen: torch.Generator, cfg: TrainCon
     with torch.no_grad(), ref_ctx():
         ref_a, ref_b = pair_errors(reference, batch, t, noise, per_frame)
     pol_a, pol_b = pair_errors(policy, batch, t, noise, per_frame)
-    return dense_dpo_loss(pol_a, pol_b, ref_a, ref_b, batch["labels"], beta=cfg.beta, form=cfg.loss_form)
+    weights = batch.get("weights") if cfg.segment_weight != "none" else None
+    return dense_dpo_loss(
+        pol_a, pol_b, ref_a, ref_b, batch["labels"], beta=cfg.beta, form=cfg.loss_form, weights=weights
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -180,7 +186,9 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
     out = Path(cfg.out)
 
     # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
-    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge, cfg.who())
+    kept, segs, counts = join_tables(
+        cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge, cfg.who(), cfg.segment_weight
+    )
     if accel.is_main_process:
         load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)  # encodes what is missing, once
     accel.wait_for_everyone()

@@ -109,3 +109,22 @@ def test_helpers():
     err = per_frame_error(target, pred)
     assert err.shape == (2, 4) and err[0, 0] == 1 and err[0, 1] == 9
     assert clip_labels(torch.tensor([[1, 1, -1], [0, 0, 0], [-1, 0, 1]])).tolist() == [[1], [0], [0]]
+
+
+def test_weighted_loss_by_hand():
+    """Frames weighted by the judge's confidence (0.9, 0.6, and a tie whose weight must not matter): the loss is
+    (0.9·l0 + 0.6·l1) / 1.5 with l0, l1 the frames' −log σ; all-ones weights give the unweighted loss."""
+    pa = torch.tensor([[0.100, 0.100, 0.1]], dtype=torch.float64)
+    ra = torch.tensor([[0.102, 0.104, 0.3]], dtype=torch.float64)
+    pb = torch.tensor([[0.200, 0.300, 0.2]], dtype=torch.float64)
+    rb = torch.tensor([[0.200, 0.300, 0.2]], dtype=torch.float64)
+    labels = torch.tensor([[1, -1, 0]])
+    l0, l1 = -math.log(1 / (1 + math.exp(-0.5))), -math.log(1 / (1 + math.exp(1.0)))
+    w = torch.tensor([[0.9, 0.6, 7.0]], dtype=torch.float64)
+    out = dense_dpo_loss(pa, pb, ra, rb, labels, beta=500.0, weights=w)
+    assert out.loss.item() == pytest.approx((0.9 * l0 + 0.6 * l1) / 1.5, rel=1e-9)
+    assert out.implicit_accuracy.item() == 0.5  # diagnostics stay unweighted
+    ones = dense_dpo_loss(pa, pb, ra, rb, labels, beta=500.0, weights=torch.ones_like(w))
+    assert ones.loss.item() == pytest.approx(dense_dpo_loss(pa, pb, ra, rb, labels, beta=500.0).loss.item())
+    with pytest.raises(ValueError, match="weights go with form dense"):
+        dense_dpo_loss(pa, pb, ra, rb, labels, form="eq7", weights=w)

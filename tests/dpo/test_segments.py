@@ -42,3 +42,25 @@ def test_uncovered_latents_are_ties():
 )
 def test_row_label(pref, status, value):
     assert row_label(pref, status) == value
+
+
+def test_latent_weights_follow_the_latent_labels():
+    from dpo.segments import latent_values
+
+    segs = [(0, 3, 1, 0.9), (3, 9, -1, 0.6)]
+    assert latent_labels(segs, 9, 4) == [1, 1, -1]
+    assert latent_values(segs, 9, 4, field=3, default=0.0) == [0.9, 0.9, 0.6]
+    assert latent_values([(0, 5, 1, 0.7)], 13, 4, field=3, default=0.0) == [0.7, 0.7, 0.0, 0.0]
+
+
+def test_segment_weight_rules():
+    from types import SimpleNamespace
+
+    from dpo.segments import segment_weight
+
+    chat = SimpleNamespace(confidence=0.8, p_a=0.8, p_b=0.15, score_a=float("nan"), score_b=float("nan"))
+    scorer = SimpleNamespace(confidence=0.7, p_a=0.7, p_b=0.2, score_a=1.5, score_b=0.25)
+    human = SimpleNamespace(confidence=None, p_a=None, p_b=None)
+    assert segment_weight("none", human) == 1.0
+    assert segment_weight("confidence", chat) == 0.8 and segment_weight("confidence", human) is None
+    assert segment_weight("margin", scorer) == 1.25 and segment_weight("margin", chat) == pytest.approx(0.65)

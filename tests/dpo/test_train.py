@@ -274,12 +274,12 @@ def test_labels_of_several_annotators_train_on_one_or_on_their_majority(tmp_path
         join_tables(pairs, two, 0.2)
     pid = t["pair_id"].iloc[0]
     _, segs, _ = join_tables(pairs, two, 0.0, annotator="y")
-    assert [v for *_, v in segs[pid]] == [-1] * n
+    assert [s[2] for s in segs[pid]] == [-1] * n
     with pytest.raises(DenseDPOError, match="no pair .* non-tie"):  # one a, one b everywhere: all ties
         join_tables(pairs, two, 0.0, annotator="majority")
     three = write_table(pd.concat([x, y, z], ignore_index=True), tmp_path / "three.parquet", LABELS)
     _, segs, _ = join_tables(pairs, three, 0.0, annotator="majority")
-    assert [v for *_, v in segs[pid]] == [1] * (n - 1) + [0]  # last segment: a, b, tie -> no majority
+    assert [s[2] for s in segs[pid]] == [1] * (n - 1) + [0]  # last segment: a, b, tie -> no majority
     with pytest.raises(DenseDPOError, match=r"-o annotator=w: .* it has x, y"):
         join_tables(pairs, two, 0.0, annotator="w")
 
@@ -309,7 +309,7 @@ def test_a_jury_table_trains_on_the_jury_or_the_named_judge(tmp_path):
     _, segs, _ = join_tables(pairs, path, 0.0)  # the jury's rows by default
     _, segs_x, _ = join_tables(pairs, path, 0.0, judge="x")
     pid = t["pair_id"].iloc[0]
-    assert [v for *_, v in segs[pid]] == [-v for *_, v in segs_x[pid]] != [0] * len(segs[pid])
+    assert [s[2] for s in segs[pid]] == [-s[2] for s in segs_x[pid]] != [0] * len(segs[pid])
     with pytest.raises(DenseDPOError, match=r"-o judge=nobody: .* it has jury, x"):
         join_tables(pairs, path, 0.0, judge="nobody")
     two = write_table(
@@ -388,3 +388,61 @@ def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(la
     train(cfg(latent_data, tiny_wan_model, out, max_steps=1, overwrite=True), progress=False)
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "loss" in x]
     assert steps == [1] and not (out / "checkpoint-2").exists()  # started over
+
+
+def test_segment_weights_from_a_table_read_from_disk(tmp_path):
+    """-o segment_weight=confidence: each decided segment's latent frames carry its confidence, ties 0; the weights
+    reach the batch; human labels (no confidence) are a one-line error naming the row and the fix."""
+    import pandas as pd
+
+    from densedpo.errors import DenseDPOError
+    from densedpo.tables import LABELS, read_table, write_table
+    from dpo.data import join_tables, load_examples
+    from dpo.train import collate
+    from tests.dpo.synthetic_latents import make_latent_pairs
+
+    pairs, labels = make_latent_pairs(tmp_path / "data", num_pairs=2)
+    t = read_table(labels, LABELS)
+    conf = [0.55 + 0.05 * i for i in range(len(t))]
+    judged = write_table(t.assign(confidence=conf, status=["ok"] * (len(t) - 1) + ["low_confidence"]),
+                         tmp_path / "judged.parquet", LABELS)  # fmt: skip
+    kept, segs, _ = join_tables(pairs, judged, 0.0, weight_rule="confidence")
+    back = read_table(judged, LABELS)
+    for row in back.itertuples():
+        (seg,) = [s for s in segs[row.pair_id] if s[0] == row.frame_start]
+        assert seg[3] == (pytest.approx(row.confidence) if row.status == "ok" else 0.0)
+    examples = load_examples(kept, segs, pairs, tmp_path / "cache", "unused")
+    batch = collate(examples, "dense")
+    first = [s for s in segs[examples[0].pair_id]]
+    assert batch["weights"].shape == batch["labels"].shape
+    assert batch["weights"][0, 0].item() == pytest.approx(first[0][3])  # latent 0 is pixel frame 0: segment 0
+    human = write_table(t.assign(confidence=None), tmp_path / "human.parquet", LABELS)
+    with pytest.raises(DenseDPOError, match=r"human\.parquet row 0 .*segment_weight=confidence needs a confidence"):
+        join_tables(pairs, human, 0.0, weight_rule="confidence")
+    assert pd.notna(back["confidence"]).all()
+
+
+def test_confidence_weights_reach_the_loss(latent_data, tiny_wan_model, tmp_path):
+    """Confidence 1 everywhere trains exactly as unweighted; other confidences change the loss."""
+    from densedpo.tables import LABELS, read_table, write_table
+
+    pairs, labels = latent_data
+    t = read_table(labels, LABELS)
+    ones = write_table(t.assign(confidence=1.0), tmp_path / "ones.parquet", LABELS)
+    varied = write_table(t.assign(confidence=[0.5 + (i % 5) / 10 for i in range(len(t))]), tmp_path / "v.parquet",
+                         LABELS)  # fmt: skip
+
+    def run(lab, rule, name):
+        out = tmp_path / name
+        return train(cfg((pairs, lab), tiny_wan_model, out, max_steps=2, segment_weight=rule), progress=False).history
+
+    plain, weighted_ones, weighted = (
+        run(ones, "none", "n"),
+        run(ones, "confidence", "o"),
+        run(varied, "confidence", "v"),
+    )
+    assert [h["loss"] for h in weighted_ones] == pytest.approx([h["loss"] for h in plain], rel=1e-6)
+    # step 1: policy = reference, every frame's loss is log 2 whatever its weight; after one update they differ
+    assert weighted[0]["loss"] == pytest.approx(plain[0]["loss"]) and weighted[1]["loss"] != pytest.approx(
+        plain[1]["loss"], rel=1e-6
+    )

@@ -201,11 +201,21 @@ def _title(pid: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("when, signum", [("starting", 9), ("labeling", 9), ("labeling", 15)])
-def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum):
-    """kill -9 of `label --model` while vLLM starts or while it labels, or SIGTERM while it labels: the API server,
-    the engine core and its workers (renamed VLLM::EngineCore / VLLM::Worker) all go. Found by an environment
-    marker they all inherit. SIGTERM ends with exit 130 and the one "interrupted" line, no traceback."""
+@pytest.mark.parametrize(
+    "when, signum, victim",
+    [
+        ("starting", 9, "owner"),
+        ("labeling", 9, "owner"),
+        ("labeling", 15, "owner"),
+        ("starting", 9, "supervisor"),
+        ("labeling", 9, "both"),
+    ],
+)
+def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum, victim):
+    """kill -9 of `label --model` (the owner), of the supervisor between it and vLLM, or of both at once, while
+    vLLM starts or while it labels, or SIGTERM of the owner while it labels: the API server, the engine core and
+    its workers (renamed VLLM::EngineCore / VLLM::Worker) all go. Found by an environment marker they all inherit.
+    SIGTERM ends with exit 130 and the one "interrupted" line, no traceback."""
     import os
     import signal
     import subprocess
@@ -215,7 +225,7 @@ def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum):
 
     from densedpo.synthetic import make_synthetic_pairs
     from tests.conftest import REPO
-    from tests.densedpo.test_supervise import marked, wait_gone
+    from tests.densedpo.test_supervise import marked, supervisor_of, wait_gone
 
     pairs_path, _ = make_synthetic_pairs(tmp_path / "pairs", num_pairs=12, num_frames=49, height=64, width=64)
     out = tmp_path / "labels.parquet"
@@ -235,8 +245,11 @@ def test_killing_label_leaves_no_vllm_process(tiny_vlm, tmp_path, when, signum):
             time.sleep(0.2)  # answers are coming in: the engine core and its worker are up
         assert proc.poll() is None, "labeling ended before the kill"
         assert any(_title(p).startswith("VLLM::EngineCor") for p in marked(mark))  # comm holds 15 characters
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=120)
+    if victim in ("supervisor", "both"):
+        os.kill(supervisor_of(mark), signal.SIGKILL)
+    if victim in ("owner", "both"):
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)  # the owner alone sees its server gone and stops
     if signum == signal.SIGTERM:
         assert proc.returncode == 130 and "Traceback" not in stderr, stderr
         assert (
