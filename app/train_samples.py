@@ -75,7 +75,7 @@ def make_sample_hook(cfg):
         videos = [read_frames(folder / row["video"]) for row in rows]
         motions = [video_motion(v, scfg.fps) for v in videos]
         return {
-            "sample_motion": float(np.mean([m.mean for m in motions])) if motions else 0.0,
+            "sample_motion": float(np.mean([m.mean_top5_px for m in motions])) if motions else 0.0,
             "sample_dynamic_degree": float(np.mean([m.dynamic for m in motions])) if motions else 0.0,
             "videos": videos[:4],
             "fps": scfg.fps,

@@ -30,7 +30,7 @@ def flow_magnitudes(gray: Sequence[np.ndarray]) -> list[float]:
     ]
 
 
-def mean_motion(gray: Sequence[np.ndarray]) -> float:
+def mean_flow_magnitude(gray: Sequence[np.ndarray]) -> float:
     """Mean flow magnitude over a sequence of grey frames; 0.0 for fewer than two frames."""
     mags = flow_magnitudes(gray)
     return float(np.mean(mags)) if mags else 0.0
@@ -84,8 +84,9 @@ class Motion:
     method: str
 
     @property
-    def mean(self) -> float:
-        """The video's motion strength: mean of its per-pair scores (0 for a single frame)."""
+    def mean_top5_px(self) -> float:
+        """The video's motion strength: mean of its per-pair scores, each the mean of the top 5% flow magnitudes
+        in pixels (0 for a single frame). Not VBench's dynamic degree, which is `dynamic` (pairs over a line)."""
         return float(np.mean(self.scores)) if self.scores else 0.0
 
 

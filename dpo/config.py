@@ -57,6 +57,10 @@ class TrainConfig:
     sample_prompts: str | None = key(None, "prompts for those samples: a prompt set name, .txt or .parquet")
     sample_seeds: str = key("0", "sample indices k (the pairing rule of `densedpo sample`), e.g. 0,1")
 
+    def label_rules(self) -> tuple[str | None, str | None, str]:
+        """join_tables' rules: whose rows (judge, annotator) and each segment's weight."""
+        return self.judge, self.who(), self.segment_weight
+
     def who(self) -> str | None:
         """The annotator rule for join_tables: a name, "majority", or None (the table has one)."""
         return MAJORITY if self.annotators else self.annotator

@@ -186,9 +186,7 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
     out = Path(cfg.out)
 
     # 1. Data: join, filter (> 20% non-tie segments), latents and embeddings (encoded once if missing), split.
-    kept, segs, counts = join_tables(
-        cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, cfg.judge, cfg.who(), cfg.segment_weight
-    )
+    kept, segs, counts = join_tables(cfg.pairs, cfg.labels, cfg.min_non_tie_fraction, *cfg.label_rules())
     if accel.is_main_process:
         load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)  # encodes what is missing, once
     accel.wait_for_everyone()

@@ -203,8 +203,8 @@ def video_motions(pairs: pd.DataFrame, pairs_path: Path, flow, method: str, cons
                     "prompt_id": r.prompt_id,
                     "dynamic_policy": float(a.dynamic),
                     "dynamic_base": float(b.dynamic),
-                    "motion_policy": a.mean,
-                    "motion_base": b.mean,
+                    "motion_policy": a.mean_top5_px,
+                    "motion_base": b.mean_top5_px,
                     **{f"segment_motion_diff_{i}": pa - pb for i, (pa, pb) in enumerate(zip(seg_a, seg_b))},
                 }
             )

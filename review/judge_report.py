@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_motion
+from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_flow_magnitude
 from densedpo.plots import fitted_title
 from densedpo.stats import Counts, bootstrap, ratio, rounded
 from densedpo.tables import POSITIONS, majority_vote
@@ -367,7 +367,7 @@ def segment_motion(
             frames = read_frames(resolve_path(pairs_path, row[f"video_{side}"]), needed)
             gray = dict(zip(needed, gray_frames(frames, max_side)))
             for s in segs:
-                flows[(side, s.segment_idx)] = mean_motion([gray[i] for i in idx[s.segment_idx]])
+                flows[(side, s.segment_idx)] = mean_flow_magnitude([gray[i] for i in idx[s.segment_idx]])
         for s in segs:
             motion = {"motion_a": flows[("a", s.segment_idx)], "motion_b": flows[("b", s.segment_idx)]}
             rows.append({"pair_id": pair_id, "segment_idx": s.segment_idx, **motion})

@@ -2,9 +2,10 @@
 
 run_sources() reads top to bottom: 1 collect the candidates (sources/collect.py; optionally cut long videos into
 shots with PySceneDetect), 2 probe each clip (readable, fps, duration, size) and drop it with its reason: too
-short for `generate`, too small, too few fps, a duplicate of an earlier clip (content digest), too little motion
-(VBench's dynamic-degree measure, densedpo/motion.py), no caption; 3 write the kept clips (the sources contract
-plus what was measured) and the report of every clip, atomically.
+short for `generate`, too small, too few fps, too little motion (mean top-5% flow over VBench's per-pair
+threshold, densedpo/motion.py), no caption; then one clip of each content (a duplicate by digest: a captioned
+copy first); 3 write the kept clips (the sources contract plus what was measured) and the report of every clip,
+atomically.
 """
 
 from __future__ import annotations
@@ -148,7 +149,15 @@ def measure(clip: dict, cfg: SourcesConfig, info=None, note: str = "") -> dict:
     the probe (a container that over-reports its frames is measured again with the frames it decodes)."""
     from densedpo.video import VideoInfo, count_frames, probe
 
-    row = {**clip, "duration_s": None, "fps": None, "height": None, "width": None, "motion": None, "digest": None}
+    row = {
+        **clip,
+        "duration_s": None,
+        "fps": None,
+        "height": None,
+        "width": None,
+        "motion_over_threshold": None,
+        "digest": None,
+    }
     try:
         info = info or probe(clip["video"])
     except DenseDPOError as e:
@@ -166,7 +175,7 @@ def measure(clip: dict, cfg: SourcesConfig, info=None, note: str = "") -> dict:
             return {**row, "reason": reason, "detail": detail + note}
     row["digest"] = content_digest(Path(clip["video"]), None if pd.isna(clip["start_s"]) else start, end)
     try:
-        row["motion"] = round(clip_motion(Path(clip["video"]), info.fps, info.num_frames, start, end), 4)
+        row["motion_over_threshold"] = round(clip_motion(Path(clip["video"]), info.fps, info.num_frames, start, end), 4)
     except DenseDPOError as e:
         decoded = count_frames(clip["video"])
         if note or decoded >= info.num_frames:
@@ -174,11 +183,11 @@ def measure(clip: dict, cfg: SourcesConfig, info=None, note: str = "") -> dict:
         # webm/mkv state no frame count; OpenCV estimates it from the duration, which can overshoot
         note = f" (the container says {info.num_frames} frames, {decoded} decode)"
         return measure(clip, cfg, VideoInfo(decoded, info.fps, info.height, info.width), note)
-    if cfg.min_motion is not None and row["motion"] < cfg.min_motion:
+    if cfg.min_motion is not None and row["motion_over_threshold"] < cfg.min_motion:
         return {
             **row,
             "reason": "low_motion",
-            "detail": f"motion {row['motion']:.3f} < --min-motion {cfg.min_motion:g}",
+            "detail": f"motion_over_threshold {row['motion_over_threshold']:.3f} < --min-motion {cfg.min_motion:g}",
         }
     if not has_text(clip["caption"]):
         return {**row, "reason": "no_caption", "detail": "no caption (a sidecar .txt or a manifest column)" + note}
@@ -287,7 +296,7 @@ def clip_motion(path: Path, fps: float, num_frames: int, start_s: float, end_s: 
         return 0.0
     frames = np.stack([resize_to_fit(f, MOTION_SIDE) for f in read_frames(path, idx)])
     m = video_motion(frames, min(fps, VBENCH_FPS) if stride == 1 else VBENCH_FPS)
-    return m.mean / m.threshold_px
+    return m.mean_top5_px / m.threshold_px
 
 
 def split_into_scenes(candidates: pd.DataFrame, threshold: float, min_seconds: float) -> pd.DataFrame:

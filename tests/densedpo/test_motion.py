@@ -56,7 +56,7 @@ def test_a_square_moving_d_pixels_per_frame_measures_d_per_kept_pair(size, fps):
 def test_a_frozen_video_measures_zero_and_is_not_dynamic():
     frames = np.repeat(moving_square(1, 64, 0)[:1], 17, axis=0)
     m = video_motion(frames, 16.0)
-    assert m.mean == pytest.approx(0.0, abs=0.05) and not m.dynamic
+    assert m.mean_top5_px == pytest.approx(0.0, abs=0.05) and not m.dynamic
     assert len(m.scores) == 8  # 17 frames at 16 fps: 9 kept, 8 pairs
 
 

@@ -73,7 +73,7 @@ def test_a_folder_is_probed_filtered_and_reported(folder, tmp_path):
         "walk": "kept",
         "x-walk-copy": "duplicate",
     }
-    assert report.loc["still", "motion"] < 0.02 and report.loc["walk", "motion"] > 0.05
+    assert report.loc["still", "motion_over_threshold"] < 0.02 and report.loc["walk", "motion_over_threshold"] > 0.05
     assert report.loc["x-walk-copy", "detail"] == "same content as walk"
     text = " ".join(r.stdout.split())
     for reason, n in (("kept", 2), ("duplicate", 1), ("too_short", 1), ("low_motion", 1)):
