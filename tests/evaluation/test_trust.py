@@ -128,3 +128,22 @@ def test_train_run_files_hold_absolute_paths(tmp_path, monkeypatch):
     cfg = TrainConfig(pairs=Path("pairs.parquet"), labels=Path("labels.parquet"), model="m", out=Path("run"))
     body = yaml.safe_load(write_run_file(tmp_path / "run" / "train.run.yaml", "train", cfg).read_text())
     assert body["labels"] == str(tmp_path / "labels.parquet")
+
+
+def test_figures_are_the_same_from_a_table_read_from_disk(tmp_path):
+    """Nullable dtypes from disk (boolean order_agreement, None in string columns) change no figure."""
+    from densedpo.tables import read_table
+
+    pairs = pd.DataFrame({"pair_id": ["x", "y", "z"], "prompt_id": ["p0", "p1", "p2"]})
+    statuses = [
+        [("ok", "a"), ("low_confidence", "tie"), ("ok", "b")],
+        [("order_inconsistent", "tie"), ("ok", "a"), ("request_error", None)],
+        [("ok", "a"), ("parse_error", None), ("ok", "tie")],
+    ]
+    rows = labels_of(pairs, statuses).assign(order_agreement=None, confidence=0.8, judge="j", judge_model="m")
+    rows = rows.reindex(columns=[c for c in LABELS.names if c != "annotator"])
+    rows.loc[rows["status"].eq("order_inconsistent"), "order_agreement"] = False
+    path = write_table(rows, tmp_path / "labels.parquet", LABELS)
+    back = read_table(path, LABELS)
+    assert str(back["order_agreement"].dtype) == "boolean"
+    assert preference_figures(back, pairs, n_boot=50) == preference_figures(rows, pairs, n_boot=50)
