@@ -218,7 +218,9 @@ def main(argv: list[str]) -> int:
                 break  # the owner closed the pipe or died
     code = server.poll()
     _stop_tree(server, token, grace_s)
-    os.close(life_w)  # the watchdog sees the tree stopped (it checks, then leaves)
+    with contextlib.suppress(OSError):
+        os.write(life_w, b"stopped")  # the tree is gone: the watchdog checks once and leaves without waiting
+    os.close(life_w)
     if code is None:
         return 0  # stopped on the owner's word
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
@@ -229,19 +231,22 @@ def watch(owner_fd: int, life_fd: int, token: str, grace_s: float) -> int:
     supervisor has not finished after its grace period, kill whatever is left of the tree, then leave."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     fds = [owner_fd, life_fd]
-    owner_gone_at = None
+    owner_gone_at, stopped = None, False
     while True:
         timeout = 0.5 if owner_gone_at is None else max(0.0, owner_gone_at + grace_s + 5 - time.monotonic())
         with contextlib.suppress(InterruptedError):
             ready, _, _ = select.select(fds, [], [], timeout)
-            if life_fd in ready and os.read(life_fd, 4096) == b"":
-                break  # the supervisor is done or dead
+            if life_fd in ready:
+                data = os.read(life_fd, 4096)
+                stopped = stopped or data.startswith(b"stopped")
+                if data == b"":
+                    break  # the supervisor is done or dead
             if owner_fd in ready and os.read(owner_fd, 4096) == b"":
                 fds.remove(owner_fd)
                 owner_gone_at = time.monotonic()
         if owner_gone_at is not None and time.monotonic() >= owner_gone_at + grace_s + 5:
             break  # the supervisor should have stopped the tree by now
-    kill_tree(token, settle_s=SETTLE_S)
+    kill_tree(token, settle_s=0.0 if stopped else SETTLE_S)  # a supervisor killed mid-fork: late children
     return 0
 
 
