@@ -85,6 +85,7 @@ def label(
     score_text: Annotated[str | None, typer.Option(help="--judge score: the text shown with each video, {caption} for the caption (VideoReward: must hold its three reward tokens).")] = None,
     price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")] = None,
+    calibration_temperature: Annotated[float | None, typer.Option(help="Temper the judge's answer probabilities by this (eval-labels --fit-calibration fits it on people's labels); the table records it \\[default: 1, none].")] = None,
     judges: Annotated[Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")] = None,
     combine: Annotated[str | None, typer.Option(help="The jury's rule: mean (of probabilities) or majority \\[default: the file's, else mean].")] = None,
 ) -> None:
@@ -110,6 +111,7 @@ def label(
         tie_margin=tie_margin, score_scale=score_scale, score_weights=_floats("--score-weights", score_weights),
         score_text=score_text,
         price_in=price_in, price_out=price_out, judges=judges, combine=combine,
+        calibration_temperature=calibration_temperature,
     )
     if show_prompt:
         _show_prompt(cfg)
@@ -240,6 +242,7 @@ def eval_labels(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over pairs for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     reference_judge: Annotated[str | None, typer.Option(help="A reference table of several judges (a jury's): the judge to measure against \\[default: its jury].")] = None,
+    fit_calibration: Annotated[Path | None, typer.Option(help="Fit each judge's calibration temperature on the (first) reference, report its held-out effect on ECE, and write it here: into a --judges file's entries named by judge id, else a YAML of judge id: settings.")] = None,
 ) -> None:
     """How good are these labels? Judges against references: accuracy, coverage, kappa, calibration, biases.
 
@@ -254,8 +257,25 @@ def eval_labels(
         raise DenseDPOError(f"--target-accuracy must lie in (0, 1], got {target_accuracy}.")
     if bootstrap < 1:
         raise DenseDPOError(f"--bootstrap must be at least 1, got {bootstrap}.")
-    report = evaluate_judges(labels, reference, pairs, target_accuracy, bootstrap, seed, reference_judge)
+    report = evaluate_judges(
+        labels, reference, pairs, target_accuracy, bootstrap, seed, reference_judge, calibrate=fit_calibration is not None
+    )
     print_judge_report(report)
+    if fit_calibration is not None:
+        from review.calibration import write_calibration
+
+        fitted = {n: r["calibration"] for n, r in report["references"][0]["judges"].items() if "calibration" in r}
+        if not fitted:
+            raise DenseDPOError("--fit-calibration: no judge has probabilities on 2 or more labeled pairs; nothing fitted.")
+        for name, f in fitted.items():
+            before, after = f["ece_before"], f["ece_after_heldout"]
+            console.print(
+                f"calibration of {name}: temperature {f['calibration_temperature']:.3f} on {f['segments']} segments; "
+                f"held-out ECE {before['value']:.3f} {before['ci95']} -> {after['value']:.3f} {after['ci95']}"
+            )
+        set_in = write_calibration(fit_calibration, {n: {"calibration_temperature": f["calibration_temperature"]} for n, f in fitted.items()})
+        console.print(f"written to {fit_calibration} ({', '.join(set_in) or 'no judge entry matched'}): label applies it with "
+                      "--judges FILE or --calibration-temperature T")
     if plots is not None:
         for k, ref in enumerate(report["references"]):
             for name, r in ref["judges"].items():

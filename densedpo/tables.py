@@ -146,6 +146,13 @@ LABELS = Schema(
         Column("annotator", "str", required=False, nullable=True, doc="who labeled a human row"),
         Column("score_a", "float", required=False, nullable=True, doc="a scorer judge's score of video_a"),
         Column("score_b", "float", required=False, nullable=True, doc="a scorer judge's score of video_b"),
+        Column(
+            "calibration_temperature",
+            "float",
+            required=False,
+            nullable=True,
+            doc="the temperature the judge's probabilities were scaled by (eval-labels --fit-calibration)",
+        ),
     ),
     key=("pair_id", "segment_idx"),
     optional_key=("judge", "annotator"),

@@ -92,6 +92,39 @@ def aggregate_scores(a: OrderResult, b: OrderResult, tie_margin: float, scale: f
     return _row(preference if status == "ok" else "tie", p_a, p_b, p_tie, confidence, None, status, None, raw)
 
 
+CLASSES = ("a", "b", "tie")
+
+
+def temper(probs: list[float], temperature: float) -> list[float]:
+    """Temperature scaling of a (p_a, p_b, p_tie) distribution: p^(1/T), renormalised. T > 1 softens an
+    overconfident judge, T < 1 sharpens; T = 1 leaves it as it is; a zero stays zero."""
+    powered = [max(p, 0.0) ** (1.0 / temperature) for p in probs]
+    total = sum(powered)
+    return [p / total for p in powered] if total > 0 else list(probs)
+
+
+def calibrate_row(row: dict, temperature: float, min_confidence: float) -> dict:
+    """A judge's labels row with its probabilities tempered (eval-labels --fit-calibration fits T on people's
+    labels) and the confidence filter applied again: the answer it gave keeps its class, its confidence becomes the
+    tempered probability of that class, and below min_confidence it is low_confidence (a tie), above it ok.
+    Failed rows, rows without probabilities and T = 1 are left as they are."""
+    probs = [row.get("p_a"), row.get("p_b"), row.get("p_tie")]
+    answered = row.get("status") in ("ok", "low_confidence", "order_inconsistent")
+    if temperature == 1.0 or not answered or any(p is None or p != p for p in probs):
+        return row
+    tempered = temper(probs, temperature)
+    out = {**row, "p_a": tempered[0], "p_b": tempered[1], "p_tie": tempered[2]}
+    if row["status"] == "order_inconsistent":  # the orders disagreed: a tie whatever its confidence
+        return {**out, "confidence": max(tempered)}
+    if row["status"] == "ok":
+        answer = row["preference"]
+    else:  # low_confidence: the answer is the class whose probability was its confidence
+        answer = CLASSES[min(range(3), key=lambda k: abs(probs[k] - row["confidence"]))]
+    confidence = tempered[CLASSES.index(answer)]
+    status = answer_status(confidence, min_confidence)
+    return {**out, "confidence": confidence, "status": status, "preference": answer if status == "ok" else "tie"}
+
+
 JURY_RULES = ("mean", "majority")
 
 

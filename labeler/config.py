@@ -49,6 +49,7 @@ class LabelConfig:
     score_text: str | None = None
     price_in: float | None = None
     price_out: float | None = None
+    calibration_temperature: float = 1.0  # eval-labels --fit-calibration fits it on people's labels
     judges: Path | None = None
     combine: str | None = None  # a jury's rule (mean | majority); default: the YAML's, else mean
 
@@ -86,6 +87,7 @@ class LabelConfig:
             score_text=self.score_text,
             price_in=self.price_in,
             price_out=self.price_out,
+            calibration_temperature=self.calibration_temperature,
         )
 
     def judge_specs(self) -> tuple[list[JudgeSpec], str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from densedpo.tables import LABEL_STATUSES, LABELS, trainable_pairs
-from labeler.aggregate import combine_judges, decided
+from labeler.aggregate import calibrate_row, combine_judges, decided
 from labeler.config import JURY, LabelConfig, cost_usd
 from labeler.journal import journal_path_for, read_journal
 from labeler.judges import Judge
@@ -72,7 +72,9 @@ def assemble_rows(
             }
             judged = {}
             for judge, a in zip(judges, answers):
-                judged[judge.id] = judge.combine(a, cfg.min_confidence)
+                row = judge.combine(a, cfg.min_confidence)
+                temperature = judge.spec.calibration_temperature
+                judged[judge.id] = calibrate_row(row, temperature, cfg.min_confidence)
                 prompt = getattr(judge, "prompt", None)
                 rows.append(
                     {
@@ -83,6 +85,7 @@ def assemble_rows(
                         "prompt_sha256": prompt and prompt.sha256,
                         **judge.answer_columns(a),
                         "judge": judge.id,
+                        "calibration_temperature": temperature if temperature != 1.0 else None,
                     }
                 )
             if len(judges) > 1:
@@ -95,7 +98,8 @@ def assemble_rows(
                     }
                 )
     table = pd.DataFrame(rows, columns=[c for c in LABELS.names if c != "annotator"])
-    return table.drop(columns=[c for c in ("score_a", "score_b") if table[c].isna().all()])
+    optional = ("score_a", "score_b", "calibration_temperature")
+    return table.drop(columns=[c for c in optional if table[c].isna().all()])
 
 
 def summarize(labels: pd.DataFrame) -> dict:

@@ -31,7 +31,7 @@ import pandas as pd
 from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_flow_magnitude
 from densedpo.plots import fitted_title
 from densedpo.stats import Counts, bootstrap, ratio, rounded
-from densedpo.tables import POSITIONS, majority_vote
+from densedpo.tables import JURY, POSITIONS, majority_vote
 from labeler.aggregate import clip_preference, decided
 
 CLASSES = ("a", "b", "tie")
@@ -518,9 +518,11 @@ def evaluate_judges(
     n_boot: int = 1000,
     seed: int = 0,
     reference_judge: str | None = None,
+    calibrate: bool = False,
 ) -> dict:
     """The report of eval-labels: every judge of every labels table against every reference table (a reference
-    of several judges counts one of them: `reference_judge`, by default its jury)."""
+    of several judges counts one of them: `reference_judge`, by default its jury). With `calibrate`, each judge
+    (not a jury's combined rows) also gets a fitted temperature and its held-out effect (review/calibration.py)."""
     from densedpo.errors import DenseDPOError
     from densedpo.tables import LABELS, one_judge, read_table
 
@@ -548,6 +550,12 @@ def evaluate_judges(
             margin = fit_tie_margin(table, ref)
             if margin is not None:
                 per_judge[name]["fitted_tie_margin"] = margin
+            if calibrate and name != JURY:
+                from review.calibration import fit_calibration
+
+                fitted = fit_calibration(table, ref, n_boot=n_boot, seed=seed)
+                if fitted is not None:
+                    per_judge[name]["calibration"] = fitted
         reports.append(
             {
                 "reference": str(ref_path),

@@ -52,6 +52,7 @@ class JudgeSpec:
     score_text: str | None = None  # score: the text shown with a video (default SCORE_TEXT)
     price_in: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_out: float | None = None  # USD per million completion tokens
+    calibration_temperature: float = 1.0  # eval-labels --fit-calibration: the answers' probabilities are tempered
 
     def check(self, where: str) -> None:
         def bad(flag: str, msg: str) -> DenseDPOError:
@@ -97,6 +98,8 @@ class JudgeSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise bad(f"--{name.replace('_', '-')}", f"must be positive, got {value}.")
+        if not self.calibration_temperature > 0:
+            raise bad("--calibration-temperature", f"must be positive, got {self.calibration_temperature}.")
         if not self.tie_margin >= 0:
             raise bad("--tie-margin", f"must be >= 0, got {self.tie_margin}.")
         if self.top_logprobs < 3:
