@@ -182,6 +182,10 @@ def print_judge_report(report: dict) -> None:
             f"lowest --min-confidence with accuracy ≥ {target:g}",
             *[str(r["min_confidence_for_target"] or "none") for r in judges.values()],
         )
+        t.add_row(
+            f"… with the interval's lower bound ≥ {target:g} (coverage)",
+            *[_sure(r.get("min_confidence_for_target_lower_bound")) for r in judges.values()],
+        )
         out.print(t)
         for name, r in judges.items():
             m = r.get("fitted_tie_margin")
@@ -219,6 +223,10 @@ def print_judge_report(report: dict) -> None:
 
 def _opt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _sure(found: dict | None) -> str:
+    return "none" if not found else f"{found['threshold']:g} ({_opt(found['coverage'])})"
 
 
 def _failed(judge: dict) -> str:

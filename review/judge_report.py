@@ -235,6 +235,8 @@ def judge_report(
         for t in THRESHOLDS
     ]
     reaching = [c["threshold"] for c in curve if (c["segment_accuracy"]["value"] or 0) >= target_accuracy]
+    # The same with the interval's lower bound: a threshold you can trust to reach the target, and what it costs.
+    sure = [c for c in curve if (c["segment_accuracy"]["ci95"][0] or 0) >= target_accuracy]
     report = {
         "segments_shared": int(len(labels.merge(reference[KEY], on=KEY))),
         "segments_both_decided": int(counts.columns["both_decided"].sum()),
@@ -242,6 +244,9 @@ def judge_report(
         **{k: v for k, v in figs.items() if not k.endswith("less_motion")},
         "coverage_curve": curve,
         "min_confidence_for_target": min(reaching) if reaching else None,
+        "min_confidence_for_target_lower_bound": (
+            {"threshold": sure[0]["threshold"], "coverage": sure[0]["coverage"]["value"]} if sure else None
+        ),
         "reliability": reliability_bins(counts),
     }
     if motion is not None:

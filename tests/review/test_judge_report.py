@@ -299,3 +299,23 @@ def test_plots_keep_long_titles_inside_and_say_when_nothing_is_decided():
     assert with_interval(0.5, 0.3333, 0.66667) == "0.500 [0.333, 0.667]"
     assert with_interval(-0.1, -0.25, 0.05, signed=True) == "-0.100 [-0.250, +0.050]"
     assert with_interval(None) == with_interval(float("nan")) == "–"
+
+
+def test_the_lowest_threshold_whose_interval_reaches_the_target():
+    """--target-accuracy by the interval's lower bound: never below the point threshold, with its coverage."""
+    rng = np.random.default_rng(0)
+    n = 300
+    conf = rng.choice([0.55, 0.75, 0.95], size=n)
+    right = rng.random(n) < np.where(conf > 0.9, 1.0, np.where(conf > 0.7, 0.85, 0.5))
+    truth = ["a"] * n
+    prefs = ["a" if r else "b" for r in right]
+    ours = table(prefs, pairs=[f"p{i}" for i in range(n)], conf=list(conf)).assign(segment_idx=0)
+    ref = table(truth, pairs=[f"p{i}" for i in range(n)]).assign(segment_idx=0)
+    r = judge_report(ours, ref, n_boot=200, target_accuracy=0.9)
+    sure = r["min_confidence_for_target_lower_bound"]
+    curve = {c["threshold"]: c for c in r["coverage_curve"]}
+    assert sure is not None and sure["threshold"] >= r["min_confidence_for_target"]
+    assert curve[sure["threshold"]]["segment_accuracy"]["ci95"][0] >= 0.9
+    assert sure["coverage"] == curve[sure["threshold"]]["coverage"]["value"]
+    lower = [t for t in THRESHOLDS if t < sure["threshold"]]
+    assert all((curve[t]["segment_accuracy"]["ci95"][0] or 0) < 0.9 for t in lower)
