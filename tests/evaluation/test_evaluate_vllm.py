@@ -16,40 +16,6 @@ from tests.evaluation.helpers import sample_folder
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def base_and_zero_lora(tmp_path, policy: str):
-    """The tiny random Wan, 3 prompts, samples of the base and of a zero LoRA (in tmp_path/policy). Returns the
-    model folder, the prompts file and the sample settings."""
-    from densedpo.tiny import make_tiny_wan
-    from tests.generation.test_sample import SMALL, run, zero_lora
-
-    wan = make_tiny_wan(tmp_path / "wan")
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red ball rolls\nwaves hit a rock\na cat jumps\n")
-    small = {**SMALL, "num_frames": 17, "fps": 16.0, "height": 64, "width": 64}
-    run(prompts, wan, tmp_path / "base", **small)
-    run(prompts, wan, tmp_path / policy, lora=zero_lora(wan, tmp_path / "lora"), **small)
-    return wan, prompts, small
-
-
-def test_a_zero_lora_is_a_tie_everywhere(vllm_server, tmp_path):
-    """sample base and a zero LoRA with the tiny random Wan, evaluate with a real judge: every segment a tie (the
-    two videos are byte-identical, so both orders send the same request), net win 0 with interval [0, 0], no motion
-    difference."""
-    base_and_zero_lora(tmp_path, "zero")
-    policy = f"zero={tmp_path / 'zero'}"
-    judge = tmp_path / "judge.yaml"  # the judge from a label YAML, as a label run file holds it
-    judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.5\nconcurrency: 8\n")
-    args = ["--base", tmp_path / "base", "--policy", policy, "--out", tmp_path / "eval", "--config", judge]
-    r = run_cli("evaluate", *args, "--bootstrap", "200")
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    (figs,) = report["policies"]["zero"]["judges"].values()
-    assert figs["segment_tie_rate"]["value"] == 1.0 and figs["segments"] == 3  # 17 frames at 16 fps: one segment
-    assert figs["segment_net_win"] == {"value": 0.0, "ci": [0.0, 0.0]}
-    assert report["policies"]["zero"]["motion_diff"]["value"] == 0.0
-    assert "did training help" in r.stdout
-
-
 def random_lora(model, out):
     """A LoRA whose delta is not zero (A and B drawn at random), saved in train's diffusers format."""
     import torch
@@ -66,35 +32,48 @@ def random_lora(model, out):
     return out
 
 
-def test_resampling_the_policy_asks_the_judge_again(vllm_server, tmp_path):
-    """sample -> evaluate -> resample the policy folder from another LoRA -> the same evaluate command: the judge
-    is asked again for every segment (its journal held answers for the old videos only), and the report is the
-    new videos' (before, the pair ids ignored the videos and the old answers were reused)."""
+def test_a_zero_lora_is_a_tie_everywhere_and_resampling_asks_again(vllm_server, tmp_path):
+    """sample base and a zero LoRA with the tiny random Wan, evaluate with a real judge: every segment a tie (the
+    two videos are byte-identical, so both orders send the same request), net win 0 with interval [0, 0], no motion
+    difference. Then resample the policy folder from another LoRA and run the same command: the judge is asked
+    again for every segment (before, pair ids ignored the videos and the journal's old answers were reused)."""
     import shutil
 
-    from tests.generation.test_sample import run
+    from densedpo.tiny import make_tiny_wan
+    from tests.generation.test_sample import SMALL, run, zero_lora
     from tests.labeler.test_vllm_integration import vllm_requests
 
-    wan, prompts, small = base_and_zero_lora(tmp_path, "policy")
-    judge = tmp_path / "judge.yaml"
-    judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.0\nconcurrency: 8\n")
-    args = ["--base", tmp_path / "base", "--policy", f"dense={tmp_path / 'policy'}", "--out", tmp_path / "eval"]
-    args += ["--config", judge, "--bootstrap", "50"]
+    wan = make_tiny_wan(tmp_path / "wan")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball rolls\nwaves hit a rock\na cat jumps\n")
+    small = {**SMALL, "num_frames": 17, "fps": 16.0, "height": 64, "width": 64}
+    run(prompts, wan, tmp_path / "base", **small)
+    run(prompts, wan, tmp_path / "zero", lora=zero_lora(wan, tmp_path / "lora"), **small)
+    policy = f"zero={tmp_path / 'zero'}"
+    judge = tmp_path / "judge.yaml"  # the judge from a label YAML, as a label run file holds it
+    judge.write_text(f"server: [{vllm_server}]\nmin_confidence: 0.5\nconcurrency: 8\n")
+    args = ["--base", tmp_path / "base", "--policy", policy, "--out", tmp_path / "eval", "--config", judge]
     before = vllm_requests(vllm_server)
-    assert run_cli("evaluate", *args).returncode == 0
-    first = pd.read_parquet(tmp_path / "eval" / "labels.parquet")
+    r = run_cli("evaluate", *args, "--bootstrap", "200")
+    assert r.returncode == 0, r.stderr[-3000:]
     asked_first = vllm_requests(vllm_server) - before
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    (figs,) = report["policies"]["zero"]["judges"].values()
+    assert figs["segment_tie_rate"]["value"] == 1.0 and figs["segments"] == 3  # 17 frames at 16 fps: one segment
+    assert figs["segment_net_win"] == {"value": 0.0, "ci": [0.0, 0.0]}
+    assert report["policies"]["zero"]["motion_diff"]["value"] == 0.0
+    assert "did training help" in r.stdout
+    first = pd.read_parquet(tmp_path / "eval" / "labels.parquet")
     assert asked_first >= 6  # 3 samples x 1 segment x 2 orders (and the judge's start-up probe)
-    shutil.rmtree(tmp_path / "policy")
-    run(prompts, wan, tmp_path / "policy", lora=random_lora(wan, tmp_path / "other"), **small)
+    shutil.rmtree(tmp_path / "zero")
+    run(prompts, wan, tmp_path / "zero", lora=random_lora(wan, tmp_path / "other"), **small)
     before = vllm_requests(vllm_server)
-    r = run_cli("evaluate", *args)
+    r = run_cli("evaluate", *args, "--bootstrap", "200")
     assert r.returncode == 0, r.stderr[-3000:]
     assert vllm_requests(vllm_server) - before == asked_first  # asked again, every segment
     second = pd.read_parquet(tmp_path / "eval" / "labels.parquet")
     assert not set(first["pair_id"]) & set(second["pair_id"])
-    pairs = pd.read_parquet(tmp_path / "eval" / "pairs.parquet")
-    assert set(second["pair_id"]) == set(pairs["pair_id"])
+    assert set(second["pair_id"]) == set(pd.read_parquet(tmp_path / "eval" / "pairs.parquet")["pair_id"])
 
 
 def test_the_trained_judge_sees_a_clean_policy_beat_an_artifact_base(trained_judge, tmp_path):

@@ -207,7 +207,6 @@ def _title(pid: int) -> str:
         ("starting", 9, "owner"),
         ("labeling", 9, "owner"),
         ("labeling", 15, "owner"),
-        ("starting", 9, "supervisor"),
         ("labeling", 9, "both"),
     ],
 )
