@@ -60,16 +60,20 @@ def check_same_inputs(both: pd.DataFrame, name: str, folder: Path, base: Path) -
                 )
 
 
-def videos_digest(path_a: Path, path_b: Path) -> str:
-    """12 hex digits that change whenever either video's bytes do (the pair's identity for the judge's journal)."""
-    return hashlib.sha256(f"{file_sha256(path_a)}:{file_sha256(path_b)}".encode()).hexdigest()[:12]
+def videos_digest(path_a: Path, path_b: Path, known: dict[Path, str]) -> str:
+    """12 hex digits that change whenever either video's bytes do (the pair's identity for the judge's journal);
+    `known` keeps each file's digest, so a base video shared by several policies is read once."""
+    for path in (path_a, path_b):
+        if path not in known:
+            known[path] = file_sha256(path)
+    return hashlib.sha256(f"{known[path_a]}:{known[path_b]}".encode()).hexdigest()[:12]
 
 
 def pair_samples(base: Path, policies: dict[str, Path], out: Path) -> tuple[Path, pd.DataFrame]:
     """Write out/pairs.parquet (one row per policy and shared sample); return its path and the table."""
     base_df = read_samples(base)
     base_settings = _settings(base_df, base)
-    rows = []
+    rows, digests = [], {}
     for name, folder in policies.items():
         pol = read_samples(folder)
         for field, value in _settings(pol, folder).items():
@@ -97,7 +101,7 @@ def pair_samples(base: Path, policies: dict[str, Path], out: Path) -> tuple[Path
             paths = {side: resolve_path(tables[side], getattr(r, f"video_{side}")) for side in ("policy", "base")}
             rows.append(
                 {
-                    "pair_id": f"{name}:{r.prompt_id}:{r.k}:{videos_digest(paths['policy'], paths['base'])}",
+                    "pair_id": f"{name}:{r.prompt_id}:{r.k}:{videos_digest(paths['policy'], paths['base'], digests)}",
                     "prompt": r.prompt_policy,
                     "video_a": os.path.relpath(paths["policy"], out),
                     "video_b": os.path.relpath(paths["base"], out),

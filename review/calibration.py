@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from densedpo.stats import rounded
+from labeler.aggregate import CLASSES
 
-CLASSES = ("a", "b", "tie")
 T_RANGE = (0.05, 20.0)
 ECE_BINS = 10
 

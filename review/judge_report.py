@@ -32,9 +32,8 @@ from densedpo.motion import FLOW_MAX_SIDE, gray_frames, mean_flow_magnitude
 from densedpo.plots import fitted_title
 from densedpo.stats import Counts, bootstrap, ratio, rounded
 from densedpo.tables import JURY, POSITIONS, majority_vote
-from labeler.aggregate import clip_preference, decided
+from labeler.aggregate import CLASSES, clip_preference, decided
 
-CLASSES = ("a", "b", "tie")
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
 ECE_BINS = 10
 KEY = ["pair_id", "segment_idx"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -35,11 +36,13 @@ def unique_ids(ids: list[str], keys: list[str]) -> list[str]:
     """Source ids unique by construction: an id that several candidates would share (`clip.mp4` and `clip.mov`,
     `a/b.mp4` and `a-b.mp4`) gets '~' and 8 hex digits of its candidate's own key (its path, its manifest row).
     safe_id never writes '~', so a suffixed id cannot meet a plain one."""
-    twice = {i for i in ids if ids.count(i) > 1} if len(set(ids)) < len(ids) else set()
-    out = [f"{i}~{hashlib.sha256(k.encode()).hexdigest()[:8]}" if i in twice else i for i, k in zip(ids, keys)]
-    if len(set(out)) < len(out):  # two candidates with one key: the same file and span listed twice
-        dup = next(i for i in out if out.count(i) > 1)
-        out = [f"{i}~{n}" if i == dup else i for n, i in enumerate(out)]
+    counts = Counter(ids)  # linear: a manifest may list a million clips
+    out = [f"{i}~{hashlib.sha256(k.encode()).hexdigest()[:8]}" if counts[i] > 1 else i for i, k in zip(ids, keys)]
+    seen: Counter = Counter()
+    for n, i in enumerate(out):  # two candidates with one key (the same file and span listed twice): numbered
+        seen[i] += 1
+        if seen[i] > 1:
+            out[n] = f"{i}~{seen[i]}"
     return out
 
 

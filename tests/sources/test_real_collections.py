@@ -111,3 +111,12 @@ def test_the_vlm_journal_key_holds_the_model_caption_and_clip(tmp_path):
     ]
     assert len({q.key, *(o.key for o in other)}) == 4
     assert q.key == Question("clip", prompt, "moved.mp4", 16.0, 0.0, 3.0, "a dog", "digest1", "model-a").key
+
+
+def test_unique_ids_number_a_clip_listed_twice():
+    from sources.collect import unique_ids
+
+    ids = unique_ids(["a", "a", "a", "b"], ["x.mp4", "x.mp4", "y.mp4", "b.mp4"])
+    assert len(set(ids)) == 4 and ids[3] == "b" and ids[1] == ids[0] + "~2"
+    many = unique_ids([f"c{i % 500}" for i in range(2_000)], [str(i) for i in range(2_000)])
+    assert len(set(many)) == 2_000
