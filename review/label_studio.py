@@ -200,7 +200,14 @@ class BlindKeys:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        try:
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError) as e:
+            raise DenseDPOError(
+                f"--keys {self.path} is not a blind export's keys file ({e}); pass the one it printed."
+            ) from None
+        if not isinstance(data, dict):
+            raise DenseDPOError(f"--keys {self.path} is not a blind export's keys file; pass the one it printed.")
         self.secret = data.get("secret") or secrets.token_hex(16)
         self.tasks: dict[str, dict] = data.get("tasks", {})
 
