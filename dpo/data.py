@@ -59,13 +59,13 @@ def join_tables(
             "(e.g. one annotator's rows, or the jury's) before training."
         )
     segs: dict[str, list[tuple[int, int, int, float]]] = {}
-    for i, row in enumerate(labels.itertuples(index=False)):
+    for row in labels.itertuples(index=False):
         label = row_label(row.preference, row.status)
         weight = segment_weight(weight_rule, row) if label else 0.0
         if weight is None:
             need = "a confidence" if weight_rule == "confidence" else "scores (score_a, score_b) or p_a and p_b"
             raise DenseDPOError(
-                f"{labels_path} row {i} (pair_id={row.pair_id!r}, segment {row.segment_idx}): -o "
+                f"{labels_path}, pair_id {row.pair_id!r} segment {row.segment_idx}: -o "
                 f"segment_weight={weight_rule} needs {need} for every decided segment; this one has none (human "
                 "labels carry none): use -o segment_weight=none."
             )

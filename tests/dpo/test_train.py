@@ -417,7 +417,9 @@ def test_segment_weights_from_a_table_read_from_disk(tmp_path):
     assert batch["weights"].shape == batch["labels"].shape
     assert batch["weights"][0, 0].item() == pytest.approx(first[0][3])  # latent 0 is pixel frame 0: segment 0
     human = write_table(t.assign(confidence=None), tmp_path / "human.parquet", LABELS)
-    with pytest.raises(DenseDPOError, match=r"human\.parquet row 0 .*segment_weight=confidence needs a confidence"):
+    with pytest.raises(
+        DenseDPOError, match=r"human\.parquet, pair_id '.*' segment 0: -o segment_weight=confidence needs a confidence"
+    ):
         join_tables(pairs, human, 0.0, weight_rule="confidence")
     assert pd.notna(back["confidence"]).all()
 
