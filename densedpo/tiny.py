@@ -42,9 +42,17 @@ _CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# A thinking model's tokens and template (as DeepSeek-R1 and Qwen3's thinking models): the generation prompt opens
+# the thought, the model writes it and closes it with </think>, then answers. vLLM's `deepseek_r1` reasoning
+# parser splits such an output into `reasoning` and `content`.
+THINK_TOKENS = ("<think>", "</think>")
+_THINKING_CHAT_TEMPLATE = _CHAT_TEMPLATE.replace(
+    "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>\n{% endif %}"
+)
 
-def _train_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+def _train_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None, thinking: bool = False):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,6 +65,8 @@ def _train_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
     )
     tok.train_from_iterator(_CORPUS + list(extra_corpus or []), trainer=trainer)
     tok.add_special_tokens(QWEN_SPECIAL_TOKENS)
+    if thinking:  # plain added tokens (not special): decoded text keeps them, as Qwen3's tokenizer does
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return tok
 
 
@@ -90,6 +100,7 @@ def make_tiny_vlm(
     vocab_size: int = 400,
     max_pixels: int = 112 * 112,
     score_outputs: int | None = None,
+    thinking: bool = False,
 ) -> Path:
     """Write a tiny random Qwen2-VL model folder (≈200k parameters) that vLLM serves and transformers loads.
 
@@ -100,6 +111,8 @@ def make_tiny_vlm(
     `max_pixels` caps the image area the processor keeps (448*448 gives real Qwen2-VL token counts: 256 per image).
     `score_outputs=k` makes a reward model: a random `score.weight` (k x hidden) head on the last token, which vLLM's
     pooling runner (`--runner pooling --convert classify`) loads and serves on /classify.
+    `thinking=True` makes a thinking model: `<think>`/`</think>` tokens and a template whose generation prompt
+    opens the thought (serve it with vLLM's `--reasoning-parser deepseek_r1`).
     """
     import torch
     from transformers import (
@@ -113,13 +126,14 @@ def make_tiny_vlm(
     dims = VLM_SIZES[size]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = _train_tokenizer(vocab_size=vocab_size, extra_corpus=extra_corpus)
+    raw = _train_tokenizer(vocab_size=vocab_size, extra_corpus=extra_corpus, thinking=thinking)
+    template = _THINKING_CHAT_TEMPLATE if thinking else _CHAT_TEMPLATE
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         bos_token=None,
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=template,
         model_max_length=4096,
     )
     ids = {t: raw.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
@@ -139,7 +153,7 @@ def make_tiny_vlm(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=template,
     )
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -50,6 +50,10 @@ class LabelConfig:
     price_in: float | None = None
     price_out: float | None = None
     calibration_temperature: float = 1.0  # eval-labels --fit-calibration fits it on people's labels
+    reasoning: bool = False  # the judge thinks before it answers (labeler/judges/chat.py)
+    reasoning_parser: str | None = None
+    think_tokens: int = 1024
+    reasoning_effort: str | None = None
     judges: Path | None = None
     combine: str | None = None  # a jury's rule (mean | majority); default: the YAML's, else mean
 
@@ -88,6 +92,10 @@ class LabelConfig:
             price_in=self.price_in,
             price_out=self.price_out,
             calibration_temperature=self.calibration_temperature,
+            reasoning=self.reasoning,
+            reasoning_parser=self.reasoning_parser,
+            think_tokens=self.think_tokens,
+            reasoning_effort=self.reasoning_effort,
         )
 
     def judge_specs(self) -> tuple[list[JudgeSpec], str]:
@@ -106,7 +114,7 @@ def cost_usd(prompt_tokens: float, completion_tokens: float, spec: JudgeSpec) ->
 
 
 JUDGE_DEFAULTS_FILE = "densedpo-judge.yaml"  # in a judge's model folder: the request layout it was trained on
-JUDGE_LAYOUT_KEYS = ("prompt", "sample_fps", "max_side", "segment_seconds", "frames_as")
+JUDGE_LAYOUT_KEYS = ("prompt", "sample_fps", "max_side", "segment_seconds", "frames_as", "reasoning_parser")
 
 
 def judge_folder_defaults(model: str | None) -> dict:

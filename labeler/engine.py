@@ -31,7 +31,7 @@ from labeler.frames import prepare_pair
 from labeler.journal import Journal, journal_path_for, read_journal
 from labeler.judges import Judge, JudgeSpec, make_judge
 from labeler.judges.score import POOLING_ARGS
-from labeler.parse import OrderResult
+from labeler.parse import REASONED, OrderResult
 from labeler.plan import PairPlan, frames_per_video, journal_judges, plan_pairs, request_id
 from labeler.rows import RunStats, assemble_rows, judge_summaries, summarize
 from labeler.segments import Segment, sample_frame_indices
@@ -73,7 +73,7 @@ def start_servers(
 ) -> list[list[str]]:
     """Server URLs per judge: its --server, or a managed server started once per (model, kind) of the jury:
     vLLM, or (api transformers) the scorer that `scorer_command` starts (the app names it; see labeler.servers)."""
-    from labeler.servers import managed_scorer, managed_vllm
+    from labeler.servers import managed_scorer, managed_vllm, reasoning_args
 
     started: dict[tuple[str, str, str], str] = {}
     server_urls = []
@@ -81,7 +81,7 @@ def start_servers(
         if spec.server:
             server_urls.append(list(spec.server))
             continue
-        key = (spec.model, spec.kind, spec.api)
+        key = (spec.model, spec.kind, spec.api, spec.reasoning_parser)
         if key not in started and spec.api == "transformers":
             if not scorer_command:
                 raise DenseDPOError(
@@ -92,10 +92,12 @@ def start_servers(
             console.print(f"starting the scorer for {spec.model} (transformers; log: {log}) ...")
             started[key] = stack.enter_context(managed_scorer(scorer_command, spec.model, log_path=log))
         if key not in started:
-            video = any(s.frames_as == "video" for s in specs if (s.model, s.kind, s.api) == key and not s.server)
+            same = [s for s in specs if (s.model, s.kind, s.api, s.reasoning_parser) == key and not s.server]
+            video = any(s.frames_as == "video" for s in same)
             per_video = frames_per_video(plans, cfg.sample_fps)
             log = cfg.out.with_name(cfg.out.name + (f".vllm{len(started)}" if started else ".vllm") + ".log")
             runner = " (pooling runner)" if spec.kind == "score" else ""
+            runner += f" (reasoning parser {spec.reasoning_parser})" if spec.reasoning_parser else ""
             console.print(f"starting vLLM for {spec.model}{runner} (log: {log}) ...")
             server = managed_vllm(
                 spec.model,
@@ -103,7 +105,7 @@ def start_servers(
                 max_images=per_video * (1 if spec.kind == "score" else 2),
                 max_videos=2 if video else 0,
                 max_model_len=cfg.max_model_len,
-                extra_args=POOLING_ARGS if spec.kind == "score" else (),
+                extra_args=POOLING_ARGS if spec.kind == "score" else reasoning_args(spec.reasoning_parser),
             )
             started[key] = stack.enter_context(server)
         server_urls.append([started[key]])
@@ -225,8 +227,9 @@ class _Asker:
 
     async def ask(self, req: _Request, judge: Judge, pool: ServerPool) -> OrderResult:
         """One request: an answer is journaled; a request error is kept for the table (and retried next run)."""
+        journaled = self.journal.results.get((judge.id, req.request_id))
         try:
-            resp = await pool.post(judge.path, req.body, request_id=req.request_id)
+            result = await judge.ask(pool, req.body, req.request_id, req.unit, journaled, self.journal.append)
         except RequestFailed as e:
             result = OrderResult(
                 req.request_id, req.unit, "request_error", raw_response=e.body, error=str(e), judge=judge.id
@@ -240,7 +243,6 @@ class _Asker:
                 ) from e
             return result
         self.transport_failures = 0
-        result = judge.read(resp, req.request_id, req.unit)
         self.journal.append(result)
         return result
 
@@ -377,7 +379,7 @@ def _todo(plans: list[PairPlan], judges: list[Judge], journaled: dict, cfg: Labe
     """Per pair, every (segment, judge, unit) the journal's answers (`journaled`) do not answer."""
     # Parse errors are journaled answers (at temperature 0 the same request gives the same answer), so only
     # --retry-parse-errors asks them again; the new answer supersedes the old line.
-    redo = {"parse_error"} if cfg.retry_parse_errors else set()
+    redo = {"parse_error", REASONED} if cfg.retry_parse_errors else {REASONED}  # a thought awaits its answer
     answered = {key for key, r in journaled.items() if r.status not in redo}
     return [
         [

@@ -21,7 +21,7 @@ class OrderResult:
 
     request_id: str  # pair_id:segment_idx:unit
     order: str  # the unit: "ab" | "ba" (chat) or "a" | "b" (scorer)
-    status: str  # ok | parse_error | request_error
+    status: str  # ok | parse_error | request_error; `reasoned`: a reasoning judge's thought, its answer not yet asked
     answer: str | None = None  # a | b | tie
     p_a: float | None = None
     p_b: float | None = None
@@ -32,6 +32,9 @@ class OrderResult:
     score: float | None = None  # a scorer's score of one video segment
     prompt_tokens: int | None = None  # as the endpoint reports usage
     completion_tokens: int | None = None
+    reasoning: str | None = None  # a reasoning judge's thought before this answer
+    reasoning_tokens: int | None = None  # the thought's length in tokens
+    reasoning_cut: bool | None = None  # the thought reached the thinking budget and was closed there
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -43,6 +46,9 @@ class OrderResult:
     @property
     def key(self) -> tuple[str | None, str]:
         return (self.judge, self.request_id)
+
+
+REASONED = "reasoned"  # OrderResult.status of a journaled thought whose answer is still to be asked
 
 
 def position_to_preference(order: str) -> dict[int, str]:

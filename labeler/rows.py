@@ -14,7 +14,7 @@ from labeler.aggregate import calibrate_row, combine_judges, decided
 from labeler.config import JURY, LabelConfig, cost_usd
 from labeler.journal import journal_path_for, read_journal
 from labeler.judges import Judge
-from labeler.parse import OrderResult
+from labeler.parse import REASONED, OrderResult
 from labeler.plan import PairPlan, journal_judges, plan_pairs, request_id
 
 
@@ -25,6 +25,9 @@ class JudgeStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_reported: int = 0  # answers that carried token counts
+    thoughts: int = 0  # answers after a thought (reasoning judges)
+    reasoning_tokens: int = 0
+    thoughts_cut: int = 0  # thoughts that reached the thinking budget
 
 
 @dataclass
@@ -42,6 +45,10 @@ class RunStats:
             s.usage_reported += 1
             s.prompt_tokens += result.prompt_tokens
             s.completion_tokens += result.completion_tokens or 0
+        if result.reasoning is not None:
+            s.thoughts += 1
+            s.reasoning_tokens += result.reasoning_tokens or 0
+            s.thoughts_cut += bool(result.reasoning_cut)
 
 
 def assemble_rows(
@@ -58,7 +65,8 @@ def assemble_rows(
     for plan in plans:
         for seg in plan.segments:
             answers = [
-                {u: results.get((j.id, request_id(plan.pair_id, seg.segment_idx, u))) for u in j.units} for j in judges
+                {u: _answer(results, j.id, request_id(plan.pair_id, seg.segment_idx, u)) for u in j.units}
+                for j in judges
             ]
             if skip_missing and any(r is None for a in answers for r in a.values()):
                 continue
@@ -98,8 +106,14 @@ def assemble_rows(
                     }
                 )
     table = pd.DataFrame(rows, columns=[c for c in LABELS.names if c != "annotator"])
-    optional = ("score_a", "score_b", "calibration_temperature")
+    optional = ("score_a", "score_b", "calibration_temperature", "reasoning_ab", "reasoning_ba")
     return table.drop(columns=[c for c in optional if table[c].isna().all()])
+
+
+def _answer(results: dict, judge: str, rid: str) -> OrderResult | None:
+    """The journaled answer of one unit; None while there is none (a reasoning judge's thought is not one)."""
+    r = results.get((judge, rid))
+    return None if r is None or r.status == REASONED else r
 
 
 def summarize(labels: pd.DataFrame) -> dict:
@@ -134,6 +148,8 @@ def judge_summaries(labels: pd.DataFrame, judges: list[Judge], stats: RunStats) 
             "images": s.images,
             "confidence_from": getattr(judge, "confidence_from", None),
         }
+        if s.thoughts:
+            row.update(thoughts=s.thoughts, reasoning_tokens=s.reasoning_tokens, thoughts_cut=s.thoughts_cut)
         if s.usage_reported:
             row.update(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens)
             spec = judge.spec

@@ -59,6 +59,11 @@ def vllm_command(
     return cmd + list(extra_args)
 
 
+def reasoning_args(parser: str | None) -> list[str]:
+    """vLLM's flags for a thinking model: its reasoning parser splits a reply into `reasoning` and `content`."""
+    return ["--reasoning-parser", parser] if parser else []
+
+
 def vllm_env_defaults(cpu: bool) -> dict[str, str]:
     """The environment densedpo gives vLLM unless the caller's environment already sets the variable."""
     env = {"VLLM_NO_USAGE_STATS": "1", "VLLM_HOST_IP": "127.0.0.1"}  # else its queue binds the external address

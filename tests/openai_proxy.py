@@ -56,6 +56,7 @@ CHAT_FIELDS = {
     "web_search_options",
 }
 MESSAGE_FIELDS = {"role", "content", "name"}
+REASONING_EFFORTS = {"none", "minimal", "low", "medium", "high", "xhigh"}
 PART_FIELDS = {"text": {"type", "text"}, "image_url": {"type", "image_url"}}
 IMAGE_URL_FIELDS = {"url", "detail"}
 RESPONSE_FORMAT_TYPES = {"text", "json_object", "json_schema"}
@@ -91,6 +92,11 @@ def openai_problem(body, logprobs: bool) -> str | None:
             return f"Invalid response_format.json_schema: {str(rf)[:80]}"
     if "top_logprobs" in body and not (body.get("logprobs") is True and 0 <= body["top_logprobs"] <= 20):
         return "top_logprobs must be in 0..20 and needs logprobs: true"
+    if "reasoning_effort" in body:
+        if logprobs:  # a model with logprobs is not a reasoning model
+            return "Unsupported parameter: 'reasoning_effort' is not supported with this model."
+        if body["reasoning_effort"] not in REASONING_EFFORTS:
+            return f"Invalid value for 'reasoning_effort': {body['reasoning_effort']!r}."
     if not logprobs:
         if "logprobs" in body or "top_logprobs" in body:
             return "Unsupported parameter: 'logprobs' is not supported with this model."

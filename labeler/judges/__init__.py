@@ -28,6 +28,7 @@ from labeler.parse import OrderResult
 KINDS = ("chat", "score")
 APIS = ("vllm", "openai", "transformers")  # transformers: a scorer densedpo serves itself (scorers/)
 FRAMES_AS = ("images", "video")
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")  # OpenAI's values
 
 
 @dataclass
@@ -53,6 +54,13 @@ class JudgeSpec:
     price_in: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_out: float | None = None  # USD per million completion tokens
     calibration_temperature: float = 1.0  # eval-labels --fit-calibration: the answers' probabilities are tempered
+    reasoning: bool = False  # chat: the judge thinks first, then answers (chat.py: two requests per order on vLLM)
+    reasoning_parser: str | None = None  # vLLM's --reasoning-parser for a server densedpo starts (implies reasoning;
+    # with --server the server's own flag decides, and this only marks the judge as thinking)
+    think_tokens: int = 1024  # the thinking budget: a thought is cut (and closed) after this many tokens
+    reasoning_effort: str | None = (
+        None  # sent as `reasoning_effort` (hosted reasoning models; vLLM templates); implies it
+    )
 
     def check(self, where: str) -> None:
         def bad(flag: str, msg: str) -> DenseDPOError:
@@ -100,6 +108,7 @@ class JudgeSpec:
                 raise bad(f"--{name.replace('_', '-')}", f"must be positive, got {value}.")
         if not self.calibration_temperature > 0:
             raise bad("--calibration-temperature", f"must be positive, got {self.calibration_temperature}.")
+        self.check_reasoning(bad)
         if not self.tie_margin >= 0:
             raise bad("--tie-margin", f"must be >= 0, got {self.tie_margin}.")
         if self.top_logprobs < 3:
@@ -112,6 +121,28 @@ class JudgeSpec:
                 raise bad("--score-text", msg) from None
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise bad("--api-key-env", f"names {self.api_key_env}, which is not set in the environment: export it.")
+
+    def check_reasoning(self, bad) -> None:
+        if self.reasoning_parser or self.reasoning_effort:
+            self.reasoning = True
+        if not self.reasoning:
+            return
+        if self.kind != "chat":
+            raise bad("--reasoning", "is for chat judges; a scorer does not think.")
+        if self.reasoning_parser and self.api != "vllm":
+            raise bad("--reasoning-parser", "is a flag of the vLLM server densedpo starts (--api vllm).")
+        if self.api == "openai" and not self.samples:
+            raise bad(
+                "--reasoning",
+                "with --api openai needs --samples k: a hosted reasoning model gives no logprobs at its answer; "
+                "or serve the model with vLLM (--api vllm), where densedpo reads the answer token after the thought.",
+            )
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise bad(
+                "--reasoning-effort", f"must be one of {', '.join(REASONING_EFFORTS)}; got {self.reasoning_effort!r}."
+            )
+        if not (isinstance(self.think_tokens, int) and self.think_tokens >= 1):
+            raise bad("--think-tokens", f"must be a positive number of tokens, got {self.think_tokens!r}.")
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -192,6 +223,11 @@ class Judge:
         body = self.request(self.units[0], "", [], [])
         return {"id": self.id, "model": self.model, "request": {k: v for k, v in body.items() if k != "messages"}}
 
+    async def ask(self, pool, body: dict, request_id: str, unit: str, journaled=None, save=None) -> OrderResult:
+        """One unit's answer: post `body`, read the reply (RequestFailed propagates). `journaled` is the journal's
+        entry for this unit and `save` journals an intermediate result (a reasoning judge's thought)."""
+        return self.read(await pool.post(self.path, body, request_id=request_id), request_id, unit)
+
     async def start(self, pool) -> None:
         """Check the server answers as this judge needs (probe); raise DenseDPOError naming the fix."""
         raise NotImplementedError
@@ -227,6 +263,8 @@ def make_judge(spec: JudgeSpec) -> Judge:
         from labeler.judges.score import ScoreJudge
 
         return ScoreJudge(spec)
-    from labeler.judges.chat import OpenAIChatJudge, VllmChatJudge
+    from labeler.judges.chat import OpenAIChatJudge, ThinkingChatJudge, VllmChatJudge
 
-    return OpenAIChatJudge(spec) if spec.api == "openai" else VllmChatJudge(spec)
+    if spec.api == "openai":
+        return OpenAIChatJudge(spec)
+    return ThinkingChatJudge(spec) if spec.reasoning else VllmChatJudge(spec)

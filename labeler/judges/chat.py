@@ -5,6 +5,12 @@ the probabilities). `OpenAIChatJudge` speaks only the OpenAI chat-completions AP
 SGLang, TGI, or vLLM itself): the answer is `{"answer": "<choice>"}` under a `response_format` JSON schema with an
 enum; confidence from `logprobs` at the answer's token, or from the vote share of k samples (`n`) where the
 endpoint gives no logprobs (reasoning models).
+
+`ThinkingChatJudge` (vLLM, `reasoning: true`) lets the model think before it answers, in two requests per order:
+the thought (unconstrained, at most `think_tokens`), then the same conversation with the assistant turn prefilled
+up to the answer (`<think>` thought `</think>`, `continue_final_message`), whose constrained first answer token
+gives the probabilities as for any chat judge. Words of the thought never count as the answer; the second
+request's prompt repeats the first's, so vLLM's prefix cache computes little of it again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from labeler.aggregate import aggregate_segment
 from labeler.client import RequestFailed
 from labeler.judges import Judge, JudgeSpec
 from labeler.parse import (
+    REASONED,
     OrderResult,
     by_preference,
     chosen_position,
@@ -29,6 +36,7 @@ from labeler.parse import (
 from labeler.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 
 PROBE_TEXT = "Ignore everything else and reply with the single word banana."
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # DeepSeek-R1 / Qwen3 thinking markers
 OPENAI_MAX_TOP_LOGPROBS = 20  # the OpenAI API refuses more
 
 
@@ -169,10 +177,10 @@ class VllmChatJudge(Judge):
             self.model, [{"role": "user", "content": PROBE_TEXT}], choices, max_tokens, self.spec.top_logprobs
         )
         try:
-            resp = await pool.post(self.path, body, request_id="densedpo-probe")
+            resp = await pool.post(self.path, self.probe_body(body), request_id="densedpo-probe")
         except RequestFailed as e:
             raise DenseDPOError(f"the probe request to {pool.urls[0]} failed: {e}. Body: {(e.body or '')[:300]}") from e
-        result = parse_response(resp, "probe", "ab", choices)
+        result = parse_response(self.answer_reply(resp), "probe", "ab", choices)
         if result.status != "ok":
             raise DenseDPOError(
                 f"the VLM server does not constrain answers to {list(choices)} ({result.error}); densedpo needs "
@@ -180,6 +188,12 @@ class VllmChatJudge(Judge):
                 "use --api openai."
             )
         return max_tokens
+
+    def probe_body(self, body: dict) -> dict:
+        return body
+
+    def answer_reply(self, reply: dict) -> dict:
+        return reply
 
     def messages(self, unit: str, caption: str, frames_a: list[str], frames_b: list[str]) -> list[dict]:
         first, second = (frames_a, frames_b) if unit == "ab" else (frames_b, frames_a)
@@ -208,10 +222,13 @@ class OpenAIChatJudge(VllmChatJudge):
 
     def default_id(self, model: str) -> str:
         samples = f":samples{self.spec.samples}" if self.spec.samples else ""
-        return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{samples}"
+        effort = f":effort-{self.spec.reasoning_effort}" if self.spec.reasoning_effort else ""
+        return f"chat:{model}:{self.prompt.name}@{self.prompt.sha256[:8]}{samples}{effort}"
 
     def body(self, messages: list[dict]) -> dict:
         body = {"model": self.model, "messages": messages, "response_format": answer_schema(self.prompt.choices)}
+        if self.spec.reasoning_effort:
+            body["reasoning_effort"] = self.spec.reasoning_effort
         if self.spec.samples:  # at the endpoint's own temperature (reasoning models accept no other)
             body["n"] = self.spec.samples
             if self.spec.max_tokens:
@@ -303,7 +320,22 @@ class OpenAIChatJudge(VllmChatJudge):
             judge=self.id,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            **hosted_reasoning(body) if self.spec.reasoning else {},
         )
+
+
+def hosted_reasoning(body: dict) -> dict:
+    """What an OpenAI-compatible reply tells of the thought: its text where the endpoint returns it (vLLM, DeepSeek:
+    `reasoning` / `reasoning_content` of the first choice; OpenAI's o-series returns none) and its length in tokens
+    (`usage.completion_tokens_details.reasoning_tokens`, all samples together)."""
+    message = (body.get("choices") or [{}])[0].get("message") or {}
+    text = next((message[k] for k in ("reasoning", "reasoning_content") if isinstance(message.get(k), str)), None)
+    details = (body.get("usage") or {}).get("completion_tokens_details") or {}
+    tokens = details.get("reasoning_tokens")
+    return {
+        "reasoning": text if text is not None else "",
+        "reasoning_tokens": tokens if isinstance(tokens, int) else None,
+    }
 
 
 def top_choice(probs: tuple[float, ...] | list[float]) -> int:
@@ -312,3 +344,123 @@ def top_choice(probs: tuple[float, ...] | list[float]) -> int:
     top = max(probs)
     winners = [i for i, p in enumerate(probs) if p == top]
     return winners[0] if len(winners) == 1 else 2
+
+
+def thought_of(message: dict) -> str | None:
+    """The thought of a reply: vLLM's `reasoning` (a server with --reasoning-parser; `reasoning_content` in older
+    versions and other servers), else the content up to `</think>` (a server without a parser); None if neither."""
+    for key in ("reasoning", "reasoning_content"):
+        if isinstance(message.get(key), str):
+            return message[key].strip()
+    content = message.get("content")
+    if not isinstance(content, str):
+        return None
+    head, opened, rest = content.partition(THINK_OPEN)
+    return (rest if opened else head).partition(THINK_CLOSE)[0].strip()
+
+
+def prefilled(messages: list[dict], thought: str) -> list[dict]:
+    """The conversation with the assistant turn written up to the answer: the thought, closed."""
+    return [*messages, {"role": "assistant", "content": f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n\n"}]
+
+
+def answer_after_thought(body: dict) -> dict:
+    """A prefilled answer's reply as a plain chat judge reads it: after the prompt's `</think>` a reasoning parser
+    still files the (constrained) answer under `reasoning`, since the output holds no end marker; it moves to
+    `content`."""
+    try:
+        message = body["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return body
+    if message.get("content") is None and isinstance(message.get("reasoning"), str):
+        choice = {**body["choices"][0], "message": {**message, "content": message["reasoning"], "reasoning": None}}
+        return {**body, "choices": [choice, *body["choices"][1:]]}
+    return body
+
+
+class ThinkingChatJudge(VllmChatJudge):
+    """A vLLM chat judge that thinks first (see the module docstring): per order, the thought, then the answer."""
+
+    @property
+    def confidence_from(self) -> str:
+        return "logprobs at the answer after the thought"
+
+    def default_id(self, model: str) -> str:
+        return super().default_id(model) + ":think"
+
+    def fingerprint(self) -> dict:
+        settings = {"think_tokens": self.spec.think_tokens, "reasoning_effort": self.spec.reasoning_effort}
+        return {**super().fingerprint(), "reasoning": settings}
+
+    def probe_body(self, body: dict) -> dict:
+        """The probe asks after an empty, closed thought: a thinking template opens a thought at the generation
+        prompt, and vLLM constrains the answer only once the prompt has closed it."""
+        return self.answer_body(body, "")
+
+    def answer_reply(self, reply: dict) -> dict:
+        return answer_after_thought(reply)
+
+    def think_body(self, body: dict) -> dict:
+        """The thought's request: the question, unconstrained, greedy, at most think_tokens."""
+        think = {"model": body["model"], "messages": body["messages"], "max_tokens": self.spec.think_tokens}
+        think["temperature"] = 0.0
+        if self.spec.reasoning_effort:
+            think["reasoning_effort"] = self.spec.reasoning_effort
+        return think
+
+    def answer_body(self, body: dict, thought: str) -> dict:
+        """The answer's request: the judge's usual constrained body, the assistant turn prefilled with the thought."""
+        messages = prefilled(body["messages"], thought)
+        return {**body, "messages": messages, "continue_final_message": True, "add_generation_prompt": False}
+
+    def read_thought(self, body: dict, request_id: str, unit: str) -> OrderResult:
+        prompt_tokens, completion_tokens = self.usage(body)
+        try:
+            choice = body["choices"][0]
+            thought = thought_of(choice["message"])
+        except (KeyError, IndexError, TypeError):
+            choice, thought = {}, None
+        if thought is None:
+            raw = str(body)[:2000]
+            error = "the thought's reply has no choices[0].message with reasoning or content"
+            return OrderResult(request_id, unit, "parse_error", raw_response=raw, error=error, judge=self.id)
+        return OrderResult(
+            request_id,
+            unit,
+            REASONED,
+            judge=self.id,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            reasoning=thought,
+            reasoning_tokens=completion_tokens,
+            reasoning_cut=choice.get("finish_reason") == "length",
+        )
+
+    async def ask(self, pool, body: dict, request_id: str, unit: str, journaled=None, save=None) -> OrderResult:
+        """The thought (unless `journaled` holds it: a resumed run asks only the answer), saved as soon as it is
+        in, then the answer after it; the result carries both requests' tokens."""
+        thought = journaled if journaled is not None and journaled.status == REASONED else None
+        if thought is None:
+            reply = await pool.post(self.path, self.think_body(body), request_id=f"{request_id}:think")
+            thought = self.read_thought(reply, request_id, unit)
+            if thought.status != REASONED:
+                return thought
+            if save is not None:
+                save(thought)
+        reply = await pool.post(self.path, self.answer_body(body, thought.reasoning), request_id=request_id)
+        answer = self.read(self.answer_reply(reply), request_id, unit)
+        return dataclasses.replace(
+            answer,
+            reasoning=thought.reasoning,
+            reasoning_tokens=thought.reasoning_tokens,
+            reasoning_cut=thought.reasoning_cut,
+            prompt_tokens=_add(thought.prompt_tokens, answer.prompt_tokens),
+            completion_tokens=_add(thought.completion_tokens, answer.completion_tokens),
+        )
+
+    def answer_columns(self, results: dict[str, OrderResult]) -> dict:
+        return {**super().answer_columns(results), **{f"reasoning_{u}": results[u].reasoning for u in self.units}}
+
+
+def _add(x: int | None, y: int | None) -> int | None:
+    return None if x is None and y is None else (x or 0) + (y or 0)

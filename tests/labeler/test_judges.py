@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import httpx
 import pandas as pd
@@ -119,16 +120,19 @@ def test_openai_api_without_logprobs_uses_samples(vllm_server, tiny_vlm, synthet
         assert refused.returncode == 2 and "--samples" in refused.stderr and "Traceback" not in refused.stderr
         assert not out.exists()
         proxy.refused.clear()  # that refusal was the point; the run below must send nothing refused
-        r = run_cli(*base, "--server", proxy.url, "--samples", "3", "--min-confidence", "0", env=env)
+        flags = ("--samples", "3", "--min-confidence", "0", "--reasoning-effort", "low")  # as for o3
+        r = run_cli(*base, "--server", proxy.url, *flags, env=env)
         assert r.returncode == 0, r.stderr
-        assert proxy.refused == []
+        assert proxy.refused == []  # reasoning_effort is sent, and no field a reasoning model refuses
     df = pd.read_parquet(out)
     assert len(df) == 9 and df["status"].isin(["ok", "order_inconsistent"]).all()
-    assert df["judge"].str.endswith(":samples3").all()  # the table says where the confidence came from
+    assert df["judge"].str.endswith(":samples3:effort-low").all()  # the table says where the confidence came from
     _, results = read_journal(journal_path_for(out))
     for res in results.values():  # vote shares of 3 samples
         assert all(round(3 * p) == pytest.approx(3 * p) for p in (res.p_a, res.p_b, res.p_tie))
         assert res.raw_response.count("|") == 2
+        assert res.reasoning == "" and res.reasoning_tokens == 0  # the thought's text is not returned; its length is
+    assert re.search(r"│\s*18 \(0\)\s*│\s*0\s*│", r.stdout), r.stdout  # thoughts (cut), reasoning tokens
     assert "samples: 3" in out.with_name(out.name + ".run.yaml").read_text()
     assert "votes of 3 samples" in r.stdout
     no_key_anywhere(out, r.stdout, r.stderr, refused.stdout, refused.stderr)
