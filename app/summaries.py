@@ -73,27 +73,17 @@ def print_judges_table(judges: dict[str, dict]) -> None:
     from rich.table import Table
 
     t = Table(title="judges")
-    for col in (
-        "judge",
-        "kind",
-        "coverage",
-        "order agreement",
-        "requests",
-        "images",
-        "prompt tokens",
-        "completion tokens",
-        "thoughts (cut at budget)",
-        "reasoning tokens",
-        "cost (est.)",
-        "failed",
-        "confidence from",
-    ):
+    thinking = any(j.get("thoughts") for j in judges.values())  # reasoning judges: their thoughts' columns
+    columns = ["judge", "kind", "coverage", "order agreement", "requests", "images", "prompt tokens"]
+    columns += ["completion tokens", *(["thoughts (cut)", "reasoning tokens"] if thinking else []), "cost (est.)"]
+    for col in (*columns, "failed", "confidence from"):
         t.add_column(col, justify="left" if col in ("judge", "kind", "confidence from") else "right")
 
     def num(v, fmt="{:,}"):
         return "–" if v is None or (isinstance(v, float) and v != v) else fmt.format(v)
 
     for name, j in judges.items():
+        thoughts = [f"{j['thoughts']:,} ({j['thoughts_cut']:,})" if j.get("thoughts") else "–"]
         t.add_row(
             name,
             j.get("kind", ""),
@@ -103,14 +93,15 @@ def print_judges_table(judges: dict[str, dict]) -> None:
             num(j.get("images")),
             num(j.get("prompt_tokens")),
             num(j.get("completion_tokens")),
-            f"{j['thoughts']:,} ({j['thoughts_cut']:,})" if j.get("thoughts") else "–",
-            num(j.get("reasoning_tokens")),
+            *([*thoughts, num(j.get("reasoning_tokens"))] if thinking else []),
             num(j.get("cost_usd"), "${:.4f}"),
             _failed(j),
             j.get("confidence_from") or "",
         )
     console = Console()
-    Console(width=max(console.width, 180)).print(t)  # wide: judge ids are long, and logs are not terminals
+    Console(width=max(console.width, 210 if thinking else 180)).print(
+        t
+    )  # wide: judge ids are long, and logs are not terminals
 
 
 def print_generate_summary(r) -> None:

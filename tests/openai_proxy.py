@@ -144,6 +144,9 @@ class OpenAIProxy:
         out = r.json()
         for choice in out["choices"]:
             choice["logprobs"] = None
+        # As o-series replies: the thought's length is reported (the upstream model did not think: 0), its text not.
+        usage = out.setdefault("usage", {})
+        usage["completion_tokens_details"] = {"reasoning_tokens": 0, **(usage.get("completion_tokens_details") or {})}
         return JSONResponse(out)
 
     async def models(self, request: Request):
