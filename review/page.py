@@ -43,6 +43,8 @@ JUDGE_FIELDS = (
     "answer_ba",
     "raw_response",
     "judge_model",
+    "reasoning_ab",
+    "reasoning_ba",
 )
 
 

@@ -139,6 +139,12 @@ function renderDetails() {
       <tr><td>p(a) / p(b) / p(tie)</td><td>${fmt(j.p_a)} / ${fmt(j.p_b)} / ${fmt(j.p_tie)}</td></tr>
       <tr><td>a first → </td><td>${esc(j.answer_ab)}</td></tr><tr><td>b first → </td><td>${esc(j.answer_ba)}</td></tr>
       <tr><td>raw</td><td><code>${esc(j.raw_response)}</code></td></tr>`;
+    for (const [order, shown] of [["ab", "a first"], ["ba", "b first"]]) {
+      const thought = j[`reasoning_${order}`];
+      if (thought != null) {
+        html += `<tr class="thought"><td>thought, ${shown}</td><td><details data-testid="thought-${order}"><summary>${thought ? esc(thought.slice(0, 60)) + (thought.length > 60 ? "…" : "") : "(not returned by the endpoint)"}</summary><pre>${esc(thought)}</pre></details></td></tr>`;
+      }
+    }
     for (const o of s.other_judges || []) {
       html += `<tr class="other-judge"><td>${esc(o.judge)}</td><td>${esc(o.preference)} · ${esc(o.status)} · ${fmt(o.confidence)}</td></tr>`;
     }

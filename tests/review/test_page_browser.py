@@ -318,3 +318,23 @@ def test_keys_label_the_selected_segment_counter_and_messages_are_live_and_the_q
     assert page.inner_text("[data-testid=saved]").startswith("all done: 4 of 4 pairs labeled")
     assert len(read_table(human, LABELS)) == 12
     page.close()
+
+
+def test_a_reasoning_judges_thoughts_show_per_order_in_the_details_panel(browser, review, data, tmp_path):
+    """The side panel shows each order's thought (a reasoning judge), folded to its start, whole when opened; text,
+    never markup; a hosted judge's hidden thought says so."""
+    t = data["judge"].drop(columns=["artifact"]).copy()
+    long = "The hands in the first video melt at 0.4 s while the second keeps five fingers <b>clearly</b>. " * 2
+    t["reasoning_ab"] = long
+    t["reasoning_ba"] = ""
+    labels = write_table(t, tmp_path / "thinking.parquet", LABELS)
+    r = review("--labels", str(labels), "--human", str(tmp_path / "h.parquet"), "--order", "table")
+    page = open_page(browser, r.url)
+    ab = page.locator("[data-testid=thought-ab]")
+    assert ab.locator("summary").inner_text().startswith("The hands in the first video melt")
+    assert ab.locator("summary").inner_text().endswith("…") and not ab.locator("pre").is_visible()
+    ab.locator("summary").click()
+    assert ab.locator("pre").is_visible() and ab.locator("pre").inner_text() == long  # the whole thought, as text
+    assert page.locator("[data-testid=thought-ab] b").count() == 0  # escaped, not rendered
+    assert page.locator("[data-testid=thought-ba] summary").inner_text() == "(not returned by the endpoint)"
+    page.close()
