@@ -273,12 +273,31 @@ def build_task(
             text += f" · judge: {choice}" + (f" ({float(conf):.2f})" if conf is not None and conf == conf else "")
             result.append({"from_name": f"seg_{k}", "to_name": "video_left", "type": "choices",
                            "value": {"choices": [choice]}})  # fmt: skip
+        if s is not None and not cfg.blind:
+            text += thought_note(s, left)
         data[f"seg_{k}"] = text
     task = {"data": data}
     if result:
         model = str(segs[0].get("judge") or segs[0].get("judge_model") or "judge")
         task["predictions"] = [{"model_version": model, "result": result}]
     return task
+
+
+THOUGHT_CHARS = 400  # per order in a task's note; the whole thought is in the labels table and the review page
+
+
+def thought_note(segment: dict, left: str) -> str:
+    """A reasoning judge's thoughts as the segment's note, per order in the annotator's terms (which video was
+    shown first: left or right), each cut to THOUGHT_CHARS; "" for a judge that does not think."""
+    notes = []
+    for order in ("ab", "ba"):
+        thought = segment.get(f"reasoning_{order}")
+        if not isinstance(thought, str):
+            continue
+        first = "left" if order[0] == left else "right"
+        text = thought if len(thought) <= THOUGHT_CHARS else thought[:THOUGHT_CHARS] + "…"
+        notes.append(f"judge's thought with the {first} video shown first: {text or '(not returned by the endpoint)'}")
+    return "".join(f" · {n}" for n in notes)
 
 
 def export_pairs(cfg: ExportConfig, ls: LabelStudio | None = None) -> dict:

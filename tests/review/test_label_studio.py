@@ -288,3 +288,31 @@ def test_the_exported_task_plays_both_videos_in_sync_in_label_studio(label_studi
     assert samples[-1][1][0] > samples[0][1][0] + 0.5, samples  # the right video plays too ...
     assert all(abs(a[0] - b[0]) < 1 / 16 for a, b in samples), samples  # ... within a frame of the left (sync)
     page.close()
+
+
+def test_a_reasoning_judges_thoughts_go_with_each_segment_in_the_annotators_terms(tmp_path):
+    """Each segment's note carries the thought of each order, named by the side shown first on screen; a blind
+    task carries none (no Label Studio needed: the task is built, not sent)."""
+    from review.label_studio import THOUGHT_CHARS, ExportConfig, build_task
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "b.mp4").write_bytes(b"")
+    row = {"pair_id": "p0", "prompt": "a cat", "video_a": "a.mp4", "video_b": "b.mp4"}
+    seg = {"segment_idx": 0, "frame_start": 0, "frame_end": 16, "t_start_s": 0.0, "t_end_s": 1.0, "status": "ok"}
+    seg.update(preference="a", confidence=0.9, reasoning_ab="a is sharper " * 60, reasoning_ba="b blurs")
+    for seed in range(8):  # both sides of the draw
+        cfg = ExportConfig(tmp_path / "pairs.parquet", "http://ls", "p", tmp_path, seed=seed)
+        task = build_task(cfg, row, [seg], 1)
+        left = task["data"]["left"]
+        text = task["data"]["seg_0"]
+        a_first = "left" if left == "a" else "right"
+        b_first = "right" if left == "a" else "left"
+        assert f"thought with the {a_first} video shown first: a is sharper" in text
+        assert f"thought with the {b_first} video shown first: b blurs" in text
+        assert (
+            seg["reasoning_ab"][:THOUGHT_CHARS] + "… ·" in text and seg["reasoning_ab"][: THOUGHT_CHARS + 1] not in text
+        )
+        blind = build_task(
+            ExportConfig(tmp_path / "pairs.parquet", "http://ls", "p", tmp_path, seed=seed, blind=True), row, [seg], 1
+        )
+        assert "thought" not in blind["data"]["seg_0"]
