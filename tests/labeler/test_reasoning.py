@@ -21,7 +21,7 @@ from labeler.journal import journal_path_for, read_journal
 from labeler.judges import JudgeSpec, make_judge
 from labeler.judges.chat import ThinkingChatJudge, answer_after_thought, prefilled, thought_of
 from labeler.parse import REASONED, OrderResult, choice_probabilities
-from tests.conftest import require_module, run_cli
+from tests.conftest import require_module
 
 THINK = 12  # the thinking budget of these tests: a random model never closes its thought, so every thought is cut
 
@@ -136,11 +136,15 @@ def test_a_parser_or_an_effort_makes_a_thinking_judge():
 
 
 def test_vllm_command_prints_the_judge_folders_reasoning_parser(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
     (tmp_path / "densedpo-judge.yaml").write_text("reasoning_parser: deepseek_r1\n")
-    r = run_cli("vllm-command", "--model", tmp_path)
-    assert r.returncode == 0, r.stderr
+    r = CliRunner().invoke(app, ["vllm-command", "--model", str(tmp_path)])  # in-process: the fast lane's budget
+    assert r.exit_code == 0, r.output
     assert "--reasoning-parser deepseek_r1" in r.stdout
-    r = run_cli("vllm-command", "--model", tmp_path, "--reasoning-parser", "qwen3")
+    r = CliRunner().invoke(app, ["vllm-command", "--model", str(tmp_path), "--reasoning-parser", "qwen3"])
     assert "--reasoning-parser qwen3" in r.stdout and "deepseek_r1" not in r.stdout
 
 
