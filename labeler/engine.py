@@ -75,7 +75,7 @@ def start_servers(
     vLLM, or (api transformers) the scorer that `scorer_command` starts (the app names it; see labeler.servers)."""
     from labeler.servers import managed_scorer, managed_vllm, reasoning_args
 
-    started: dict[tuple[str, str, str], str] = {}
+    started: dict[tuple, str] = {}  # (model, kind, api, reasoning parser) -> URL
     server_urls = []
     for spec in specs:
         if spec.server:

@@ -185,7 +185,7 @@ class VllmChatJudge(Judge):
             raise DenseDPOError(
                 f"the VLM server does not constrain answers to {list(choices)} ({result.error}); densedpo needs "
                 "vLLM with `structured_outputs` support (vLLM >= 0.10) and logprobs enabled; for another server "
-                "use --api openai."
+                "use --api openai; a thinking model (its template opens <think>) needs --reasoning."
             )
         return max_tokens
 
