@@ -58,9 +58,7 @@ class JudgeSpec:
     reasoning_parser: str | None = None  # vLLM's --reasoning-parser for a server densedpo starts (implies reasoning;
     # with --server the server's own flag decides, and this only marks the judge as thinking)
     think_tokens: int = 1024  # the thinking budget: a thought is cut (and closed) after this many tokens
-    reasoning_effort: str | None = (
-        None  # sent as `reasoning_effort` (hosted reasoning models; vLLM templates); implies it
-    )
+    reasoning_effort: str | None = None  # sent as `reasoning_effort` (hosted reasoning models); implies reasoning
 
     def check(self, where: str) -> None:
         def bad(flag: str, msg: str) -> DenseDPOError:
@@ -122,10 +120,13 @@ class JudgeSpec:
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise bad("--api-key-env", f"names {self.api_key_env}, which is not set in the environment: export it.")
 
+    @property
+    def thinks(self) -> bool:
+        """A reasoning judge: `reasoning: true`, or a reasoning parser or effort named."""
+        return bool(self.reasoning or self.reasoning_parser or self.reasoning_effort)
+
     def check_reasoning(self, bad) -> None:
-        if self.reasoning_parser or self.reasoning_effort:
-            self.reasoning = True
-        if not self.reasoning:
+        if not self.thinks:
             return
         if self.kind != "chat":
             raise bad("--reasoning", "is for chat judges; a scorer does not think.")
@@ -267,4 +268,4 @@ def make_judge(spec: JudgeSpec) -> Judge:
 
     if spec.api == "openai":
         return OpenAIChatJudge(spec)
-    return ThinkingChatJudge(spec) if spec.reasoning else VllmChatJudge(spec)
+    return ThinkingChatJudge(spec) if spec.thinks else VllmChatJudge(spec)

@@ -320,7 +320,7 @@ class OpenAIChatJudge(VllmChatJudge):
             judge=self.id,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            **hosted_reasoning(body) if self.spec.reasoning else {},
+            **hosted_reasoning(body) if self.spec.thinks else {},
         )
 
 
@@ -328,8 +328,7 @@ def hosted_reasoning(body: dict) -> dict:
     """What an OpenAI-compatible reply tells of the thought: its text where the endpoint returns it (vLLM, DeepSeek:
     `reasoning` / `reasoning_content` of the first choice; OpenAI's o-series returns none) and its length in tokens
     (`usage.completion_tokens_details.reasoning_tokens`, all samples together)."""
-    message = (body.get("choices") or [{}])[0].get("message") or {}
-    text = next((message[k] for k in ("reasoning", "reasoning_content") if isinstance(message.get(k), str)), None)
+    text = reasoning_field((body.get("choices") or [{}])[0].get("message") or {})
     details = (body.get("usage") or {}).get("completion_tokens_details") or {}
     tokens = details.get("reasoning_tokens")
     return {
@@ -346,12 +345,18 @@ def top_choice(probs: tuple[float, ...] | list[float]) -> int:
     return winners[0] if len(winners) == 1 else 2
 
 
+def reasoning_field(message: dict) -> str | None:
+    """A reply message's thought as a reasoning parser files it: `reasoning` (vLLM), `reasoning_content` (older vLLM,
+    DeepSeek's API); None when neither is there."""
+    return next((message[k] for k in ("reasoning", "reasoning_content") if isinstance(message.get(k), str)), None)
+
+
 def thought_of(message: dict) -> str | None:
-    """The thought of a reply: vLLM's `reasoning` (a server with --reasoning-parser; `reasoning_content` in older
-    versions and other servers), else the content up to `</think>` (a server without a parser); None if neither."""
-    for key in ("reasoning", "reasoning_content"):
-        if isinstance(message.get(key), str):
-            return message[key].strip()
+    """The thought of a reply: its reasoning field (a server with --reasoning-parser), else the content up to
+    `</think>` (a server without a parser); None if neither."""
+    field = reasoning_field(message)
+    if field is not None:
+        return field.strip()
     content = message.get("content")
     if not isinstance(content, str):
         return None
@@ -403,7 +408,7 @@ class ThinkingChatJudge(VllmChatJudge):
     def think_body(self, body: dict) -> dict:
         """The thought's request: the question, unconstrained, greedy, at most think_tokens."""
         think = {"model": body["model"], "messages": body["messages"], "max_tokens": self.spec.think_tokens}
-        think["temperature"] = 0.0
+        think.update(temperature=0.0)
         if self.spec.reasoning_effort:
             think["reasoning_effort"] = self.spec.reasoning_effort
         return think
