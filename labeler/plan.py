@@ -14,6 +14,7 @@ from densedpo.video import VideoInfo, probe
 from labeler.config import LabelConfig, cost_usd
 from labeler.journal import journal_path_for, read_journal
 from labeler.judges import Judge, JudgeSpec, make_judge
+from labeler.parse import REASONED
 from labeler.segments import Segment, sample_frame_indices, segment_bounds
 
 REQUEST_ORDERS = ("ab", "ba")  # a chat judge sees each segment twice: video a first, then video b first
@@ -126,7 +127,7 @@ def dry_run_plan(cfg: LabelConfig) -> dict:
         ids = {
             (judge.id, request_id(p.pair_id, s.segment_idx, u)) for p in plans for s in p.segments for u in judge.units
         }
-        answered = [done[k] for k in ids & set(done)]
+        answered = [done[k] for k in ids & set(done) if done[k].status != REASONED]  # a thought awaits its answer
         name = judge.id or spec.name or f"{spec.kind}:{spec.model or 'served model'}"
         plan["requests"] += len(ids)
         plan["already_journaled"] += len(answered)

@@ -310,3 +310,23 @@ def test_a_reasoning_judge_thinks_then_answers_and_resumes_from_a_journaled_thou
         assert (got[shown_first], got[shown_second], r.p_tie) == pytest.approx((first, second, tie), abs=1e-5)
     df = pd.read_parquet(out)
     assert df["reasoning_ab"].str.startswith(words).all()
+
+
+def test_a_dry_run_counts_a_journaled_thought_as_still_to_ask(synthetic, tmp_path):
+    """A thought without its answer is not an answer: the plan counts its unit as left (and its tokens, half a
+    unit's, do not enter the estimate)."""
+    from labeler.engine import fingerprint
+    from labeler.journal import Journal
+    from labeler.plan import dry_run_plan, plan_pairs, request_id
+
+    cfg = LabelConfig(pairs=synthetic[0], out=tmp_path / "l.parquet", model="m", reasoning=True)
+    judge = make_judge(cfg.judge_specs()[0][0])
+    judge.bind("m")
+    first = plan_pairs(cfg)[0]
+    rid = [request_id(first.pair_id, 0, u) for u in ("ab", "ba")]
+    with Journal(tmp_path / "l.parquet.journal.jsonl", fingerprint(cfg, [judge])) as journal:
+        journal.append(OrderResult(rid[0], "ab", REASONED, judge=judge.id, reasoning="hm", prompt_tokens=9))
+        journal.append(OrderResult(rid[1], "ba", "ok", "a", 0.8, 0.1, 0.1, judge=judge.id, prompt_tokens=100))
+    plan = dry_run_plan(cfg)
+    assert (plan["requests"], plan["already_journaled"], plan["requests left"]) == (18, 1, 17)
+    assert plan["prompt tokens left (est.)"] == 17 * 100
