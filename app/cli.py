@@ -201,6 +201,7 @@ def _show_prompt(cfg) -> None:
 @app.command(
     epilog="""Examples:\n
   densedpo review --pairs pairs.parquet --labels labels.parquet\n
+  densedpo review --pairs pairs.parquet --labels labels.parquet --order uncertain --budget 200   # ask people where it counts\n
   densedpo review --pairs pairs.parquet --annotator alice --blind --order random   # labels to measure a judge on""",
 )
 def review(
@@ -209,7 +210,8 @@ def review(
     human: Annotated[Path | None, typer.Option(help="Where human labels go \\[default: human.parquet beside --labels or --pairs].")] = None,
     annotator: Annotated[str, typer.Option(help="Your name: each annotator's labels are rows of their own.")] = "anonymous",
     blind: Annotated[bool, typer.Option("--blind", help="Hide every judge output and draw the sides per pair (for measuring a judge).")] = False,
-    order: Annotated[str, typer.Option(help="Queue: least-confident (judge's least sure pairs first), random (seeded), table.")] = "least-confident",
+    order: Annotated[str, typer.Option(help="Queue: least-confident (judge's least sure pairs first), uncertain (segments with no answer, orders or jurors disagreeing, then lowest confidence; each says why), random (seeded), table.")] = "least-confident",
+    budget: Annotated[int | None, typer.Option(help="--order uncertain: ask about this many segments (the pairs that hold them are queued).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
     segment_seconds: Annotated[float, typer.Option(help="Segment length when no --labels gives the segments.")] = 1.0,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -222,11 +224,13 @@ def review(
     from review.page import ReviewConfig, ReviewSession, create_review_app
 
     session = ReviewSession(ReviewConfig(pairs=pairs, labels=labels, human=human, annotator=annotator, blind=blind,
-                                         order=order, seed=seed, segment_seconds=segment_seconds))
+                                         order=order, seed=seed, segment_seconds=segment_seconds, budget=budget))
     out = session.cfg.human
     with exclusive(out.with_name(f"{out.name}.{annotator}.lock"), f"--human {out} for --annotator {annotator}",
                    "another review page is open for this annotator; use it, or pass another --annotator"):
         info = session.session()
+        if info["asked_segments"]:
+            console.print(f"asking about {info['asked_segments']} segments where the judge is least sure")
         console.print(f"review {info['pairs']} pairs ({info['finished_pairs']} finished by {annotator}); labels go to "
                       f"{out}\nopen http://{host}:{port}/  (press ? on the page for the keys; Ctrl-C stops)")
         uvicorn.run(create_review_app(session), host=host, port=port, log_level="warning")
@@ -248,6 +252,8 @@ def eval_labels(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over pairs for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     reference_judge: Annotated[str | None, typer.Option(help="A reference table of several judges (a jury's): the judge to measure against \\[default: its jury].")] = None,
+    label_budget: Annotated[int | None, typer.Option(help="Report how the judge's accuracy estimate and fitted threshold tighten with each of up to this many human labels, uncertain-first (weighted back) vs random, simulated on the first reference.")] = None,
+    budget_width: Annotated[float, typer.Option(help="--label-budget: report the labels needed until the accuracy's 95% range is at most this wide.")] = 0.1,
     fit_calibration: Annotated[Path | None, typer.Option(help="Fit each judge's calibration temperature on the (first) reference, report its held-out effect on ECE, and write it here: into a --judges file's entries named by judge id, else a YAML of judge id: settings.")] = None,
 ) -> None:
     """How good are these labels? Judges against references: accuracy, coverage, kappa, calibration, biases.
@@ -263,8 +269,13 @@ def eval_labels(
         raise DenseDPOError(f"--target-accuracy must lie in (0, 1], got {target_accuracy}.")
     if bootstrap < 1:
         raise DenseDPOError(f"--bootstrap must be at least 1, got {bootstrap}.")
+    if label_budget is not None and label_budget < 1:
+        raise DenseDPOError(f"--label-budget must be at least 1 label, got {label_budget}.")
+    if not 0 < budget_width < 1:
+        raise DenseDPOError(f"--budget-width must lie in (0, 1), got {budget_width}.")
     report = evaluate_judges(
-        labels, reference, pairs, target_accuracy, bootstrap, seed, reference_judge, calibrate=fit_calibration is not None
+        labels, reference, pairs, target_accuracy, bootstrap, seed, reference_judge,
+        calibrate=fit_calibration is not None, label_budget=label_budget, budget_width=budget_width,
     )
     print_judge_report(report)
     if fit_calibration is not None:
@@ -735,8 +746,9 @@ def ls_export(
     document_root: Annotated[Path, typer.Option(help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the videos must lie under it (it serves them; --blind hard-links them under opaque names).")],
     labels: Annotated[Path | None, typer.Option(help="A judge's labels.parquet: its labels become pre-annotations (unless --blind) and order the queue.")] = None,
     judge: Annotated[str | None, typer.Option(help="A table of several judges: whose labels \\[default: the jury's].")] = None,
-    order: Annotated[str, typer.Option(help="least-confident (the judge's least sure pairs first), random (seeded) or table.")] = "least-confident",
+    order: Annotated[str, typer.Option(help="least-confident (the judge's least sure pairs first), uncertain (the judge's least sure segments first, each task says why), random (seeded) or table.")] = "least-confident",
     limit: Annotated[int | None, typer.Option(help="Offer at most this many pairs (in --order).")] = None,
+    budget: Annotated[int | None, typer.Option(help="--order uncertain: offer the pairs holding this many least sure segments.")] = None,
     blind: Annotated[bool, typer.Option("--blind", help="No pre-annotations, sides drawn per pair (to measure a judge).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of --order random and of the --blind sides.")] = 0,
     token_env: LsToken = "LABEL_STUDIO_API_KEY",
@@ -744,11 +756,15 @@ def ls_export(
 ) -> None:
     """Create or update a Label Studio project with one task per pair (re-exporting adds only new pairs)."""
     from review.label_studio import ExportConfig, export_pairs
+    from review.uncertain import ORDER_CHOICES, check_budget
 
-    if order not in ("least-confident", "random", "table"):
-        raise DenseDPOError(f"--order must be least-confident, random or table, got {order!r}.")
+    if order not in ORDER_CHOICES:
+        raise DenseDPOError(f"--order must be one of {', '.join(ORDER_CHOICES)}, got {order!r}.")
+    check_budget(order, budget)
+    if order == "uncertain" and labels is None:
+        raise DenseDPOError("--order uncertain needs --labels (the judge's labels say where it is unsure).")
     cfg = ExportConfig(pairs=pairs, url=url, project=project, document_root=document_root, labels=labels, judge=judge,
-                       order=order, limit=limit, blind=blind, seed=seed, token_env=token_env, keys=keys)
+                       order=order, limit=limit, budget=budget, blind=blind, seed=seed, token_env=token_env, keys=keys)
     print_kv(f"Label Studio project {project!r}", export_pairs(cfg))
 
 

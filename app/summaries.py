@@ -214,6 +214,35 @@ def print_judge_report(report: dict) -> None:
                 if key in ceiling:
                     h.add_row(key.replace("_", " "), _ci(ceiling[key]))
             out.print(h)
+        for name, r in judges.items():
+            if "label_budget" in r:
+                print_label_budget(out, name, r["label_budget"])
+
+
+def print_label_budget(out, name: str, b: dict) -> None:
+    """eval-labels --label-budget: the accuracy estimate's 95% range after n labels, random vs uncertain-first."""
+    from rich.table import Table
+
+    t = Table(
+        title=f"{name}: how people's labels pin down its accuracy (pool: {b['pool_segments']} decided segments, "
+        f"accuracy {b['pool_accuracy']:.3f}; {b['sessions']} simulated sessions per design)"
+    )
+    for col in ("labels", "random: width", "uncertain: width", "uncertain: bias", "top n unweighted",
+                "random: threshold width", "uncertain: threshold width"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for c in b["curve"]:
+        t.add_row(
+            str(c["labels"]),
+            *(_opt(c[k]) for k in ("random_width", "uncertain_width", "uncertain_bias", "top_n_unweighted")),
+            *(_opt(c[k]) for k in ("random_threshold_width", "uncertain_threshold_width")),
+        )
+    out.print(t)
+    reach = {k: v or "more than the budget" for k, v in b["labels_to_width"].items()}
+    out.print(
+        f"{name}: labels until the accuracy's 95% range is at most {b['width']:g} wide: random "
+        f"{reach['random']}, uncertain-first (weighted) {reach['uncertain']}"
+        " ('top n unweighted' is the hard stratum's accuracy, not the judge's)"
+    )
 
 
 def _opt(value: float | None) -> str:

@@ -523,10 +523,14 @@ def evaluate_judges(
     seed: int = 0,
     reference_judge: str | None = None,
     calibrate: bool = False,
+    label_budget: int | None = None,
+    budget_width: float = 0.1,
 ) -> dict:
     """The report of eval-labels: every judge of every labels table against every reference table (a reference
     of several judges counts one of them: `reference_judge`, by default its jury). With `calibrate`, each judge
-    (not a jury's combined rows) also gets a fitted temperature and its held-out effect (review/calibration.py)."""
+    (not a jury's combined rows) also gets a fitted temperature and its held-out effect (review/calibration.py);
+    with `label_budget`, against the first reference, how its accuracy estimate tightens per label (review/budget.py).
+    """
     from densedpo.errors import DenseDPOError
     from densedpo.tables import LABELS, one_judge, read_table
 
@@ -560,6 +564,12 @@ def evaluate_judges(
                 fitted = fit_calibration(table, ref, n_boot=n_boot, seed=seed)
                 if fitted is not None:
                     per_judge[name]["calibration"] = fitted
+            if label_budget is not None and not reports:
+                from review.budget import budget_report
+
+                curve = budget_report(table, ref, label_budget, budget_width, target_accuracy, seed=seed)
+                if curve is not None:
+                    per_judge[name]["label_budget"] = curve
         reports.append(
             {
                 "reference": str(ref_path),

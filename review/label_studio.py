@@ -27,6 +27,7 @@ from densedpo.segments import segment_bounds
 from densedpo.tables import LABELS, PAIRS, one_judge, read_table, resolve_path
 from densedpo.video import probe
 from review.page import HumanStore, human_row, left_side, queue_order, to_preference
+from review.uncertain import uncertain_queue
 
 CHOICES = ("left", "right", "tie")
 LOCAL_FILES = "/data/local-files/?d="
@@ -150,6 +151,7 @@ class ExportConfig:
     judge: str | None = None
     order: str = "least-confident"
     limit: int | None = None
+    budget: int | None = None  # --order uncertain: the pairs holding this many least sure segments
     blind: bool = False
     seed: int = 0
     segment_seconds: float = 1.0
@@ -235,7 +237,12 @@ def blind_link(src: Path, folder: Path, name: str) -> Path:
 
 
 def build_task(
-    cfg: ExportConfig, row: dict, segs: list[dict], max_segments: int, keys: BlindKeys | None = None
+    cfg: ExportConfig,
+    row: dict,
+    segs: list[dict],
+    max_segments: int,
+    keys: BlindKeys | None = None,
+    asked: dict[tuple[str, int], str] | None = None,
 ) -> dict:
     """One pair as a Label Studio task (+ the judge's labels as a prediction unless blind)."""
     left = left_side(row["pair_id"], cfg.seed, cfg.blind)
@@ -275,6 +282,9 @@ def build_task(
                            "value": {"choices": [choice]}})  # fmt: skip
         if s is not None and not cfg.blind:
             text += thought_note(s, left)
+        why = (asked or {}).get((row["pair_id"], int(s["segment_idx"]))) if s is not None else None
+        if why is not None:  # --order uncertain; blind: that it was chosen, not the judge's answers behind it
+            text += " · asked: " + ("chosen for review" if cfg.blind else why)
         data[f"seg_{k}"] = text
     task = {"data": data}
     if result:
@@ -303,10 +313,14 @@ def thought_note(segment: dict, left: str) -> str:
 def export_pairs(cfg: ExportConfig, ls: LabelStudio | None = None) -> dict:
     """Create or update the project and add the pairs it does not hold yet (by pair id). Returns counts."""
     pairs = read_table(cfg.pairs, PAIRS)
-    labels = None
+    labels, asked = None, {}
     if cfg.labels is not None:
-        labels = one_judge(read_table(cfg.labels, LABELS), cfg.labels, cfg.judge, flag="--judge")
-    order = queue_order(pairs, labels, cfg.order, cfg.seed)
+        table = read_table(cfg.labels, LABELS)
+        labels = one_judge(table, cfg.labels, cfg.judge, flag="--judge")
+    if cfg.order == "uncertain":  # the members' split counts too: ranked on the whole table unless --judge
+        order, asked = uncertain_queue(labels if cfg.judge else table, cfg.budget)
+    else:
+        order = queue_order(pairs, labels, cfg.order, cfg.seed)
     rows = pairs.set_index("pair_id", drop=False).loc[order].to_dict("records")[: cfg.limit]
     # Every check before the first call that changes Label Studio: a refused export leaves nothing there.
     paths = [video_path(cfg, r, s) for r in rows for s in "ab"]
@@ -327,12 +341,14 @@ def export_pairs(cfg: ExportConfig, ls: LabelStudio | None = None) -> dict:
     have = {t["data"].get("pair_id") for t in tasks} | {
         keys.tasks.get(t["data"].get("task_key"), {}).get("pair_id") for t in tasks if keys is not None
     }
-    new = [build_task(cfg, r, segs[r["pair_id"]], max_segments, keys) for r in rows if r["pair_id"] not in have]
+    new = [build_task(cfg, r, segs[r["pair_id"]], max_segments, keys, asked) for r in rows if r["pair_id"] not in have]
     if keys is not None:
         keys.save()  # before the tasks exist: no task is ever without its key
     if new:
         ls.call("POST", f"/api/projects/{project}/import", json=new)
     counts = {"project": project, "pairs offered": len(rows), "tasks added": len(new)}
+    if asked:
+        counts["segments asked (least sure first)"] = len(asked)
     counts["already there"] = len(rows) - len(new)
     if keys is not None:
         counts["keys (which pair and side each task shows)"] = str(keys.path)

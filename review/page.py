@@ -27,8 +27,9 @@ from densedpo.files import JsonlWriter, read_jsonl
 from densedpo.segments import segment_bounds
 from densedpo.tables import LABELS, PAIRS, read_table, resolve_path, write_table
 from densedpo.video import probe
+from review.uncertain import ORDER_CHOICES, check_budget, uncertain_queue
 
-QUEUE_ORDERS = ("least-confident", "random", "table")
+QUEUE_ORDERS = ORDER_CHOICES
 CHOICES = ("left", "right", "tie")
 STATIC = Path(__file__).parent / "static"
 JUDGE_FIELDS = (
@@ -58,10 +59,14 @@ class ReviewConfig:
     order: str = "least-confident"
     seed: int = 0
     segment_seconds: float = 1.0
+    budget: int | None = None  # --order uncertain: ask about this many segments (their pairs are queued)
 
     def check(self) -> None:
         if self.order not in QUEUE_ORDERS:
             raise DenseDPOError(f"--order must be one of {', '.join(QUEUE_ORDERS)}, got {self.order!r}.")
+        check_budget(self.order, self.budget)
+        if self.order == "uncertain" and self.labels is None:
+            raise DenseDPOError("--order uncertain needs --labels (the judge's labels say where it is unsure).")
         if not (0 < self.segment_seconds < float("inf")):
             raise DenseDPOError(f"--segment-seconds must be a positive finite number, got {self.segment_seconds}.")
         if not self.annotator or not all(c.isalnum() or c in "-_.@" for c in self.annotator):
@@ -268,10 +273,14 @@ class ReviewSession:
                     "pass the pairs table the labels were made from."
                 )
         self.other_labels = None
+        self.asked: dict[tuple[str, int], str] = {}  # --order uncertain: (pair, segment) -> why it was chosen
+        if cfg.order == "uncertain":
+            self.queue, self.asked = uncertain_queue(self.labels, cfg.budget)
         if self.labels is not None:  # a jury's table: one block per segment (the jury's), the others beside it
             self.labels, self.other_labels = main_judge_rows(self.labels)
         self.by_id = {str(r["pair_id"]): r for r in self.pairs.to_dict("records")}
-        self.queue = queue_order(self.pairs, self.labels, cfg.order, cfg.seed)
+        if cfg.order != "uncertain":
+            self.queue = queue_order(self.pairs, self.labels, cfg.order, cfg.seed)
         self.store = HumanStore(cfg.human)
         self._segments: dict[str, list[dict]] = {}
 
@@ -330,6 +339,7 @@ class ReviewSession:
             "annotator": self.cfg.annotator,
             "blind": self.cfg.blind,
             "order": self.cfg.order,
+            "asked_segments": len(self.asked) or None,
             "pairs": len(self.queue),
             "finished_pairs": sum(finished),
             "start": start,
@@ -348,6 +358,9 @@ class ReviewSession:
                 seg["judge"] = {k: s.get(k) for k in JUDGE_FIELDS}
                 seg["other_judges"] = self.other_judges(pair_id, int(s["segment_idx"]))
             seg["human"] = human.get(int(s["segment_idx"]))
+            why = self.asked.get((pair_id, int(s["segment_idx"])))
+            if why is not None:  # blind: that it was chosen, not the judge's answers behind it
+                seg["asked_because"] = "chosen for review" if self.cfg.blind else why
             segments.append(seg)
         row = self.by_id[pair_id]
         right = "b" if left == "a" else "a"

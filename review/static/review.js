@@ -91,10 +91,12 @@ function renderTimeline() {
     b.dataset.index = s.segment_idx;
     b.dataset.judge = judge;
     b.dataset.human = s.human || "";
+    b.dataset.asked = s.asked_because ? "1" : "0";
     b.style.flex = `${(s.t_end_s - s.t_start_s) / total}`;
     const conf = s.judge && s.judge.confidence != null ? ` ${(100 * s.judge.confidence).toFixed(0)}%` : "";
     const judgeText = s.judge ? `judge: ${judge ? sideName(judge) : s.judge.status}${conf}` : "";
-    b.innerHTML = `<span>${s.t_start_s.toFixed(1)}–${s.t_end_s.toFixed(1)} s ${judgeText}</span><span class="human">${s.human ? "you: " + sideName(s.human) : ""}</span>`;
+    const asked = s.asked_because ? `<span class="asked" title="${esc(s.asked_because)}">asked</span>` : "";
+    b.innerHTML = `<span>${s.t_start_s.toFixed(1)}–${s.t_end_s.toFixed(1)} s ${judgeText}</span>${asked}<span class="human">${s.human ? "you: " + sideName(s.human) : ""}</span>`;
     b.title = s.judge ? `${s.judge.status}; p(a) ${fmt(s.judge.p_a)} p(b) ${fmt(s.judge.p_b)} p(tie) ${fmt(s.judge.p_tie)}; answers ab=${s.judge.answer_ab ?? "–"} ba=${s.judge.answer_ba ?? "–"}` : `segment ${s.segment_idx}`;
     b.addEventListener("click", () => { state.loop = true; $("loop").checked = true; selectSegment(i); });
     tl.appendChild(b);
@@ -111,7 +113,8 @@ function markPlayhead() {
 
 function renderMode() {
   const s = state.session;
-  $("mode").textContent = `${s.annotator}${s.blind ? " · blind" : ""} · ${s.order}`;
+  const asked = s.asked_segments ? ` (${s.asked_segments} segments asked)` : "";
+  $("mode").textContent = `${s.annotator}${s.blind ? " · blind" : ""} · ${s.order}${asked}`;
   $("done").textContent = `done ${s.finished_pairs}/${s.pairs}`;
 }
 
@@ -132,6 +135,9 @@ function renderDetails() {
   let html = `<h3>segment ${s.segment_idx}</h3><table><tr><td>frames</td><td>${s.frame_start}–${s.frame_end - 1}</td></tr>
     <tr><td>time</td><td>${s.t_start_s.toFixed(2)}–${s.t_end_s.toFixed(2)} s</td></tr>
     <tr><td>your label</td><td>${s.human ? sideName(s.human) + ` (${s.human})` : "–"}</td></tr>`;
+  if (s.asked_because) {
+    html += `<tr class="asked"><td>asked because</td><td data-testid="asked-because">${esc(s.asked_because)}</td></tr>`;
+  }
   if (s.judge) {
     const j = s.judge;
     html += `<tr><td>judge</td><td>${esc(String(j.judge_model).startsWith("/") ? String(j.judge_model).split("/").pop() : j.judge_model)}</td></tr><tr><td>label</td><td>${esc(j.preference)} (${sideName(j.preference) || "–"})</td></tr>

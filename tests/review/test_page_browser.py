@@ -338,3 +338,21 @@ def test_a_reasoning_judges_thoughts_show_per_order_in_the_details_panel(browser
     assert page.locator("[data-testid=thought-ab] b").count() == 0  # escaped, not rendered
     assert page.locator("[data-testid=thought-ba] summary").inner_text() == "(not returned by the endpoint)"
     page.close()
+
+
+def test_uncertain_order_marks_the_asked_segments_and_says_why(browser, review, data, tmp_path):
+    """--order uncertain --budget 2: the two least sure segments' pairs, in that order; the asked segment is marked on
+    the timeline and the details panel says why it was chosen; the header counts the asked segments."""
+    r = review("--labels", str(data["labels"]), "--human", str(tmp_path / "h.parquet"), "--order", "uncertain",
+               "--budget", "2")  # fmt: skip
+    page = open_page(browser, r.url)
+    assert page.inner_text("[data-testid=pair-id]") == data["ids"][2]
+    assert "uncertain (2 segments asked)" in page.inner_text("#mode")
+    marked = [b.get_attribute("data-asked") for b in page.query_selector_all("[data-testid=segment]")]
+    assert marked == ["0", "1", "0"]
+    page.click("[data-testid=segment][data-index='1']")
+    assert page.inner_text("[data-testid=asked-because]") == "judge's confidence 0.41"
+    page.click("[data-testid=segment][data-index='0']")
+    assert page.locator("[data-testid=asked-because]").count() == 0
+    assert r.proc.poll() is None and httpx.get(r.url + "api/session").json()["pairs"] == 2
+    page.close()
