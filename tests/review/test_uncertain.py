@@ -149,8 +149,9 @@ def test_eval_labels_reports_the_budget_curve(tmp_path):
     labels, truth = calibrated_pool(40, seed=2)
     segment = {"frame_start": 0, "frame_end": 16, "t_start_s": 0.0, "t_end_s": 1.0}
     columns = [c for c in LABELS.names if c not in ("annotator", "judge")]
-    lpath = write_table(labels.assign(**segment, judge_model="x").reindex(columns=columns), tmp_path / "j.parquet", LABELS)
-    tpath = write_table(truth.assign(**segment, judge_model="t").reindex(columns=columns), tmp_path / "t.parquet", LABELS)
+    lpath, tpath = tmp_path / "j.parquet", tmp_path / "t.parquet"
+    write_table(labels.assign(**segment, judge_model="x").reindex(columns=columns), lpath, LABELS)
+    write_table(truth.assign(**segment, judge_model="t").reindex(columns=columns), tpath, LABELS)
     out = tmp_path / "report.json"
     args = ["eval-labels", "--labels", str(lpath), "--reference", str(tpath), "--bootstrap", "20"]
     r = CliRunner().invoke(app, [*args, "--label-budget", "60", "--json", str(out)])
