@@ -262,7 +262,7 @@ def eval_labels(
     """
     import json
 
-    from app.summaries import print_judge_report
+    from app.summaries import print_judge_report, print_jury_fit
     from review.judge_report import evaluate_judges, plot_report
 
     if not 0 < target_accuracy <= 1:
@@ -290,7 +290,14 @@ def eval_labels(
                 f"calibration of {name}: temperature {f['calibration_temperature']:.3f} on {f['segments']} segments; "
                 f"held-out ECE {before['value']:.3f} {before['ci95']} -> {after['value']:.3f} {after['ci95']}"
             )
-        set_in = write_calibration(fit_calibration, {n: {"calibration_temperature": f["calibration_temperature"]} for n, f in fitted.items()})
+        settings = {n: {"calibration_temperature": f["calibration_temperature"]} for n, f in fitted.items()}
+        jury = report["references"][0].get("jury_fit")
+        if jury:
+            print_jury_fit(jury)
+            if jury["use_weights"]:
+                for n, w in jury["jury_weights"].items():
+                    settings.setdefault(n, {})["jury_weight"] = w
+        set_in = write_calibration(fit_calibration, settings)
         console.print(f"written to {fit_calibration} ({', '.join(set_in) or 'no judge entry matched'}): label applies it with "
                       "--judges FILE or --calibration-temperature T")
     if plots is not None:

@@ -219,6 +219,24 @@ def print_judge_report(report: dict) -> None:
                 print_label_budget(out, name, r["label_budget"])
 
 
+def print_jury_fit(fit: dict) -> None:
+    """eval-labels --fit-calibration on a jury: the members' weights and whether they beat equal weights held out."""
+    out = Console()
+    nll, acc = fit["heldout_nll"], fit["heldout_accuracy"]
+    change = fit["heldout_nll_change"]
+    weights = ", ".join(f"{n} {w:.3f}" for n, w in fit["jury_weights"].items())
+    out.print(
+        f"jury fitted on {fit['segments']} segments ({fit['pairs']} pairs): weights {weights}; held-out NLL "
+        f"{nll['equal_mean']:.3f} equal -> {nll['weighted_mean']:.3f} weighted (change {change['value']:+.3f} "
+        f"{change['ci95']}); held-out accuracy equal {acc['equal_mean']:.3f}, weighted {acc['weighted_mean']:.3f}, "
+        f"majority {acc['majority']:.3f}"
+    )
+    if fit["use_weights"]:
+        out.print("the weights beat equal weights on held-out pairs: written as each judge's jury_weight")
+    else:
+        out.print("equal weights stay: the fitted weights do not lower the held-out NLL beyond its interval")
+
+
 def print_label_budget(out, name: str, b: dict) -> None:
     """eval-labels --label-budget: the accuracy estimate's 95% range after n labels, random vs uncertain-first."""
     from rich.table import Table

@@ -128,10 +128,13 @@ def calibrate_row(row: dict, temperature: float, min_confidence: float) -> dict:
 JURY_RULES = ("mean", "majority")
 
 
-def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> dict:
+def combine_judges(
+    rows: dict[str, dict], rule: str, min_confidence: float, weights: dict[str, float] | None = None
+) -> dict:
     """A jury's row from its judges' rows of one segment ({judge id: row}).
 
-    - mean (default): the preference is the argmax of the judges' mean (p_a, p_b, p_tie);
+    - mean (default): the preference is the argmax of the judges' mean (p_a, p_b, p_tie), weighted by `weights`
+      (a judges file's `jury_weight`, which eval-labels --fit-calibration fits on people's labels; default equal);
     - majority: the preference most judges gave (their filtered preference; equal top counts give tie).
     The confidence is the judges' agreement: the share of judges whose own preference is the jury's. Judges
     whose row failed are left out; when all failed, the row fails as the first did. Below min_confidence the
@@ -140,18 +143,20 @@ def combine_judges(rows: dict[str, dict], rule: str, min_confidence: float) -> d
     if rule not in JURY_RULES:
         raise ValueError(f"rule must be one of {JURY_RULES}, got {rule!r}")
     raw = " | ".join(f"{j}: {r['preference']}" for j, r in rows.items())
-    voting = [r for r in rows.values() if r["status"] not in ("request_error", "parse_error")]
+    voting = {j: r for j, r in rows.items() if r["status"] not in ("request_error", "parse_error")}
     if not voting:
         first = next(iter(rows.values()))
         return _row(None, None, None, None, None, None, first["status"], first["error"], raw)
-    mean = {k: sum(r[k] for r in voting) / len(voting) for k in ("p_a", "p_b", "p_tie")}
-    prefs = [r["preference"] for r in voting]
+    w = {j: (weights or {}).get(j, 1.0) if rule == "mean" else 1.0 for j in voting}  # majority: one judge, one vote
+    total = sum(w.values())
+    mean = {k: sum(w[j] * r[k] for j, r in voting.items()) / total for k in ("p_a", "p_b", "p_tie")}
+    prefs = [r["preference"] for r in voting.values()]
     if rule == "mean":
         preference = max(("a", "b", "tie"), key=lambda p: (mean[f"p_{p}"], p == "tie"))
     else:
         counts = Counter(prefs).most_common()
         preference = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else "tie"
-    agreement = sum(p == preference for p in prefs) / len(prefs)
+    agreement = sum(w[j] for j, r in voting.items() if r["preference"] == preference) / total
     status = answer_status(agreement, min_confidence)
     return _row(
         preference if status == "ok" else "tie",

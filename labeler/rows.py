@@ -62,6 +62,8 @@ def assemble_rows(
     """One row per segment and judge, plus a jury row per segment when there are several judges; with
     skip_missing, only segments whose every answer is in (a partial table)."""
     rows = []
+    weights = {j.id: j.spec.jury_weight for j in judges}
+    weighted = rule == "mean" and len(set(weights.values())) > 1
     for plan in plans:
         for seg in plan.segments:
             answers = [
@@ -100,8 +102,8 @@ def assemble_rows(
                 rows.append(
                     {
                         **base,
-                        **combine_judges(judged, rule, cfg.min_confidence),
-                        "judge_model": f"jury ({rule} of {len(judges)})",
+                        **combine_judges(judged, rule, cfg.min_confidence, weights),
+                        "judge_model": f"jury ({'weighted ' if weighted else ''}{rule} of {len(judges)})",
                         "judge": JURY,
                     }
                 )

@@ -570,14 +570,18 @@ def evaluate_judges(
                 curve = budget_report(table, ref, label_budget, budget_width, target_accuracy, seed=seed)
                 if curve is not None:
                     per_judge[name]["label_budget"] = curve
-        reports.append(
-            {
-                "reference": str(ref_path),
-                "reference_segments": len(ref),
-                "human_ceiling": human_ceiling(raw, n_boot, seed),
-                "judges": per_judge,
-            }
-        )
+        entry = {
+            "reference": str(ref_path),
+            "reference_segments": len(ref),
+            "human_ceiling": human_ceiling(raw, n_boot, seed),
+            "judges": per_judge,
+        }
+        if calibrate and JURY in judges and not reports:  # the members first (above), then how to combine them
+            from review.calibration import fit_jury
+
+            members = {n: t for n, t in judges.items() if n != JURY}
+            entry["jury_fit"] = fit_jury(members, ref, n_boot=n_boot, seed=seed)
+        reports.append(entry)
     return {
         "target_accuracy": target_accuracy,
         "bootstrap_draws": n_boot,

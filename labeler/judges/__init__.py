@@ -54,6 +54,7 @@ class JudgeSpec:
     price_in: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_out: float | None = None  # USD per million completion tokens
     calibration_temperature: float = 1.0  # eval-labels --fit-calibration: the answers' probabilities are tempered
+    jury_weight: float = 1.0  # a jury member's weight in the jury's mean (eval-labels --fit-calibration fits them)
     reasoning: bool = False  # chat: the judge thinks first, then answers (chat.py: two requests per order on vLLM)
     reasoning_parser: str | None = None  # vLLM's --reasoning-parser for a server densedpo starts (implies reasoning;
     # with --server the server's own flag decides, and this only marks the judge as thinking)
@@ -104,6 +105,8 @@ class JudgeSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise bad(f"--{name.replace('_', '-')}", f"must be positive, got {value}.")
+        if not (isinstance(self.jury_weight, (int, float)) and self.jury_weight > 0):
+            raise bad("jury_weight", f"must be a positive number, got {self.jury_weight!r}.")
         if not self.calibration_temperature > 0:
             raise bad("--calibration-temperature", f"must be positive, got {self.calibration_temperature}.")
         self.check_reasoning(bad)

@@ -137,3 +137,75 @@ def test_the_temperature_is_not_a_journal_setting(tmp_path):
         judge.bind("/m/vlm")
         prints.append(fingerprint(LabelConfig(pairs=tmp_path / "p.parquet", server=["http://x"]), [judge]))
     assert prints[0] == prints[1]
+
+
+# ---------------------------------------------------------------------------------------------- juries
+
+
+def jury_tables(n_pairs: int, qualities: dict[str, float], seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Members that see the truth through noise of their own: quality 1 = the true probabilities, 0 = a random
+    guess; people's labels drawn from the true probabilities. 3 segments per pair."""
+    rng = np.random.default_rng(seed)
+    n = 3 * n_pairs
+    q = rng.dirichlet([1.0, 1.0, 0.6], size=n)
+    y = np.array([rng.choice(3, p=row) for row in q])
+    key = {"pair_id": [f"p{i // 3}" for i in range(n)], "segment_idx": [i % 3 for i in range(n)]}
+    members = {}
+    for name, quality in qualities.items():
+        p = quality * q + (1 - quality) * rng.dirichlet([1, 1, 1], size=n)
+        members[name] = pd.DataFrame({**key, "p_a": p[:, 0], "p_b": p[:, 1], "p_tie": p[:, 2], "status": "ok"})
+    return members, pd.DataFrame({**key, "preference": [("a", "b", "tie")[k] for k in y]})
+
+
+def test_a_jury_learns_to_trust_its_better_member_and_says_so_only_when_it_beats_equal_weights_held_out():
+    from review.calibration import fit_jury
+
+    members, ref = jury_tables(300, {"good": 0.95, "fair": 0.5, "guess": 0.0}, seed=3)
+    fit = fit_jury(members, ref, n_boot=200)
+    w = fit["jury_weights"]
+    print(f"weights {w}; held-out NLL {fit['heldout_nll']} change {fit['heldout_nll_change']}")
+    assert w["good"] == 1.0 and w["good"] > w["fair"] > w["guess"] and w["guess"] < 0.1
+    assert fit["use_weights"] and fit["heldout_nll_change"]["ci95"][1] < 0
+    twins, ref = jury_tables(300, {"one": 0.7, "two": 0.7}, seed=4)  # exchangeable members: nothing to learn
+    fit = fit_jury(twins, ref, n_boot=200)
+    assert not fit["use_weights"] and fit["heldout_nll_change"]["ci95"][1] > 0
+
+
+def test_the_jury_mean_follows_the_weights_and_majority_ignores_them():
+    from labeler.aggregate import combine_judges
+
+    x = {"preference": "a", "p_a": 0.8, "p_b": 0.1, "p_tie": 0.1, "status": "ok", "error": None}
+    y = {"preference": "b", "p_a": 0.2, "p_b": 0.7, "p_tie": 0.1, "status": "ok", "error": None}
+    equal = combine_judges({"x": x, "y": y}, "mean", 0.0)
+    assert equal["preference"] == "a" and equal["p_a"] == pytest.approx(0.5) and equal["confidence"] == 0.5
+    heavy_y = combine_judges({"x": x, "y": y}, "mean", 0.0, {"x": 1.0, "y": 3.0})
+    assert heavy_y["p_b"] == pytest.approx((0.1 + 3 * 0.7) / 4) and heavy_y["preference"] == "b"
+    assert heavy_y["confidence"] == pytest.approx(0.75)  # the weighted share of judges that chose b
+    assert combine_judges({"x": x, "y": y}, "majority", 0.0, {"x": 1.0, "y": 3.0})["preference"] == "tie"
+
+
+def test_eval_labels_writes_the_jury_weights_label_reads_them(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from labeler.judges import JudgeSpec, load_jury
+
+    members, ref = jury_tables(120, {"chat:good": 0.95, "chat:guess": 0.0}, seed=5)
+    segment = {"frame_start": 0, "frame_end": 16, "t_start_s": 0.0, "t_end_s": 1.0}
+    top = {n: t[["p_a", "p_b", "p_tie"]].to_numpy().argmax(axis=1) for n, t in members.items()}
+    rows = [t.assign(judge=n, preference=[("a", "b", "tie")[k] for k in top[n]]) for n, t in members.items()]
+    jury = pd.concat(rows).groupby(["pair_id", "segment_idx"], as_index=False).first().assign(judge="jury")
+    table = pd.concat([*rows, jury], ignore_index=True).assign(**segment, judge_model="m", confidence=0.9)
+    write_table(table.reindex(columns=[c for c in LABELS.names if c != "annotator"]), tmp_path / "j.parquet", LABELS)
+    write_table(ref.assign(**segment, status="ok", judge_model="human").reindex(columns=LABELS.names[:-2]),
+                tmp_path / "h.parquet", LABELS)  # fmt: skip
+    judges = tmp_path / "judges.yaml"
+    judges.write_text(yaml.safe_dump({"judges": [{"name": "chat:good"}, {"name": "chat:guess"}]}))
+    args = ["--labels", str(tmp_path / "j.parquet"), "--reference", str(tmp_path / "h.parquet"), "--bootstrap", "100"]
+    r = CliRunner().invoke(app, ["eval-labels", *args, "--fit-calibration", str(judges)])
+    assert r.exit_code == 0, r.output
+    assert "written as each judge's jury_weight" in " ".join(r.output.split())
+    specs, _ = load_jury(judges, JudgeSpec(model="m", server=["http://x"]))
+    weights = {s.name: s.jury_weight for s in specs}
+    assert weights["chat:good"] == 1.0 and weights["chat:guess"] < 0.2

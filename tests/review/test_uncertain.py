@@ -156,7 +156,7 @@ def test_eval_labels_reports_the_budget_curve(tmp_path):
     args = ["eval-labels", "--labels", str(lpath), "--reference", str(tpath), "--bootstrap", "20"]
     r = CliRunner().invoke(app, [*args, "--label-budget", "60", "--json", str(out)])
     assert r.exit_code == 0, r.output
-    assert "labels until the accuracy's 95% range is at most 0.1 wide" in r.output.replace("\n", " ")
+    assert "labels until the accuracy's 95% range is at most 0.1 wide" in " ".join(r.output.split())
     (figures,) = json.loads(out.read_text())["references"][0]["judges"].values()
     b = figures["label_budget"]
     assert b["pool_segments"] == 120 and b["curve"][-1]["labels"] == 60
