@@ -284,13 +284,22 @@ def eval_labels(
         fitted = {n: r["calibration"] for n, r in report["references"][0]["judges"].items() if "calibration" in r}
         if not fitted:
             raise DenseDPOError("--fit-calibration: no judge has probabilities on 2 or more labeled pairs; nothing fitted.")
+        settings = {}
         for name, f in fitted.items():
             before, after = f["ece_before"], f["ece_after_heldout"]
             console.print(
                 f"calibration of {name}: temperature {f['calibration_temperature']:.3f} on {f['segments']} segments; "
                 f"held-out ECE {before['value']:.3f} {before['ci95']} -> {after['value']:.3f} {after['ci95']}"
             )
-        settings = {n: {"calibration_temperature": f["calibration_temperature"]} for n, f in fitted.items()}
+            settings[name] = {"calibration_temperature": f["calibration_temperature"]}
+            sure = f["min_confidence_for_target_lower_bound"]
+            if sure is None:
+                console.print(f"  no --min-confidence makes the fitted {name} reach accuracy {target_accuracy:g} (the "
+                              "interval's lower bound); min_confidence is not written")
+            else:
+                settings[name]["min_confidence"] = sure["threshold"]
+                console.print(f"  fitted {name} reaches accuracy ≥ {target_accuracy:g} (interval's lower bound) from "
+                              f"--min-confidence {sure['threshold']:g}, at coverage {sure['coverage']:.3f}: written as min_confidence")
         jury = report["references"][0].get("jury_fit")
         if jury:
             print_jury_fit(jury)

@@ -82,9 +82,11 @@ def assemble_rows(
             }
             judged = {}
             for judge, a in zip(judges, answers):
-                row = judge.combine(a, cfg.min_confidence)
+                own = judge.spec.min_confidence  # a judges file's, fitted for a target accuracy; else the flag
+                min_confidence = cfg.min_confidence if own is None else own
+                row = judge.combine(a, min_confidence)
                 temperature = judge.spec.calibration_temperature
-                judged[judge.id] = calibrate_row(row, temperature, cfg.min_confidence)
+                judged[judge.id] = calibrate_row(row, temperature, min_confidence)
                 prompt = getattr(judge, "prompt", None)
                 rows.append(
                     {

@@ -253,6 +253,15 @@ def judge_report(
     return report
 
 
+def recalibrated(labels: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """A judge's table as `label` would write it with this calibration temperature (the filter at 0: eval-labels'
+    accuracy-coverage curve applies each threshold itself)."""
+    from labeler.aggregate import calibrate_row
+
+    rows = [calibrate_row(r, temperature, 0.0) for r in labels.to_dict("records")]
+    return pd.DataFrame(rows, columns=labels.columns)
+
+
 def reliability_bins(counts: Counts) -> list[dict]:
     """Per confidence bin: segments, accuracy and mean confidence (for the reliability diagram)."""
     out = []
@@ -563,6 +572,9 @@ def evaluate_judges(
 
                 fitted = fit_calibration(table, ref, n_boot=n_boot, seed=seed)
                 if fitted is not None:
+                    again = judge_report(recalibrated(table, fitted["calibration_temperature"]), ref, None,
+                                         target_accuracy, n_boot, seed)  # fmt: skip
+                    fitted["min_confidence_for_target_lower_bound"] = again["min_confidence_for_target_lower_bound"]
                     per_judge[name]["calibration"] = fitted
             if label_budget is not None and not reports:
                 from review.budget import budget_report

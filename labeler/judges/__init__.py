@@ -54,6 +54,7 @@ class JudgeSpec:
     price_in: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_out: float | None = None  # USD per million completion tokens
     calibration_temperature: float = 1.0  # eval-labels --fit-calibration: the answers' probabilities are tempered
+    min_confidence: float | None = None  # this judge's --min-confidence (eval-labels --fit-calibration: for a target)
     jury_weight: float = 1.0  # a jury member's weight in the jury's mean (eval-labels --fit-calibration fits them)
     reasoning: bool = False  # chat: the judge thinks first, then answers (chat.py: two requests per order on vLLM)
     reasoning_parser: str | None = None  # vLLM's --reasoning-parser for a server densedpo starts (implies reasoning;
@@ -105,6 +106,10 @@ class JudgeSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise bad(f"--{name.replace('_', '-')}", f"must be positive, got {value}.")
+        if self.min_confidence is not None and not (
+            isinstance(self.min_confidence, (int, float)) and 0 <= self.min_confidence <= 1
+        ):
+            raise bad("min_confidence", f"must lie in [0, 1], got {self.min_confidence!r}.")
         if not (isinstance(self.jury_weight, (int, float)) and self.jury_weight > 0):
             raise bad("jury_weight", f"must be a positive number, got {self.jury_weight!r}.")
         if not self.calibration_temperature > 0:

@@ -93,6 +93,37 @@ def test_label_applies_the_temperature_and_records_it(tmp_path):
         assert r1.status == ("ok" if r1.confidence >= 0.6 else "low_confidence")
 
 
+def test_a_judges_own_min_confidence_beats_the_flag(tmp_path):
+    """A judges file's min_confidence (eval-labels --fit-calibration writes it for --target-accuracy) filters that
+    judge's rows; the --min-confidence flag stays the rule for judges without one."""
+    from densedpo.video import VideoInfo
+    from labeler.config import LabelConfig
+    from labeler.judges import JudgeSpec, make_judge
+    from labeler.parse import OrderResult
+    from labeler.plan import PairPlan, request_id
+    from labeler.rows import assemble_rows
+    from labeler.segments import segment_bounds
+
+    plan = PairPlan(0, "p", "a cat", tmp_path / "a.mp4", tmp_path / "b.mp4", VideoInfo(48, 16.0, 64, 64),
+                    segment_bounds(48, 16.0, 1.0))  # fmt: skip
+    judges, results = [], {}
+    for name, own in (("strict", 0.9), ("plain", None)):
+        judge = make_judge(JudgeSpec(kind="score", model="/m/rm", name=name, score_scale=0.5, min_confidence=own))
+        judge.bind("/m/rm")
+        judges.append(judge)
+        for k, (sa, sb) in {0: (1.0, 0.2), 1: (0.1, 0.5), 2: (2.0, 0.0)}.items():
+            for u, score in zip("ab", (sa, sb)):
+                rid = request_id("p", k, u)
+                results[(name, rid)] = OrderResult(rid, u, "ok", score=score, judge=name)
+    cfg = LabelConfig(pairs=tmp_path / "pairs.parquet", min_confidence=0.6)
+    rows = assemble_rows([plan], results, cfg, judges)
+    for name, threshold in (("strict", 0.9), ("plain", 0.6)):
+        mine = rows[rows["judge"] == name]
+        assert list(mine["status"]) == ["ok" if c >= threshold else "low_confidence" for c in mine["confidence"]]
+    strict, plain = (rows[rows["judge"] == n].set_index("segment_idx") for n in ("strict", "plain"))
+    assert (strict["status"] != plain["status"]).any()  # the two rules differ on these scores
+
+
 def test_eval_labels_fits_and_writes_into_the_judges_file(tmp_path):
     """eval-labels --fit-calibration on tables read from disk: the report holds the fit and its held-out ECE; the
     temperature lands in the judges file entry named by the judge's id, which `label` loads."""
@@ -114,15 +145,21 @@ def test_eval_labels_fits_and_writes_into_the_judges_file(tmp_path):
     judges = tmp_path / "judges.yaml"
     judges.write_text(yaml.safe_dump({"judges": [{"name": "chat:tiny", "server": ["http://x"]}, {"name": "other"}]}))
     r = run_cli("eval-labels", "--labels", tmp_path / "j.parquet", "--reference", tmp_path / "h.parquet",
-                "--fit-calibration", judges, "--json", tmp_path / "r.json", "--bootstrap", "100")  # fmt: skip
+                "--fit-calibration", judges, "--json", tmp_path / "r.json", "--bootstrap", "100",
+                "--target-accuracy", "0.7")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    fit = json.loads((tmp_path / "r.json").read_text())["references"][0]["judges"]["chat:tiny"]["calibration"]
+    report = json.loads((tmp_path / "r.json").read_text())["references"][0]["judges"]["chat:tiny"]
+    fit = report["calibration"]
+    # the threshold for the target is found again on the tempered confidences (the judge label will run), not the raw
+    sure, raw = fit["min_confidence_for_target_lower_bound"], report["min_confidence_for_target_lower_bound"]
+    assert sure["threshold"] != raw["threshold"] and "written as min_confidence" in " ".join(r.stderr.split())
     assert fit["calibration_temperature"] == pytest.approx(2.5, rel=0.25)
     assert fit["ece_after_heldout"]["value"] < fit["ece_before"]["value"]
     assert "calibration of chat:tiny: temperature" in r.stderr + r.stdout
     specs, _ = load_jury(judges, JudgeSpec(model="m"))
     assert specs[0].calibration_temperature == fit["calibration_temperature"]
-    assert specs[1].calibration_temperature == 1.0
+    assert specs[0].min_confidence == sure["threshold"]
+    assert specs[1].calibration_temperature == 1.0 and specs[1].min_confidence is None
 
 
 def test_the_temperature_is_not_a_journal_setting(tmp_path):
