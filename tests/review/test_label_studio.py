@@ -229,6 +229,29 @@ def test_a_later_shorter_batch_keeps_the_config_and_a_refused_export_changes_not
     assert not [p for p in (found["results"] if isinstance(found, dict) else found) if p["title"] == "never-made"]
 
 
+def test_uncertain_export_offers_the_budgets_pairs_and_each_task_says_why(label_studio, batch, tmp_path, monkeypatch):
+    """--order uncertain --budget 2: the pairs of the two least sure segments (one pair holds both), in Label Studio
+    with the reason on each asked segment's line and on no other."""
+    pairs, _, judge = batch
+    ids = sorted(set(judge["pair_id"]))
+    unsure = judge.assign(confidence=0.9)
+    unsure.loc[(unsure["pair_id"] == ids[1]) & unsure["segment_idx"].isin([0, 2]), "confidence"] = [0.55, 0.6]
+    labels = write_table(unsure, tmp_path / "unsure.parquet", LABELS)
+    monkeypatch.setenv("LS_TOKEN", label_studio["token"])
+    cfg = ExportConfig(pairs, label_studio["url"], "uncertain", label_studio["root"], labels=labels,
+                       order="uncertain", budget=2, token_env="LS_TOKEN")  # fmt: skip
+    counts = export_pairs(cfg)
+    assert counts["pairs offered"] == 1 and counts["segments asked (least sure first)"] == 2
+    ls = LabelStudio(label_studio["url"], label_studio["token"])
+    (task,) = ls.tasks(ls.project("uncertain"))
+    assert task["data"]["pair_id"] == ids[1]
+    lines = [task["data"][f"seg_{k}"] for k in range(3)]
+    assert lines[0].endswith(" · asked: judge's confidence 0.55") and lines[2].endswith(
+        "asked: judge's confidence 0.60"
+    )
+    assert "asked" not in lines[1]
+
+
 def test_reimport_removes_withdrawn_labels_and_writes_nothing_unchanged(label_studio, batch, tmp_path, monkeypatch):
     pairs, labels, _ = batch
     monkeypatch.setenv("LS_TOKEN", label_studio["token"])
