@@ -28,7 +28,7 @@ def test_blind_sides_translate_back():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--order", "bogus"], "--order must be one of least-confident, random, table"),
+        (["--order", "bogus"], "--order must be one of least-confident, uncertain, random, table"),
         (["--segment-seconds", "0"], "--segment-seconds must be a positive finite number"),
         (["--annotator", "a b"], "--annotator 'a b': use letters"),
     ],
