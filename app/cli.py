@@ -346,6 +346,7 @@ def generate(
     shard: Annotated[str | None, typer.Option(help="i/n: make only sources with index % n == i (accelerate launch shards by itself).")] = None,
     cpu_offload: Annotated[bool | None, typer.Option("--cpu-offload", help="Keep idle models on the CPU (diffusers model offload).")] = None,
     vae_tiling: Annotated[bool | None, typer.Option("--vae-tiling", help="Decode/encode in tiles to save memory.")] = None,
+    lora: Annotated[Path | None, typer.Option(help="Pairs from the current policy: a LoRA folder `train` wrote, on top of --model (its digest enters the pair ids and the run file).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with any of these options (flags override it).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; load no model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -357,7 +358,7 @@ def generate(
     cfg = build_config(
         GenerateConfig, config, sources=sources, model=model, out=out, mode=mode, eta_min=eta_min, eta_max=eta_max,
         steps=steps, guidance=guidance, num_frames=num_frames, fps=fps, height=height, width=width,
-        offset_s=offset_s, seed=seed, shard=shard, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
+        offset_s=offset_s, seed=seed, shard=shard, cpu_offload=cpu_offload, vae_tiling=vae_tiling, lora=lora,
     )
     if dry_run:
         from generation.engine import dry_run_plan
@@ -365,10 +366,11 @@ def generate(
         print_kv("generate plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
-    from generation.engine import generate_pairs, output_lock
+    from generation.engine import generate_pairs, lora_digest, output_lock
 
     def run_file() -> None:  # once a clip can make a pair: a run that can make nothing writes no file
-        write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"))
+        facts = {"lora_sha256": lora_digest(cfg.lora)} if cfg.lora is not None else None
+        write_run_file(cfg.out / "generate.run.yaml", "generate", cfg, ("torch", "diffusers", "transformers"), facts)
 
     with output_lock(cfg):
         result = generate_pairs(cfg, console=console, progress=not quiet, on_planned=run_file)
@@ -489,7 +491,8 @@ def train(
          "train / val pairs": f"{result.counts['train']} / {result.counts['val']}", "last loss": last.get("loss", float("nan")),
          "last implicit accuracy": last.get("implicit_accuracy", float("nan")),
          "val implicit accuracy": result.val_accuracy if result.val_accuracy is not None else float("nan"),
-         "LoRA / weights": str(result.out / "final")},
+         "LoRA / weights": str(result.out / "final"), "started from": str(cfg.init_lora) if cfg.init_lora else "the base model",
+         "reference": "base model" if cfg.reference == "base" else f"previous: base + {cfg.init_lora} (frozen)"},
     )
 
 

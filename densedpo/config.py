@@ -130,12 +130,15 @@ def versions(*packages: str) -> dict[str, str]:
     return found
 
 
-def write_run_file(path: Path, command: str, cfg: Any, packages: tuple[str, ...] = ()) -> Path:
-    """Write the resolved config and versions; `densedpo <command> --config <path>` re-runs it."""
+def write_run_file(
+    path: Path, command: str, cfg: Any, packages: tuple[str, ...] = (), facts: dict | None = None
+) -> Path:
+    """Write the resolved config and versions; `densedpo <command> --config <path>` re-runs it. `facts` (e.g. a
+    LoRA's digest) go into the comments with the versions: recorded, never read back as settings."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = to_plain(cfg, run_file=True)
     header = f"# densedpo {command}: resolved config; re-run with `densedpo {command} --config {path.name}`\n"
-    meta = yaml.safe_dump({"versions": versions(*packages)}, sort_keys=True)
+    meta = yaml.safe_dump({"versions": versions(*packages), **(facts or {})}, sort_keys=True)
     comments = "".join(f"# {ln}\n" for ln in meta.splitlines())
     atomic_write_text(path, header + yaml.safe_dump(body, sort_keys=False) + comments)
     return path

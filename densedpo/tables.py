@@ -82,6 +82,7 @@ PAIRS = Schema(
         Column("num_inference_steps", "int", required=False, nullable=True),
         Column("guidance_scale", "float", required=False, nullable=True),
         Column("model_id", "str", required=False, nullable=True),
+        Column("lora_sha256", "str", required=False, nullable=True, doc="generate --lora: the policy's LoRA"),
         Column("latents_a", "str", required=False, nullable=True),
         Column("latents_b", "str", required=False, nullable=True),
         Column("prompt_embeds", "str", required=False, nullable=True),

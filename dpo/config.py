@@ -13,6 +13,7 @@ from densedpo.tables import MAJORITY, MIN_NON_TIE_FRACTION
 from dpo.segments import SEGMENT_WEIGHTS
 
 FORMS = ("dense", "eq7")  # the loss forms dpo/loss.py implements
+REFERENCES = ("base", "previous")  # -o reference: the base model, or base + the previous round's LoRA
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainConfig:
     lora_rank: int = key(128, "LoRA rank (attention q, k, v, out)")
     lora_alpha: float | None = key(None, "LoRA alpha (none: the rank)")
     full_finetune: bool = key(False, "train every weight (the reference is a frozen copy) instead of LoRA")
+    init_lora: Path | None = key(None, "start the LoRA from this one (a previous round's run/final; same lora_rank)")
+    reference: str = key("base", "the DPO reference: base (the paper) or previous (base + -o init_lora, frozen)")
     gradient_checkpointing: bool = key(False, "recompute activations to save memory")
     mixed_precision: str = key("auto", "auto (bf16 on CUDA, no on CPU), no, bf16 or fp16")
     min_non_tie_fraction: float = key(MIN_NON_TIE_FRACTION, "a pair trains when more of its segments are decided")
@@ -93,5 +96,15 @@ class TrainConfig:
             raise DenseDPOError(
                 f"-o annotators can only be {MAJORITY} (and not with -o annotator), got {self.annotators!r}."
             )
+        if self.reference not in REFERENCES:
+            raise DenseDPOError(f"-o reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}.")
+        if self.reference == "previous" and self.init_lora is None:
+            raise DenseDPOError("-o reference=previous needs -o init_lora=PATH (the previous round's LoRA).")
+        if self.init_lora is not None:
+            from generation.engine import check_lora
+
+            if self.full_finetune:
+                raise DenseDPOError("-o init_lora starts a LoRA: drop -o full_finetune (or -o init_lora).")
+            check_lora(self.init_lora)
         if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
             raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")

@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,57 @@ def _policy_and_reference(cfg: TrainConfig):
         target_modules=LORA_TARGETS,
     )
     transformer.add_adapter(lora)
+    if cfg.init_lora is not None:  # a later round: the policy starts where the previous one ended
+        _load_lora_into(transformer, cfg.init_lora, "default", cfg.lora_rank)
+    if cfg.reference == "previous":  # a second, frozen adapter holding the previous round's LoRA
+        with warnings.catch_warnings():  # peft warns that a second adapter is a second adapter
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            transformer.add_adapter(lora, adapter_name="previous")
+        _load_lora_into(transformer, cfg.init_lora, "previous", cfg.lora_rank)
+        _activate(transformer, "default")
+        return transformer, transformer, lambda: _adapter_active(transformer, "previous")
     return transformer, transformer, lambda: _adapters_disabled(transformer)  # no second copy in memory
+
+
+def _load_lora_into(transformer, folder: Path, adapter: str, rank: int) -> None:
+    """A LoRA folder `train` wrote (diffusers' format) into the adapter `adapter` (same targets and rank)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from generation.engine import LORA_FILE
+
+    raw = load_file(str(Path(folder) / LORA_FILE))
+    state = {k.removeprefix("transformer."): v for k, v in raw.items()}
+    ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
+    if ranks != {rank}:
+        raise DenseDPOError(f"-o init_lora {folder} has LoRA rank {sorted(ranks)}; pass -o lora_rank={min(ranks)}.")
+    result = set_peft_model_state_dict(transformer, state, adapter_name=adapter)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise DenseDPOError(f"-o init_lora {folder} does not fit this model (e.g. {unexpected[0]}): another model?")
+
+
+def _activate(transformer, adapter: str) -> None:
+    """Make `adapter` the one every LoRA layer applies (peft marks only the active adapter trainable)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.set_adapter(adapter)
+
+
+class _adapter_active:
+    """The reference pass through another adapter (-o reference=previous); back to the trained one after."""
+
+    def __init__(self, model, adapter: str):
+        self.model, self.adapter = model, adapter
+
+    def __enter__(self):
+        _activate(self.model, self.adapter)
+
+    def __exit__(self, *exc):
+        _activate(self.model, "default")
+        return False
 
 
 def _optimizer_step(cfg: TrainConfig, accel, policy, reference, ref_ctx, opt, train_set, step: int, grad_norm):

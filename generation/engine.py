@@ -58,6 +58,7 @@ class GenerateConfig:
     vae_tiling: bool = False
     dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
     max_sources: int | None = None
+    lora: Path | None = None  # pairs from the current policy: a LoRA `train` wrote, on top of --model
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -65,6 +66,7 @@ class GenerateConfig:
         if not 0.0 < self.eta_min <= self.eta_max <= 1.0:
             raise DenseDPOError(f"need 0 < --eta-min <= --eta-max <= 1, got {self.eta_min} and {self.eta_max}.")
         check_sampler_settings(self)
+        check_lora(self.lora)
         parse_shard(self.shard)
 
     def settings(self) -> dict:
@@ -103,6 +105,23 @@ def check_sampler_settings(cfg) -> None:
         raise DenseDPOError(f"--dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}.")
 
 
+LORA_FILE = "pytorch_lora_weights.safetensors"  # what `train` saves and diffusers' load_lora_weights reads
+
+
+def check_lora(lora: Path | None) -> None:
+    if lora is not None and not (Path(lora) / LORA_FILE).is_file():
+        raise DenseDPOError(
+            f"--lora {lora} holds no {LORA_FILE}: pass a folder `train` wrote (run/final, run/best or a checkpoint-N)."
+        )
+
+
+def lora_digest(lora: Path | None) -> str | None:
+    """The LoRA's content hash (sha256 of its weights file): what pair ids, samples and run files record."""
+    from densedpo.files import file_sha256
+
+    return file_sha256(Path(lora) / LORA_FILE) if lora is not None else None
+
+
 def parse_shard(shard: str | None) -> tuple[int, int]:
     if shard is None:
         return 0, 1
@@ -134,13 +153,14 @@ def plan_tasks(cfg: GenerateConfig, rank: int, world: int) -> tuple[list[PairTas
     if cfg.max_sources is not None:
         sources = sources.iloc[: cfg.max_sources]
     tasks, done = [], 0
+    policy = {"lora": lora_digest(cfg.lora)} if cfg.lora is not None else {}  # base pairs keep their ids
     for i, row in enumerate(sources.itertuples(index=False)):
         if i % world != rank:
             continue
         eta, seed_a, seed_b = pair_randomness(cfg.seed, row.source_id, cfg.eta_min, cfg.eta_max)
         if cfg.mode == "vanilla":
             eta = None
-        pid = make_pair_id(row.source_id, cfg.model, cfg.mode, eta, seed_a, seed_b, **cfg.settings())
+        pid = make_pair_id(row.source_id, cfg.model, cfg.mode, eta, seed_a, seed_b, **cfg.settings(), **policy)
         if (cfg.out / "rows" / f"{pid}.json").exists():
             done += 1
             continue
@@ -289,6 +309,7 @@ class Sampler:
         if not hasattr(pipe.scheduler, "set_begin_index") or "sigmas" not in dir(pipe.scheduler):
             raise DenseDPOError(f"the scheduler {type(pipe.scheduler).__name__} is not a flow-matching scheduler.")
         lora = getattr(cfg, "lora", None)
+        self.lora_sha256 = lora_digest(lora)
         if lora is not None:  # the LoRA `train` saved, loaded as diffusers loads any LoRA of this pipeline
             try:
                 pipe.load_lora_weights(str(lora))
@@ -447,6 +468,7 @@ def make_pair(sampler: Sampler, task: PairTask, cfg: GenerateConfig) -> dict:
         "num_inference_steps": cfg.steps,
         "guidance_scale": cfg.guidance,
         "model_id": model_id(cfg.model),
+        "lora_sha256": sampler.lora_sha256,
     }
 
 

@@ -25,7 +25,7 @@ from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text, file_sha256
 from densedpo.progress import progress_bar
 from densedpo.tables import SAMPLES, read_table, write_table
-from generation.engine import Sampler, check_sampler_settings, model_id, parse_shard
+from generation.engine import Sampler, check_lora, check_sampler_settings, lora_digest, model_id, parse_shard
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "eval"
 PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbench_all_dimension.txt"}
@@ -76,11 +76,7 @@ class SampleConfig:
         if self.seeds_per_prompt < 1:
             raise DenseDPOError(f"--seeds-per-prompt must be at least 1, got {self.seeds_per_prompt}.")
         check_sampler_settings(self)
-        if self.lora is not None and not (Path(self.lora) / LORA_FILE).is_file():
-            raise DenseDPOError(
-                f"--lora {self.lora} holds no {LORA_FILE}: pass a folder `train` wrote (run/final, run/best or a "
-                "checkpoint-N)."
-            )
+        check_lora(self.lora)
         parse_shard(self.shard)
 
     def run_settings(self) -> dict:
@@ -110,9 +106,6 @@ class SampleConfig:
             "guidance_scale": self.guidance,
             "negative_prompt": self.negative_prompt,
         }
-
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def sample_seed(seed: int, prompt_id: str, k: int) -> int:
@@ -210,10 +203,6 @@ def plan_samples(cfg: SampleConfig, rank: int = 0, world: int = 1) -> tuple[list
 
 def _row_path(out: Path, prompt_id: str, k: int) -> Path:
     return out / "rows" / f"{sample_name(prompt_id)}-{k}.json"
-
-
-def lora_digest(lora: Path | None) -> str | None:
-    return file_sha256(Path(lora) / LORA_FILE) if lora is not None else None
 
 
 def make_samples(sampler: Sampler, task: SampleTask, cfg: SampleConfig, lora_sha: str | None) -> list[dict]:

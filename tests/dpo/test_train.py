@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from densedpo.errors import DenseDPOError
 from dpo.train import TrainConfig, train
 from tests.conftest import REPO, run_cli
 from tests.dpo.synthetic_latents import make_latent_pairs
@@ -81,6 +82,32 @@ def test_lora_loads_into_the_pipeline(latent_data, tiny_wan_model, tmp_path):
         pipe.load_lora_weights(res.out / "final")
         after = pipe.transformer(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=emb)[0]
     assert not torch.allclose(before, after)
+
+
+def test_a_later_round_starts_from_the_previous_lora_against_base_or_previous(latent_data, tiny_wan_model, tmp_path):
+    """-o init_lora: the policy starts as the previous round's LoRA (its weights load exactly); against the base its
+    first loss is not log 2, against -o reference=previous (the same weights, frozen) it is log 2 exactly, as for a
+    fresh LoRA against the base. The saved LoRA is the policy's alone (loads into a plain pipeline)."""
+    first = train(cfg(latent_data, tiny_wan_model, tmp_path / "r1", max_steps=3), progress=False)
+    prev = first.out / "final"
+    frozen = train(cfg(latent_data, tiny_wan_model, tmp_path / "r2a", max_steps=1, lr=1e-12, init_lora=prev),
+                   progress=False)  # fmt: skip
+    start, end = trainable(prev), trainable(frozen.out / "final")
+    assert start.keys() == end.keys() and all(torch.allclose(start[k], end[k], atol=1e-6) for k in start)
+    log2 = 0.6931471805599453
+    assert first.history[0]["loss"] == pytest.approx(log2, abs=1e-6)  # a fresh LoRA is the base
+    assert abs(frozen.history[0]["loss"] - log2) > 1e-3  # the previous LoRA differs from the base
+    vs_previous = train(
+        cfg(latent_data, tiny_wan_model, tmp_path / "r2b", max_steps=2, init_lora=prev, reference="previous"),
+        progress=False,
+    )
+    assert vs_previous.history[0]["loss"] == pytest.approx(log2, abs=1e-6)
+    assert abs(vs_previous.history[1]["loss"] - log2) > 1e-6  # and it trains away from it
+    assert trainable(vs_previous.out / "final").keys() == start.keys()  # the policy's adapter only
+    with pytest.raises(DenseDPOError, match="-o reference=previous needs -o init_lora"):
+        cfg(latent_data, tiny_wan_model, tmp_path / "x", reference="previous").check()
+    with pytest.raises(DenseDPOError, match="pass -o lora_rank=4"):
+        train(cfg(latent_data, tiny_wan_model, tmp_path / "y", init_lora=prev, lora_rank=8), progress=False)
 
 
 def test_full_finetune_with_frozen_copy(latent_data, tiny_wan_model, tmp_path):
