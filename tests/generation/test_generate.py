@@ -402,3 +402,48 @@ def test_start_sigma_stays_in_the_eta_range_or_the_run_says_which_steps_would(ti
     lines = [x for x in buf.getvalue().splitlines() if "warning" in x]
     assert len(lines) == 1 and "no step of the 8-step schedule has σ in [0.76, 0.8]" in lines[0], buf.getvalue()
     assert f"--steps {fits} has one" in lines[0]
+
+
+def random_lora(model: Path, folder: Path) -> Path:
+    """A LoRA in `train`'s format whose B is not zero (it changes the videos), made without training."""
+    from diffusers import WanPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from dpo.train import LORA_TARGETS
+
+    pipe = WanPipeline.from_pretrained(model)
+    torch.manual_seed(0)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=LORA_TARGETS))
+    WanPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(pipe.transformer))
+    return folder
+
+
+def test_pairs_from_the_current_policy_carry_its_lora(sdedit_run, tiny_wan, sources, tmp_path):
+    """generate --lora: the policy's videos (not the base's) from the same clip, η and seeds; the LoRA's digest in
+    the pair ids, each row and the run file; a rerun finds them finished; a folder without a LoRA is refused."""
+    from densedpo.errors import DenseDPOError
+    from densedpo.files import file_sha256
+
+    base_out, base = sdedit_run
+    lora = random_lora(tiny_wan, tmp_path / "lora")
+    out = tmp_path / "policy"
+    small = ["--num-frames", "9", "--height", "32", "--width", "32", "--steps", "4", "--fps", "8", "--guidance", "4"]
+    r = run_cli("generate", "--sources", sources, "--model", tiny_wan, "--out", out, "--lora", lora, *small, "--quiet")
+    assert r.returncode == 0, r.stderr
+    policy = pd.read_parquet(out / "pairs.parquet")
+    digest = file_sha256(lora / "pytorch_lora_weights.safetensors")
+    assert (policy["lora_sha256"] == digest).all() and base["lora_sha256"].isna().all()
+    assert f"lora_sha256: {digest}" in (out / "generate.run.yaml").read_text()
+    same_settings = gen(sources, tiny_wan, tmp_path / "base-small", num_frames=9, height=32, width=32, steps=4, fps=8)
+    assert not set(policy["pair_id"]) & set(same_settings["pair_id"])  # the policy's pairs are other pairs
+    for p, b in zip(policy.sort_values("source_id").itertuples(), same_settings.sort_values("source_id").itertuples()):
+        assert (p.strength, p.seed_a, p.seed_b) == (b.strength, b.seed_a, b.seed_b)  # same clip, η and seeds
+        assert not torch.allclose(latents(out, p.latents_a), latents(tmp_path / "base-small", b.latents_a))
+    small = dict(num_frames=9, height=32, width=32, steps=4, fps=8.0, guidance=4.0)
+    again = generate_pairs(
+        GenerateConfig(sources=sources, model=str(tiny_wan), out=out, lora=lora, **small), progress=False
+    )
+    assert (again.made, again.already_done) == (0, len(policy))
+    with pytest.raises(DenseDPOError, match="holds no pytorch_lora_weights.safetensors"):
+        GenerateConfig(sources=sources, model=str(tiny_wan), lora=tmp_path).check()
