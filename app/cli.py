@@ -999,6 +999,51 @@ def make_tiny_wan(
     console.print(f"tiny Wan written to {make(out, seed=seed)} (random weights: its videos are meaningless)")
 
 
+@app.command(
+    epilog="""Example rounds.yaml (every section holds that command's settings; rounds sets the paths per round):\n
+  model: Wan-AI/Wan2.1-T2V-1.3B-Diffusers\n
+  sources: sources.parquet\n
+  out: rounds\n
+  rounds: 3\n
+  sources_per_round: 2000\n
+  reference: base            # or previous: each round against the round before\n
+  label: {server: [http://127.0.0.1:8000]}\n
+  train: {max_steps: 1000, lora_rank: 128}\n
+  sample: {prompts: vbench-dynamic, seeds_per_prompt: 2}\n
+  evaluate: {bootstrap: 1000}"""
+)
+def rounds(
+    config: Annotated[Path, typer.Option(help="rounds.yaml: model, sources, out, rounds, sources_per_round, reuse_sources, reference, and a section per stage (generate, label, train, sample, evaluate).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each round's clips and finished stages; run nothing.")] = False,
+) -> None:
+    """Rounds on the policy's own pairs: each round generates with the previous round's LoRA on fresh clips, labels,
+    trains from that LoRA, samples and evaluates (vs the base and the previous round). Rerun to continue after a
+    stop: finished stages are never redone. One report across rounds: OUT/report.md, report.json, plots/."""
+    from app.rounds import Stages, load_rounds_config, report_rows, run_rounds
+    from densedpo.locks import exclusive
+
+    cfg = load_rounds_config(config)
+    if dry_run:
+        from densedpo.tables import SOURCES, read_table
+
+        per = cfg.per_round(len(read_table(cfg.sources, SOURCES)))
+        for k in range(1, cfg.rounds + 1):
+            start = 0 if cfg.reuse_sources else (k - 1) * per
+            done = list(Stages(cfg.out / f"round-{k}").data) if (cfg.out / f"round-{k}").exists() else []
+            console.print(f"round {k}: sources rows {start}–{start + per - 1}; finished: {', '.join(done) or 'nothing'}")
+        return
+    _sigterm_as_interrupt()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with exclusive(cfg.out / ".rounds.lock", f"rounds out {cfg.out}", "another `densedpo rounds` runs on it; wait for it"):
+        report = run_rounds(cfg, console)
+    from app.rounds import FIGURES
+    from densedpo.stats import with_interval
+
+    rows = {f"round {r['round']}": " · ".join(f"{w}: {with_interval(r[n]['value'], *r[n]['ci'])}" for n, _, _, w in FIGURES
+                                              if isinstance(r[n], dict)) for r in report_rows(cfg)}  # fmt: skip
+    print_kv(f"rounds → {cfg.out} (report.md, report.json, plots/)", rows or {"rounds": len(report["rounds"])})
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's models, videos and tables.")] = Path("demo_out"),
