@@ -314,13 +314,14 @@ def write_report(cfg: RoundsConfig) -> dict:
     report = {"model": cfg.model, "rounds_planned": cfg.rounds, "reference": cfg.reference, "rounds": rows}
     atomic_write_text(cfg.out / "report.json", json.dumps(report, indent=2))
 
-    def cell(fig):
-        return with_interval(fig["value"], *fig["ci"], signed=False) if isinstance(fig, dict) and fig else "–"
+    def cell(name, fig):
+        signed = name.startswith("net_win")
+        return with_interval(fig["value"], *fig["ci"], signed=signed) if isinstance(fig, dict) and fig else "–"
 
     header = "| round | " + " | ".join(w for *_, w in FIGURES) + " |"
     lines = ["# densedpo rounds", "", f"Base: `{cfg.model}`; reference from round 2: {cfg.reference}. 95% intervals.",
              "", header, "|---" * (len(FIGURES) + 1) + "|"]  # fmt: skip
-    lines += [f"| {r['round']} | " + " | ".join(cell(r[n]) for n, *_ in FIGURES) + " |" for r in rows]
+    lines += [f"| {r['round']} | " + " | ".join(cell(n, r[n]) for n, *_ in FIGURES) + " |" for r in rows]
     atomic_write_text(cfg.out / "report.md", "\n".join(lines) + "\n")
     plot_rounds(rows, cfg.out / "plots")
     return report
