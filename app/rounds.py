@@ -346,6 +346,8 @@ def plot_rounds(rows: list[dict], folder: Path) -> list[Path]:
         hi = np.array([f["ci"][1] for _, f in points]) - values
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         ax.errorbar(ks, values, yerr=[lo, hi], marker="o", capsize=4)
+        if name.startswith("net_win"):
+            ax.axhline(0.0, color="k", lw=0.8, ls=":")  # no better, no worse
         ax.set_xticks(ks)
         ax.set_xlabel("round")
         ax.set_title(words)
