@@ -83,9 +83,13 @@ def vllm_launch(
 ) -> tuple[list[str], dict[str, str], bool]:
     """(command, environment defaults, cpu build): the one place that decides how densedpo starts vLLM on this
     machine — managed_vllm runs it, `densedpo vllm-command` prints it."""
+    from densedpo.standins import serves_dummy_weights
+
     cpu = is_cpu_build()
     if cpu and max_model_len is None:
         max_model_len = 4096
+    if serves_dummy_weights(model):  # a stand-in at a real size: random weights, none on disk
+        extra_args = (*extra_args, "--load-format", "dummy")
     cmd = vllm_command(model, port, max_images, max_model_len, cpu, extra_args, max_videos)
     return cmd, vllm_env_defaults(cpu), cpu
 
