@@ -1044,6 +1044,60 @@ def rounds(
     print_kv(f"rounds → {cfg.out} (report.md, report.json, plots/)", rows or {"rounds": len(report["rounds"])})
 
 
+standin_app = typer.Typer(help="Random weights at the real architectures (Wan 2.1 1.3B/14B, Qwen2.5-VL-7B): real memory and throughput figures on a GPU, no download.")
+app.add_typer(standin_app, name="make-standin")
+
+
+def _print_counts(counts: dict[str, tuple[int, int | None]]) -> None:
+    """Each part's parameters against the published checkpoint's."""
+    for part, (n, published) in counts.items():
+        off = f" (published {published:,}: {100 * (n / published - 1):+.2f}%)" if published else ""
+        console.print(f"{part}: {n:,} parameters{off}")
+
+
+@standin_app.command("wan")
+def make_standin_wan(
+    out: Annotated[Path, typer.Option(help="Folder to write the pipeline into.")] = Path("standin-wan"),
+    size: Annotated[str, typer.Option(help="1.3b or 14b (the published transformer configurations), or small (CPU).")] = "1.3b",
+    text_encoder: Annotated[str, typer.Option(help="narrow: UMT5-XXL's width at 2 of 24 layers; full: all of UMT5-XXL's encoder (5.7B, 11 GB in bf16).")] = "narrow",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the parameter counts (built on the meta device); write nothing.")] = False,
+) -> None:
+    """A Wan 2.1 T2V pipeline folder at a real transformer size, random weights (bf16). Its videos are noise."""
+    from densedpo.standins import PUBLISHED, WAN_SIZES, wan_parameter_count
+    from densedpo.standins import make_standin_wan as make
+
+    if size not in WAN_SIZES or text_encoder not in ("narrow", "full"):
+        raise DenseDPOError(f"--size must be one of {', '.join(WAN_SIZES)} and --text-encoder narrow or full.")
+    if dry_run:
+        _print_counts({"transformer": (wan_parameter_count(size), PUBLISHED.get(("wan", size)))})
+        return
+    folder, counts = make(out, size=size, text_encoder=text_encoder)
+    published = {"transformer": ("wan", size), "vae": ("wan-vae", "1.3b"), "text_encoder": ("umt5-xxl", text_encoder)}
+    _print_counts({k: (n, PUBLISHED.get(published[k]) if size != "small" else None) for k, n in counts.items()})
+    console.print(f"Wan 2.1 {size} stand-in written to {folder} (random weights: its videos are noise)")
+
+
+@standin_app.command("vlm")
+def make_standin_vlm(
+    out: Annotated[Path, typer.Option(help="Folder to write the model into.")] = Path("standin-vlm"),
+    size: Annotated[str, typer.Option(help="7b (Qwen2.5-VL-7B's published configuration) or small (CPU).")] = "7b",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the parameter count (meta device); write nothing.")] = False,
+) -> None:
+    """A Qwen2.5-VL folder without weights (configuration, tokenizer, processor) that densedpo's vLLM serves with
+    --load-format dummy: `label --model FOLDER` gives real-size throughput; its answers are noise."""
+    from densedpo.standins import PUBLISHED, VLM_SIZES, vlm_parameter_count
+    from densedpo.standins import make_standin_vlm as make
+
+    if size not in VLM_SIZES:
+        raise DenseDPOError(f"--size must be one of {', '.join(VLM_SIZES)}, got {size!r}.")
+    if dry_run:
+        _print_counts({"model": (vlm_parameter_count(size), PUBLISHED.get(("vlm", size)))})
+        return
+    folder, params = make(out, size=size)
+    _print_counts({"model": (params, PUBLISHED.get(("vlm", size)))})
+    console.print(f"Qwen2.5-VL {size} stand-in written to {folder} (no weights: vLLM serves it with --load-format dummy)")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's models, videos and tables.")] = Path("demo_out"),

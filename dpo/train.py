@@ -224,10 +224,12 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
         task = bar.add_task("training", total=cfg.max_steps, completed=step, loss=math.nan, acc=math.nan)
         grad_norm = torch.tensor(0.0)
         while step < cfg.max_steps:
+            t_step = time.perf_counter()
             stats, grad_norm = _optimizer_step(cfg, accel, policy, reference, ref_ctx, opt, train_set, step, grad_norm)
             sched.step()
             step += 1
-            row = _metrics(stats, accel, step, sched.get_last_lr()[0], grad_norm)
+            row = _metrics(stats, accel, step, sched.get_last_lr()[0], grad_norm)  # reads the loss: a device sync
+            row["step_seconds"] = time.perf_counter() - t_step
             history.append(row)
             bar.update(task, completed=step, loss=row["loss"], acc=row["implicit_accuracy"])
             if step % cfg.log_every == 0 or step == cfg.max_steps:
