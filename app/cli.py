@@ -366,7 +366,8 @@ def generate(
         print_kv("generate plan (dry run)", dry_run_plan(cfg))
         return
     _sigterm_as_interrupt()
-    from generation.engine import generate_pairs, lora_digest, output_lock
+    from densedpo.lora import lora_digest
+    from generation.engine import generate_pairs, output_lock
 
     def run_file() -> None:  # once a clip can make a pair: a run that can make nothing writes no file
         facts = {"lora_sha256": lora_digest(cfg.lora)} if cfg.lora is not None else None

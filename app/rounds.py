@@ -140,7 +140,8 @@ def stage_sources(cfg: RoundsConfig, k: int, folder: Path) -> dict:
 
 
 def stage_generate(cfg: RoundsConfig, folder: Path, lora: Path | None, console) -> dict:
-    from generation.engine import GenerateConfig, generate_pairs, lora_digest
+    from densedpo.lora import lora_digest
+    from generation.engine import GenerateConfig, generate_pairs
 
     gen = section(cfg, "generate", GenerateConfig, sources=folder / "sources.parquet", model=cfg.model,
                   out=folder / "pairs", lora=lora)  # fmt: skip

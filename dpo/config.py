@@ -101,10 +101,10 @@ class TrainConfig:
         if self.reference == "previous" and self.init_lora is None:
             raise DenseDPOError("-o reference=previous needs -o init_lora=PATH (the previous round's LoRA).")
         if self.init_lora is not None:
-            from generation.engine import check_lora
+            from densedpo.lora import check_lora
 
             if self.full_finetune:
                 raise DenseDPOError("-o init_lora starts a LoRA: drop -o full_finetune (or -o init_lora).")
-            check_lora(self.init_lora)
+            check_lora(self.init_lora, "-o init_lora")
         if self.resume is not None and not (Path(self.resume) / "trainer_state.json").exists():
             raise DenseDPOError(f"--resume {self.resume} is not a densedpo checkpoint (no trainer_state.json).")

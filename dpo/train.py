@@ -193,8 +193,7 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
     accel.wait_for_everyone()
     examples = load_examples(kept, segs, cfg.pairs, out / "cache", cfg.model)
     train_idx, val_idx = split_val([e.pair_id for e in examples], cfg.val_fraction)
-    train_set = [examples[i] for i in train_idx]
-    val_set = [examples[i] for i in val_idx]
+    train_set, val_set = [examples[i] for i in train_idx], [examples[i] for i in val_idx]
     counts.update(train=len(train_set), val=len(val_set))
 
     # 2. Model: LoRA policy whose reference is the same weights with adapters disabled, or a frozen copy.
@@ -218,8 +217,7 @@ def _train(cfg: TrainConfig, console, progress: bool, sample_hook: SampleHook | 
     logger = _Logger(out, accel.is_main_process)
 
     # 5. Loop.
-    val_acc = None
-    t_start = time.perf_counter()
+    val_acc, t_start = None, time.perf_counter()
     with progress_bar(console, PROGRESS_UNIT, progress and accel.is_main_process) as bar:
         task = bar.add_task("training", total=cfg.max_steps, completed=step, loss=math.nan, acc=math.nan)
         grad_norm = torch.tensor(0.0)
@@ -299,7 +297,7 @@ def _load_lora_into(transformer, folder: Path, adapter: str, rank: int) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from generation.engine import LORA_FILE
+    from densedpo.lora import LORA_FILE
 
     raw = load_file(str(Path(folder) / LORA_FILE))
     state = {k.removeprefix("transformer."): v for k, v in raw.items()}

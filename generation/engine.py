@@ -20,6 +20,7 @@ import pandas as pd
 from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_path, atomic_write_text
 from densedpo.latents import LatentCodec
+from densedpo.lora import check_lora, lora_digest
 from densedpo.progress import progress_bar
 from densedpo.tables import PAIRS, SOURCES, read_table, resolve_path, write_table
 from generation.sdedit import (
@@ -103,23 +104,6 @@ def check_sampler_settings(cfg) -> None:
         raise DenseDPOError("--steps and --fps must be positive.")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise DenseDPOError(f"--dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}.")
-
-
-LORA_FILE = "pytorch_lora_weights.safetensors"  # what `train` saves and diffusers' load_lora_weights reads
-
-
-def check_lora(lora: Path | None) -> None:
-    if lora is not None and not (Path(lora) / LORA_FILE).is_file():
-        raise DenseDPOError(
-            f"--lora {lora} holds no {LORA_FILE}: pass a folder `train` wrote (run/final, run/best or a checkpoint-N)."
-        )
-
-
-def lora_digest(lora: Path | None) -> str | None:
-    """The LoRA's content hash (sha256 of its weights file): what pair ids, samples and run files record."""
-    from densedpo.files import file_sha256
-
-    return file_sha256(Path(lora) / LORA_FILE) if lora is not None else None
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:

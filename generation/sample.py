@@ -23,9 +23,10 @@ import pandas as pd
 
 from densedpo.errors import DenseDPOError
 from densedpo.files import atomic_write_text, file_sha256
+from densedpo.lora import check_lora, lora_digest
 from densedpo.progress import progress_bar
 from densedpo.tables import SAMPLES, read_table, write_table
-from generation.engine import Sampler, check_lora, check_sampler_settings, lora_digest, model_id, parse_shard
+from generation.engine import Sampler, check_sampler_settings, model_id, parse_shard
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "eval"
 PROMPT_SETS = {"vbench-dynamic": "vbench_dynamic_degree.txt", "vbench-all": "vbench_all_dimension.txt"}
