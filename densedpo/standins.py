@@ -175,6 +175,8 @@ def qwen25_vl_config(size: str, ids: dict, vocab_size: int):
     """A Qwen2.5-VL configuration of the published 7B (or the small one), with the tokenizer's special-token ids."""
     from transformers import Qwen2_5_VLConfig
 
+    from densedpo.tiny import qwen_token_ids
+
     t, v = QWEN25_VL[size]["text"], QWEN25_VL[size]["vision"]
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -206,12 +208,7 @@ def qwen25_vl_config(size: str, ids: dict, vocab_size: int):
             tokens_per_second=2,
             in_channels=3,
         ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
+        **qwen_token_ids(ids),
         tie_word_embeddings=False,
     )
     config.architectures = ["Qwen2_5_VLForConditionalGeneration"]

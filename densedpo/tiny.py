@@ -168,6 +168,18 @@ def make_tiny_vlm(
     return out
 
 
+def qwen_token_ids(ids: dict) -> dict:
+    """A Qwen-VL config's special-token ids from the tokenizer's ({token: id})."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+    }
+
+
 def _qwen2vl_config(dims: dict, vocab_size: int, ids: dict):
     """A Qwen2-VL config of the given sizes (VLM_SIZES) and special-token ids, saved as real checkpoints are."""
     from transformers import Qwen2VLConfig
@@ -197,12 +209,7 @@ def _qwen2vl_config(dims: dict, vocab_size: int, ids: dict):
             temporal_patch_size=2,
             in_channels=3,
         ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
+        **qwen_token_ids(ids),
         tie_word_embeddings=False,
     )
     config.architectures = ["Qwen2VLForConditionalGeneration"]
