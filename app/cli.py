@@ -1016,6 +1016,7 @@ def make_tiny_wan(
 def rounds(
     config: Annotated[Path, typer.Option(help="rounds.yaml: model, sources, out, rounds, sources_per_round, reuse_sources, reference, and a section per stage (generate, label, train, sample, evaluate).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each round's clips and finished stages; run nothing.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Rounds on the policy's own pairs: each round generates with the previous round's LoRA on fresh clips, labels,
     trains from that LoRA, samples and evaluates (vs the base and the previous round). Rerun to continue after a
@@ -1036,7 +1037,7 @@ def rounds(
     _sigterm_as_interrupt()
     cfg.out.mkdir(parents=True, exist_ok=True)
     with exclusive(cfg.out / ".rounds.lock", f"rounds out {cfg.out}", "another `densedpo rounds` runs on it; wait for it"):
-        report = run_rounds(cfg, console)
+        report = run_rounds(cfg, console, progress=not quiet)
     from app.rounds import FIGURES
     from densedpo.stats import with_interval
 

@@ -139,13 +139,13 @@ def stage_sources(cfg: RoundsConfig, k: int, folder: Path) -> dict:
     return {"sources": len(part), "first_source": str(part["source_id"].iloc[0]), "rows": [start, start + per]}
 
 
-def stage_generate(cfg: RoundsConfig, folder: Path, lora: Path | None, console) -> dict:
+def stage_generate(cfg: RoundsConfig, folder: Path, lora: Path | None, console, progress: bool) -> dict:
     from densedpo.lora import lora_digest
     from generation.engine import GenerateConfig, generate_pairs
 
     gen = section(cfg, "generate", GenerateConfig, sources=folder / "sources.parquet", model=cfg.model,
                   out=folder / "pairs", lora=lora)  # fmt: skip
-    result = generate_pairs(gen, console=console, progress=False)
+    result = generate_pairs(gen, console=console, progress=progress)
     return {
         "pairs": result.made + result.already_done,
         "skipped": len(result.skipped),
@@ -161,11 +161,11 @@ def label_config(cfg: RoundsConfig, pairs: Path, out: Path):
     return section(cfg, "label", LabelConfig, pairs=pairs, out=out, **{**layout, **cfg.label})
 
 
-def stage_label(cfg: RoundsConfig, folder: Path, console) -> dict:
+def stage_label(cfg: RoundsConfig, folder: Path, console, progress: bool) -> dict:
     from labeler.engine import label_pairs
 
     result = label_pairs(label_config(cfg, folder / "pairs" / "pairs.parquet", folder / "labels.parquet"), console,
-                         progress=False)  # fmt: skip
+                         progress=progress)  # fmt: skip
     return {"coverage": decided_share(result.labels), "segments": int(len(result.labels))}
 
 
@@ -185,7 +185,7 @@ def decided_share(labels: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> di
     return {"value": round(float(s.sum() / c.sum()), 4), "ci": [round(float(lo), 4), round(float(hi), 4)]}
 
 
-def stage_train(cfg: RoundsConfig, folder: Path, lora: Path | None, console) -> dict:
+def stage_train(cfg: RoundsConfig, folder: Path, lora: Path | None, console, progress: bool) -> dict:
     """Train from the previous LoRA; a killed run continues from its last checkpoint, else starts over."""
     from dpo.config import TrainConfig
     from dpo.train import train
@@ -196,20 +196,20 @@ def stage_train(cfg: RoundsConfig, folder: Path, lora: Path | None, console) -> 
     run = section(cfg, "train", TrainConfig, pairs=folder / "pairs" / "pairs.parquet", labels=folder / "labels.parquet",
                   model=cfg.model, out=out, init_lora=lora, reference=cfg.reference if lora else "base",
                   resume=resume, overwrite=resume is None)  # fmt: skip
-    result = train(run, console=console, progress=False)
+    result = train(run, console=console, progress=progress)
     return {"steps": result.steps, "val_implicit_accuracy": result.val_accuracy, "pairs_kept": result.counts["kept"],
             "reference": run.reference, "init_lora": str(lora) if lora else None}  # fmt: skip
 
 
-def stage_sample(cfg: RoundsConfig, folder: Path, console) -> dict:
+def stage_sample(cfg: RoundsConfig, folder: Path, console, progress: bool) -> dict:
     """The round's LoRA, and the base once (a finished base folder is skipped video by video)."""
     from generation.sample import SampleConfig, sample
 
     base = section(cfg, "sample", SampleConfig, model=cfg.model, out=cfg.out / "base-samples")
-    sample(base, console, progress=False)
+    sample(base, console, progress=progress)
     policy = section(cfg, "sample", SampleConfig, model=cfg.model, lora=folder / "train" / "final",
                      out=folder / "samples")  # fmt: skip
-    result = sample(policy, console, progress=False)
+    result = sample(policy, console, progress=progress)
     return {"samples": result.made + result.already_done}
 
 
@@ -241,8 +241,9 @@ def figures_of(report: dict, policy: str) -> dict:
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def run_rounds(cfg: RoundsConfig, console=None) -> dict:
-    """Every round in order, each stage once (module docstring); returns the report across rounds."""
+def run_rounds(cfg: RoundsConfig, console=None, progress: bool = False) -> dict:
+    """Every round in order, each stage once (module docstring); returns the report across rounds. `progress`: each
+    stage's own progress bar (the CLI's default)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -257,25 +258,25 @@ def run_rounds(cfg: RoundsConfig, console=None) -> dict:
                 console.print(f"round {k}: {stage} finished before, skipped")
                 continue
             console.rule(f"round {k} of {cfg.rounds}: {stage}")
-            stages.finish(stage, run_stage(cfg, k, stage, lora, console))
+            stages.finish(stage, run_stage(cfg, k, stage, lora, console, progress))
         write_report(cfg)
         lora = folder / "train" / "final"
     return write_report(cfg)
 
 
-def run_stage(cfg: RoundsConfig, k: int, stage: str, lora: Path | None, console) -> dict:
+def run_stage(cfg: RoundsConfig, k: int, stage: str, lora: Path | None, console, progress: bool = False) -> dict:
     """One stage of round k; returns what stages.json records of it."""
     folder = cfg.out / f"round-{k}"
     if stage == "sources":
         return stage_sources(cfg, k, folder)
     if stage == "generate":
-        return stage_generate(cfg, folder, lora, console)
+        return stage_generate(cfg, folder, lora, console, progress)
     if stage == "label":
-        return stage_label(cfg, folder, console)
+        return stage_label(cfg, folder, console, progress)
     if stage == "train":
-        return stage_train(cfg, folder, lora, console)
+        return stage_train(cfg, folder, lora, console, progress)
     if stage == "sample":
-        return stage_sample(cfg, folder, console)
+        return stage_sample(cfg, folder, console, progress)
     return stage_evaluate(cfg, k, folder, console)
 
 
