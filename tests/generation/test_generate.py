@@ -419,6 +419,7 @@ def random_lora(model: Path, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two generate runs (~10 s): the full suite, not the fast lane
 def test_pairs_from_the_current_policy_carry_its_lora(sdedit_run, tiny_wan, sources, tmp_path):
     """generate --lora: the policy's videos (not the base's) from the same clip, η and seeds; the LoRA's digest in
     the pair ids, each row and the run file; a rerun finds them finished; a folder without a LoRA is refused."""
