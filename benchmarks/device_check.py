@@ -71,6 +71,16 @@ class Stage:
         return False
 
 
+def release_gpu_cache(torch) -> None:
+    """Hand the memory the generation pipeline left in torch's cache back to the device (vLLM, in its own process,
+    sees only what is free)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def metric(url: str, name: str) -> float:
     import httpx
 
@@ -113,13 +123,17 @@ def label(work: Path, vlm: Path, pairs: Path, size: dict, figures: dict, torch) 
     from labeler.plan import max_images_per_request, plan_pairs
     from labeler.servers import managed_vllm
 
+    release_gpu_cache(torch)
+    # vLLM refuses to start unless the free memory covers its share of the device's; this process keeps its CUDA
+    # context and the next stages' room, so the judge takes half (a 7B model in bf16 needs ~16 GiB of it)
+    extra = ("--gpu-memory-utilization", "0.5") if torch.cuda.is_available() else ()
     base = LabelConfig(pairs=pairs, min_confidence=0.0, concurrency=16)
     plans = plan_pairs(base)
     segments = sum(len(p.segments) for p in plans)
     out = figures.setdefault("label", {"segments": segments})
     t0 = time.perf_counter()
     with managed_vllm(str(vlm), log_path=work / "vllm.log", max_images=max_images_per_request(plans, base.sample_fps),
-                      max_videos=2, max_model_len=size["max_model_len"]) as url:  # fmt: skip
+                      max_videos=2, max_model_len=size["max_model_len"], extra_args=extra) as url:  # fmt: skip
         out["server_start_seconds"] = round(time.perf_counter() - t0, 1)
         for frames_as in ("images", "video"):
             counters = {k: metric(url, f"vllm:{k}") for k in ("prompt_tokens_total", "prefix_cache_hits_total",
