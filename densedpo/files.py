@@ -40,6 +40,13 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def finished_files(folder: str | Path, pattern: str = "*") -> list[Path]:
+    """The files of `folder` matching `pattern`, sorted, without an atomic write's temporary (`.name.tmp-…`, left
+    behind whole or torn by a kill mid-write; pathlib's glob matches hidden names, so `*.json` would read it)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(pattern) if not p.name.startswith("."))
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
     with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)

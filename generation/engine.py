@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from densedpo.errors import DenseDPOError
-from densedpo.files import atomic_path, atomic_write_text
+from densedpo.files import atomic_path, atomic_write_text, finished_files
 from densedpo.latents import LatentCodec
 from densedpo.lora import check_lora, lora_digest
 from densedpo.progress import progress_bar
@@ -476,7 +476,7 @@ def merge_rows(out: Path) -> Path | None:
     from densedpo.locks import waiting
 
     with waiting(out / ".pairs.parquet.merge.lock"):
-        rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+        rows = [json.loads(p.read_text()) for p in finished_files(out / "rows", "*.json")]
         if not rows:
             return None
         df = pd.DataFrame(rows).drop_duplicates("pair_id").sort_values(["source_id", "pair_id"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from densedpo.errors import DenseDPOError
-from densedpo.files import atomic_write_text, file_sha256
+from densedpo.files import atomic_write_text, file_sha256, finished_files
 from densedpo.lora import check_lora, lora_digest
 from densedpo.progress import progress_bar
 from densedpo.tables import SAMPLES, read_table, write_table
@@ -267,7 +267,7 @@ def merge_samples(out: Path) -> Path | None:
     from densedpo.locks import waiting
 
     with waiting(out / ".samples.parquet.merge.lock"):
-        rows = [json.loads(p.read_text()) for p in sorted((out / "rows").glob("*.json"))]
+        rows = [json.loads(p.read_text()) for p in finished_files(out / "rows", "*.json")]
         if not rows:
             return None
         df = pd.DataFrame(rows).drop_duplicates(["prompt_id", "k"]).sort_values(["prompt_id", "k"])
@@ -322,7 +322,7 @@ def check_same_run(cfg: SampleConfig, lora_sha: str | None) -> None:
     """Refuse to resume into a folder whose samples came from another model, LoRA (by content) or settings: the
     finished samples would be skipped and the folder would mix two models."""
     now = {"model_id": model_id(cfg.model), "lora_sha256": lora_sha, **cfg.settings(), **cfg.run_settings()}
-    for path in sorted((cfg.out / "rows").glob("*.json")):
+    for path in finished_files(cfg.out / "rows", "*.json"):
         row = json.loads(path.read_text())
         if row.get("name_scheme") != NAME_SCHEME:
             raise DenseDPOError(

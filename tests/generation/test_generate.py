@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from densedpo.files import finished_files
 from densedpo.synthetic import make_synthetic_sources
 from densedpo.video import probe, read_frames
 from generation.engine import GenerateConfig, generate_pairs
@@ -50,6 +51,21 @@ def latents(out: Path, rel: str) -> torch.Tensor:
 def sdedit_run(tiny_wan, sources, tmp_path_factory):
     out = tmp_path_factory.mktemp("sdedit")
     return out, gen(sources, tiny_wan, out)
+
+
+def test_a_row_left_torn_by_a_kill_mid_write_is_not_read(sdedit_run, sources, tiny_wan, tmp_path):
+    """A SIGKILL inside a row's atomic write leaves its temporary (`.<pair>.tmp-<pid>-<tid>.json`, empty or half
+    written) in rows/: the rerun finds every pair finished and merges the whole rows only (the old code read the
+    temporary as a row and failed on it)."""
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(sdedit_run[0], out)
+    first = sorted(finished_files(out / "rows", "*.json"))
+    (out / "rows" / f".{first[0].stem}.tmp-4242-1.json").write_text('{"pair_id": "')  # torn
+    (out / "rows" / f".{first[1].stem}.tmp-4242-2.json").write_bytes(b"")  # killed before the first byte
+    again = gen(sources, tiny_wan, out)
+    pd.testing.assert_frame_equal(again, sdedit_run[1])
 
 
 def test_sdedit_pairs_follow_the_contract(sdedit_run, tiny_wan):
@@ -188,12 +204,13 @@ def test_resume_after_kill(tiny_wan, sources, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
-    assert 1 <= len(first) < 4
+    first = {p.name: p.stat().st_mtime_ns for p in finished_files(out / "rows", "*.json")}
+    assert len(first) < 4
     r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    rows = {p.name: p.stat().st_mtime_ns for p in (out / "rows").glob("*.json")}
-    assert len(rows) == 4 and all(rows[k] == v for k, v in first.items())  # finished pairs were not redone
+    # the kill may land inside a row's atomic write: its temporary (.name.tmp-….json) stays and is not a row
+    rows = {p.name: p.stat().st_mtime_ns for p in finished_files(out / "rows", "*.json")}
+    assert len(rows) == 4 and all(rows[k] == v for k, v in first.items() if k in rows)  # finished: not redone
     df = pd.read_parquet(out / "pairs.parquet")
     assert len(df) == 4 and df["pair_id"].is_unique
     for row in df.itertuples():  # every file of every row is complete

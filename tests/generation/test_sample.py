@@ -192,6 +192,15 @@ def test_resuming_into_a_folder_of_another_lora_or_settings_is_refused(tiny_wan,
         run(prompts, tiny_wan, tmp_path / "s", steps=5)
 
 
+def test_a_row_left_torn_by_a_kill_mid_write_is_not_read(tiny_wan, prompts, tmp_path):
+    """A kill inside a sample row's atomic write leaves `.<name>.tmp-<pid>-<tid>.json` (here empty) in rows/: the
+    resume check and the merge read whole rows only (the old code failed on the temporary)."""
+    first = run(prompts, tiny_wan, tmp_path / "s", max_prompts=2)
+    (tmp_path / "s" / "rows" / ".waves.tmp-4242-1.json").write_bytes(b"")
+    again = run(prompts, tiny_wan, tmp_path / "s", max_prompts=2)
+    pd.testing.assert_frame_equal(again, first)
+
+
 def test_long_and_dotted_prompt_ids_get_distinct_files(tiny_wan, tmp_path):
     """OpenVid-style ids share a long prefix, and `a.b` / `a_b` once mapped to one name: every sample keeps its own
     file, and a plain id keeps its own name."""
