@@ -47,9 +47,12 @@ def unique_ids(ids: list[str], keys: list[str]) -> list[str]:
 
 
 def from_folder(folder: Path) -> pd.DataFrame:
-    """Videos under `folder` (recursively, sorted), each with the caption of a same-named .txt beside it."""
+    """Videos under `folder` (recursively, sorted), each with the caption of a same-named .txt beside it. Hidden
+    names are not clips, as in a shell's glob: macOS's `._clip.mp4` resource forks, `.cache/`, a partial download,
+    Label Studio's `.densedpo-blind/` links (each would be a candidate: unreadable, or a duplicate of every clip)."""
     rows, keys = [], []
-    for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()):
+    for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+                        and not any(part.startswith(".") for part in p.relative_to(folder).parts)):  # fmt: skip
         sidecar = video.with_suffix(".txt")
         caption = sidecar.read_text(errors="replace").strip() if sidecar.exists() else None
         rel = video.relative_to(folder)

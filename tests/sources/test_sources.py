@@ -85,6 +85,20 @@ def test_a_folder_is_probed_filtered_and_reported(folder, tmp_path):
     assert g.returncode == 0 and re.search(r"pairs to make\s*│\s*2\b", g.stdout), g.stdout + g.stderr
 
 
+def test_hidden_files_and_folders_are_not_clips(tmp_path):
+    """A collection copied from a Mac (`._walk.mp4` resource forks), a `.cache/` copy, Label Studio's blind links:
+    not candidates (the old code listed all four)."""
+    d = tmp_path / "clips"
+    d.mkdir()
+    clip(d / "walk.mp4", 1.0, seed=1)
+    (d / "._walk.mp4").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 200)  # AppleDouble header, not a video
+    for hidden in (".cache", ".densedpo-blind"):
+        (d / hidden).mkdir()
+        shutil.copy(d / "walk.mp4", d / hidden / "walk.mp4")
+    found = collect(d)
+    assert list(found["source_id"]) == ["walk"] and found["video"].tolist() == [str((d / "walk.mp4").resolve())]
+
+
 def test_nothing_kept_is_one_line_naming_the_largest_reason(folder, tmp_path):
     r = run_cli("sources", "--from", folder, "--out", tmp_path / "s.parquet", "--quiet")  # default: 5.06 s
     assert r.returncode == 2
