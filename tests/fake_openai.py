@@ -91,7 +91,13 @@ def check_request(body) -> str | None:
 
 def serve_in_thread(chat, models) -> tuple[uvicorn.Server, threading.Thread, str]:
     """A uvicorn server for the two routes on a free loopback port, in a daemon thread: (server, thread, url)."""
-    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+    return serve_in_thread_app(
+        Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+    )
+
+
+def serve_in_thread_app(app: Starlette) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """`app` on a free loopback port, in a daemon thread: (server, thread, url)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

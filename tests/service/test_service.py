@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from densedpo.synthetic import make_synthetic_pairs
 from labeler.servers import free_port
 from tests.conftest import REPO, missing, run_cli
+from tests.fake_openai import serve_in_thread_app, stop_thread_server
 from tests.labeler.test_vllm_integration import vllm_requests
 
 pytestmark = pytest.mark.vllm
@@ -80,6 +88,61 @@ def wait_for(client, job_id, states=("completed", "failed", "cancelled"), timeou
     raise AssertionError(f"job {job_id} stuck in {job['state']}")
 
 
+class Gate:
+    """Every route passed through to the real vLLM, unchanged; after `hold_after(n)` the segment requests past the
+    next n wait until `release()`. A job held there cannot finish before the test acts on it, however fast the
+    machine: the order of events is the test's, not the clock's (a cancel test failed on CI when the whole job
+    ran between two polls)."""
+
+    def __init__(self, upstream: str):
+        self.upstream, self.admit, self.passed, self.held = upstream, math.inf, 0, 0
+        self.open = threading.Event()
+        self.open.set()
+
+    def hold_after(self, n: int) -> None:
+        self.admit, self.held = self.passed + n, 0
+        self.open.clear()
+
+    def release(self) -> None:
+        self.admit = math.inf
+        self.open.set()
+
+    async def forward(self, request: Request) -> Response:
+        body = await request.body()
+        rid = request.headers.get("x-request-id", "")
+        if rid and rid != "densedpo-probe":
+            if self.passed >= self.admit:
+                self.held += 1
+                while not self.open.is_set():
+                    await asyncio.sleep(0.02)
+            self.passed += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with httpx.AsyncClient(timeout=120) as client:
+            r = await client.request(
+                request.method,
+                f"{self.upstream}{request.url.path}",
+                params=request.query_params,
+                content=body,
+                headers=headers,
+            )
+        return Response(r.content, r.status_code, media_type=r.headers.get("content-type"))
+
+    def __enter__(self) -> Gate:
+        route = Route("/{path:path}", self.forward, methods=["GET", "POST"])
+        self._server, self._thread, self.url = serve_in_thread_app(Starlette(routes=[route]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        stop_thread_server(self._server, self._thread)
+
+
+@pytest.fixture(scope="module")
+def gate(vllm_server):
+    with Gate(vllm_server) as g:
+        yield g
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("svc")
@@ -89,8 +152,8 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def service(root, vllm_server):
-    svc = Service(root, vllm_server, "--max-running-jobs", "1", "--max-upload-mb", "0.05").start()
+def service(root, gate):
+    svc = Service(root, gate.url, "--max-running-jobs", "1", "--max-upload-mb", "0.05").start()
     yield svc
     svc.stop()
 
@@ -208,18 +271,25 @@ def test_idempotency_and_upload(service, root):
         assert wait_for(c, first.json()["id"])["state"] == "completed"
 
 
-def test_two_jobs_queue_and_cancel_keeps_finished_work(service):
+def test_two_jobs_queue_and_cancel_keeps_finished_work(service, gate):
     """max_running_jobs=1: the second job waits for the first; a cancelled job stops and keeps its rows."""
+    gate.hold_after(20)  # of the big job's 72 requests, 20 are answered, the rest wait for the cancel
+    try:
+        with service.client() as c:
+            big = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
+            small = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
+            assert c.get(f"/v1/label-jobs/{small['id']}").json()["state"] == "queued"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                gate.held and c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] >= 3
+            ):
+                time.sleep(0.02)
+            assert gate.held and c.get(f"/v1/label-jobs/{big['id']}").json()["state"] == "running"
+            t0 = time.monotonic()
+            c.post(f"/v1/label-jobs/{big['id']}/cancel")
+    finally:
+        gate.release()
     with service.client() as c:
-        big = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
-        small = c.post("/v1/label-jobs", data={"path": "small/pairs.parquet"}).json()
-        assert c.get(f"/v1/label-jobs/{small['id']}").json()["state"] == "queued"
-        wait_for(c, big["id"], states=("running",))
-        deadline = time.monotonic() + 60
-        while c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        t0 = time.monotonic()
-        c.post(f"/v1/label-jobs/{big['id']}/cancel")
         cancelled = wait_for(c, big["id"])
         assert cancelled["state"] == "cancelled" and time.monotonic() - t0 < 10
         r = c.get(f"/v1/label-jobs/{big['id']}/labels")
