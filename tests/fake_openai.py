@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import Counter
@@ -113,6 +114,34 @@ def stop_thread_server(server: uvicorn.Server, thread: threading.Thread) -> None
     thread.join(timeout=5)
 
 
+class Hold:
+    """A server's segment requests past the next n wait until `release()` (`hold_after(n)`): a run held there cannot
+    finish before the test has acted on it (killed, cancelled, raced it), however fast or loaded the machine is.
+    The order of events is the test's, not the clock's."""
+
+    def __init__(self):
+        self.admit, self.passed, self.held = math.inf, 0, 0
+        self.open = threading.Event()
+        self.open.set()
+
+    def hold_after(self, n: int) -> None:
+        self.admit, self.held = self.passed + n, 0
+        self.open.clear()
+
+    def release(self) -> None:
+        self.admit = math.inf
+        self.open.set()
+
+    async def wait_turn(self, request_id: str) -> None:
+        if not request_id or request_id == "densedpo-probe":  # model lists, tokenizing, the probe: never held
+            return
+        if self.passed >= self.admit:
+            self.held += 1
+            while not self.open.is_set():
+                await asyncio.sleep(0.02)
+        self.passed += 1
+
+
 @dataclass
 class FakeServer:
     """`script(request_id, n_seen)` returns (status, body) for a chat request; n_seen counts earlier tries.
@@ -128,6 +157,7 @@ class FakeServer:
     bodies: dict = field(default_factory=dict)
     refused: list = field(default_factory=list)
     arrivals: dict = field(default_factory=dict)  # request id -> monotonic arrival time of each try
+    hold: Hold = field(default_factory=Hold)
 
     def __post_init__(self):
         self.script = self.script or (lambda rid, n: (200, position_answer(rid)))
@@ -147,6 +177,7 @@ class FakeServer:
         self.arrivals.setdefault(rid, []).append(time.monotonic())
         n = self.counts[rid]
         self.counts[rid] += 1
+        await self.hold.wait_turn(rid)
         delay = self.delay_s(rid) if callable(self.delay_s) else self.delay_s
         if delay and rid != "densedpo-probe":  # the probe answers at once
             await asyncio.sleep(delay)
@@ -164,6 +195,7 @@ class FakeServer:
         return self
 
     def stop(self):
+        self.hold.release()
         stop_thread_server(self._server, self._thread)
 
     def __enter__(self):

@@ -70,16 +70,20 @@ def test_second_label_on_a_busy_out_exits_and_the_first_finishes(synthetic, tmp_
     pairs_path, _ = synthetic
     out = tmp_path / "labels.parquet"
     journal = out.with_name(out.name + ".journal.jsonl")
-    with FakeServer(delay_s=0.25) as fake:
+    with FakeServer() as fake:
+        fake.hold.hold_after(4)  # the first run answers 4 of its 18 requests, then waits until the second has run
         args = ["label", "--pairs", pairs_path, "--out", out, "--server", fake.url, "--concurrency", "2", "--quiet"]
         first = subprocess.Popen(
             [sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 2):
+        while time.monotonic() < deadline and not (
+            fake.hold.held and journal.exists() and len(journal.read_text().splitlines()) > 2
+        ):
             time.sleep(0.05)
         run_file = out.with_name(out.name + ".run.yaml").read_text()
         second = run_cli(*args, "--min-confidence", "0.9", timeout=120)
+        fake.hold.release()
         assert_one_line_busy(second, f"--out {out}")
         assert f"pid {first.pid} on" in second.stderr
         assert first.wait(timeout=120) == 0, first.stderr.read()

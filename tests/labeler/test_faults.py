@@ -195,14 +195,16 @@ def test_sigkill_mid_run_then_resume(tmp_path):
             "2",
             "--quiet",
         ]
+        fake.hold.hold_after(14)  # 14 of the 36 requests are answered; the kill comes while the next two wait
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if journal.exists() and len(journal.read_text().splitlines()) > 12:
-                break
+        while time.monotonic() < deadline and not (
+            fake.hold.held and journal.exists() and len(journal.read_text().splitlines()) > 12
+        ):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        fake.hold.release()
         before = {rid for _, rid in read_journal(journal)[1]}
         first_run = dict(fake.chat_requests())
         fake.counts.clear()
@@ -229,6 +231,7 @@ def test_sigterm_is_one_line_and_the_rerun_says_it_resumes_and_a_finished_journa
     out = tmp_path / "labels.parquet"
     journal = journal_path_for(out)
     with FakeServer(delay_s=0.05) as fake:
+        fake.hold.hold_after(14)  # the SIGTERM comes while two requests wait: the run cannot have finished
         args = [sys.executable, "-m", "app.cli", "label", "--pairs", str(pairs_path), "--out", str(out), "--quiet"]
         proc = subprocess.Popen(
             [*args, "--server", fake.url, "--concurrency", "2"],
@@ -237,10 +240,13 @@ def test_sigterm_is_one_line_and_the_rerun_says_it_resumes_and_a_finished_journa
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) > 12):
+        while time.monotonic() < deadline and not (
+            fake.hold.held and journal.exists() and len(journal.read_text().splitlines()) > 12
+        ):
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
+        fake.hold.release()
         text = (stdout + stderr).decode()
         assert proc.returncode == 130, text
         assert "Traceback" not in text and text.strip().splitlines() == [

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import math
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from starlette.routing import Route
 from densedpo.synthetic import make_synthetic_pairs
 from labeler.servers import free_port
 from tests.conftest import REPO, missing, run_cli
-from tests.fake_openai import serve_in_thread_app, stop_thread_server
+from tests.fake_openai import Hold, serve_in_thread_app, stop_thread_server
 from tests.labeler.test_vllm_integration import vllm_requests
 
 pytestmark = pytest.mark.vllm
@@ -89,33 +86,15 @@ def wait_for(client, job_id, states=("completed", "failed", "cancelled"), timeou
 
 
 class Gate:
-    """Every route passed through to the real vLLM, unchanged; after `hold_after(n)` the segment requests past the
-    next n wait until `release()`. A job held there cannot finish before the test acts on it, however fast the
-    machine: the order of events is the test's, not the clock's (a cancel test failed on CI when the whole job
-    ran between two polls)."""
+    """Every route passed through to the real vLLM, unchanged (vLLM checks every request), with a `Hold` on the
+    segment requests (a cancel test failed on CI when the whole job ran between two polls)."""
 
     def __init__(self, upstream: str):
-        self.upstream, self.admit, self.passed, self.held = upstream, math.inf, 0, 0
-        self.open = threading.Event()
-        self.open.set()
-
-    def hold_after(self, n: int) -> None:
-        self.admit, self.held = self.passed + n, 0
-        self.open.clear()
-
-    def release(self) -> None:
-        self.admit = math.inf
-        self.open.set()
+        self.upstream, self.hold = upstream, Hold()
 
     async def forward(self, request: Request) -> Response:
         body = await request.body()
-        rid = request.headers.get("x-request-id", "")
-        if rid and rid != "densedpo-probe":
-            if self.passed >= self.admit:
-                self.held += 1
-                while not self.open.is_set():
-                    await asyncio.sleep(0.02)
-            self.passed += 1
+        await self.hold.wait_turn(request.headers.get("x-request-id", ""))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with httpx.AsyncClient(timeout=120) as client:
             r = await client.request(
@@ -133,7 +112,7 @@ class Gate:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        self.hold.release()
         stop_thread_server(self._server, self._thread)
 
 
@@ -273,7 +252,7 @@ def test_idempotency_and_upload(service, root):
 
 def test_two_jobs_queue_and_cancel_keeps_finished_work(service, gate):
     """max_running_jobs=1: the second job waits for the first; a cancelled job stops and keeps its rows."""
-    gate.hold_after(20)  # of the big job's 72 requests, 20 are answered, the rest wait for the cancel
+    gate.hold.hold_after(20)  # of the big job's 72 requests, 20 are answered, the rest wait for the cancel
     try:
         with service.client() as c:
             big = c.post("/v1/label-jobs", data={"path": "big/pairs.parquet"}).json()
@@ -281,14 +260,14 @@ def test_two_jobs_queue_and_cancel_keeps_finished_work(service, gate):
             assert c.get(f"/v1/label-jobs/{small['id']}").json()["state"] == "queued"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (
-                gate.held and c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] >= 3
+                gate.hold.held and c.get(f"/v1/label-jobs/{big['id']}").json()["segments_done"] >= 3
             ):
                 time.sleep(0.02)
-            assert gate.held and c.get(f"/v1/label-jobs/{big['id']}").json()["state"] == "running"
+            assert gate.hold.held and c.get(f"/v1/label-jobs/{big['id']}").json()["state"] == "running"
             t0 = time.monotonic()
             c.post(f"/v1/label-jobs/{big['id']}/cancel")
     finally:
-        gate.release()
+        gate.hold.release()
     with service.client() as c:
         cancelled = wait_for(c, big["id"])
         assert cancelled["state"] == "cancelled" and time.monotonic() - t0 < 10
