@@ -17,6 +17,7 @@ import aiohttp
 
 from densedpo.errors import DenseDPOError
 
+PROBE_REQUEST_ID = "densedpo-probe"  # the judge's start-up check, not a segment's request
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 

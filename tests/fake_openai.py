@@ -1,5 +1,6 @@
 """An in-process fake OpenAI-compatible server, only for faults a real vLLM cannot produce on demand:
-429/5xx bursts, malformed bodies, unconstrained answers, slow responses. It counts requests per request id.
+429/5xx bursts, malformed bodies, unconstrained answers, slow responses, requests held until the test
+acts (`Hold`, also used by a pass-through gate to real vLLM). It counts requests per request id.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
+from labeler.client import PROBE_REQUEST_ID
 from labeler.servers import free_port
 
 
@@ -133,7 +135,7 @@ class Hold:
         self.open.set()
 
     async def wait_turn(self, request_id: str) -> None:
-        if not request_id or request_id == "densedpo-probe":  # model lists, tokenizing, the probe: never held
+        if not request_id or request_id == PROBE_REQUEST_ID:  # model lists, tokenizing, the probe: never held
             return
         if self.passed >= self.admit:
             self.held += 1
@@ -179,7 +181,7 @@ class FakeServer:
         self.counts[rid] += 1
         await self.hold.wait_turn(rid)
         delay = self.delay_s(rid) if callable(self.delay_s) else self.delay_s
-        if delay and rid != "densedpo-probe":  # the probe answers at once
+        if delay and rid != PROBE_REQUEST_ID:  # the probe answers at once
             await asyncio.sleep(delay)
         status, body, *headers = self.script(rid, n)  # an optional third item: response headers
         headers = headers[0] if headers else None
@@ -207,4 +209,4 @@ class FakeServer:
             assert not self.refused, f"densedpo sent requests vLLM would refuse: {self.refused[:3]}"
 
     def chat_requests(self) -> Counter:
-        return Counter({k: v for k, v in self.counts.items() if k != "densedpo-probe"})
+        return Counter({k: v for k, v in self.counts.items() if k != PROBE_REQUEST_ID})

@@ -16,6 +16,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from labeler.client import PROBE_REQUEST_ID
 from tests.fake_openai import serve_in_thread, stop_thread_server
 
 # The request fields of POST /v1/chat/completions in the OpenAI API reference.
@@ -126,7 +127,7 @@ class OpenAIProxy:
         if problem:
             self.refused.append((rid, problem))
             return JSONResponse({"error": {"message": problem, "type": "invalid_request_error"}}, 400)
-        if self.limited < self.rate_limit and rid != "densedpo-probe":
+        if self.limited < self.rate_limit and rid != PROBE_REQUEST_ID:
             self.limited += 1
             return JSONResponse({"error": {"message": "Rate limit reached"}}, 429, headers={"Retry-After": "0"})
         self.counts[rid] += 1

@@ -20,7 +20,7 @@ import dataclasses
 
 from densedpo.errors import DenseDPOError
 from labeler.aggregate import aggregate_segment
-from labeler.client import RequestFailed
+from labeler.client import PROBE_REQUEST_ID, RequestFailed
 from labeler.judges import Judge, JudgeSpec
 from labeler.parse import (
     REASONED,
@@ -177,7 +177,7 @@ class VllmChatJudge(Judge):
             self.model, [{"role": "user", "content": PROBE_TEXT}], choices, max_tokens, self.spec.top_logprobs
         )
         try:
-            resp = await pool.post(self.path, self.probe_body(body), request_id="densedpo-probe")
+            resp = await pool.post(self.path, self.probe_body(body), request_id=PROBE_REQUEST_ID)
         except RequestFailed as e:
             raise DenseDPOError(f"the probe request to {pool.urls[0]} failed: {e}. Body: {(e.body or '')[:300]}") from e
         result = parse_response(self.answer_reply(resp), "probe", "ab", choices)
@@ -246,7 +246,7 @@ class OpenAIChatJudge(VllmChatJudge):
         self.bind(await resolve_model(pool, self.spec))
         try:
             resp = await pool.post(
-                self.path, self.body([{"role": "user", "content": PROBE_TEXT}]), request_id="densedpo-probe"
+                self.path, self.body([{"role": "user", "content": PROBE_TEXT}]), request_id=PROBE_REQUEST_ID
             )
         except RequestFailed as e:
             hint = ""

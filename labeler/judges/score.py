@@ -15,7 +15,7 @@ import math
 
 from densedpo.errors import DenseDPOError
 from labeler.aggregate import aggregate_scores
-from labeler.client import RequestFailed
+from labeler.client import PROBE_REQUEST_ID, RequestFailed
 from labeler.judges import Judge, JudgeSpec, short_sha
 from labeler.judges.chat import resolve_model
 from labeler.parse import OrderResult
@@ -61,7 +61,7 @@ class ScoreJudge(Judge):
         self.bind(await resolve_model(pool, self.spec))
         body = {"model": self.model, "messages": score_messages(self.text, "a probe", []), "use_activation": False}
         try:
-            resp = await pool.post(self.path, body, request_id="densedpo-probe")
+            resp = await pool.post(self.path, body, request_id=PROBE_REQUEST_ID)
         except RequestFailed as e:
             raise DenseDPOError(
                 f"the scorer at {pool.urls[0]} did not answer POST /classify ({e}); serve the reward model with "

@@ -13,6 +13,7 @@ import pytest
 
 from densedpo.errors import DenseDPOError
 from densedpo.synthetic import make_synthetic_pairs
+from labeler.client import PROBE_REQUEST_ID
 from labeler.config import LabelConfig
 from labeler.engine import label_pairs
 from labeler.journal import journal_path_for, read_journal
@@ -65,7 +66,7 @@ def test_429_and_503_bursts_are_retried(synthetic, tmp_path):
     pairs_path, _ = synthetic
 
     def script(rid, n):
-        if rid != "densedpo-probe" and n < 2:
+        if rid != PROBE_REQUEST_ID and n < 2:
             return (429, {"error": "slow down"}) if n == 0 else (503, "overloaded")
         return 200, position_answer(rid)
 
@@ -80,7 +81,7 @@ def test_persistent_500_ends_as_request_error_rows_and_exit_2(synthetic, tmp_pat
     pairs_path, _ = synthetic
 
     def script(rid, n):
-        if rid != "densedpo-probe" and rid.split(":")[1] == "1":
+        if rid != PROBE_REQUEST_ID and rid.split(":")[1] == "1":
             return 500, "internal error: engine dead"
         return 200, position_answer(rid)
 
@@ -118,7 +119,7 @@ def test_malformed_bodies_are_rows(synthetic, tmp_path, body, fragment):
     pairs_path, _ = synthetic
 
     def script(rid, n):
-        return (200, position_answer(rid)) if rid == "densedpo-probe" or not rid.endswith(":2:ba") else (200, body)
+        return (200, position_answer(rid)) if rid == PROBE_REQUEST_ID or not rid.endswith(":2:ba") else (200, body)
 
     with FakeServer(script) as fake:
         res = label_pairs(cfg(pairs_path, tmp_path / "l.parquet", fake.url, max_failure_rate=1.0), progress=False)
@@ -272,7 +273,7 @@ def test_a_jury_judge_that_fails_every_request_fails_the_run(synthetic, tmp_path
     pairs_path, _ = synthetic
 
     def broken(rid, n):
-        return (200, position_answer(rid)) if rid == "densedpo-probe" else (500, "internal error: engine dead")
+        return (200, position_answer(rid)) if rid == PROBE_REQUEST_ID else (500, "internal error: engine dead")
 
     with FakeServer() as good, FakeServer(broken) as bad:
         jury = tmp_path / "jury.yaml"

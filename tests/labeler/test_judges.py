@@ -11,6 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from labeler.client import PROBE_REQUEST_ID
 from labeler.config import LabelConfig
 from labeler.frames import prepare_pair
 from labeler.journal import journal_path_for, read_journal
@@ -61,7 +62,7 @@ def test_openai_api_with_logprobs_through_a_strict_proxy(vllm_server, tiny_vlm, 
         assert r.returncode == 0, r.stderr
         assert proxy.refused == []  # no field outside the OpenAI API was sent (the run would have failed)
         assert proxy.limited == 3  # three 429s, each retried after Retry-After
-        asked = {rid: n for rid, n in proxy.counts.items() if rid != "densedpo-probe"}
+        asked = {rid: n for rid, n in proxy.counts.items() if rid != PROBE_REQUEST_ID}
         assert len(asked) == 18 and set(asked.values()) == {1}  # 9 segments x 2 orders, each answered once
         # Both orders of a segment carry byte-identical frames (vLLM's multimodal caches can hit).
         for rid in asked:
